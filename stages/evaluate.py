@@ -11,7 +11,7 @@ import mlflow
 import torch
 
 from regression import stage, tracking
-from regression.data import load_dataset, load_linear
+from regression.data import FASHION_MNIST_CLASSES, load_dataset, load_linear
 from regression.evaluation import evaluate_classifier, evaluate_linear
 from regression.figures import confusion_figure
 from regression.files import sha256_file, write_bytes_atomic, write_json
@@ -35,10 +35,8 @@ def main(params, argv):
     model = build_model(name, p.init_std, p.seed, n_features=test_set.X.shape[1])
     model.load_state_dict(torch.load(model_path, weights_only=True))
 
-    figure = None
     if is_classifier(name):
         metrics, confusion, pairs = evaluate_classifier(model, test_set)
-        metrics["confusion_matrix"] = confusion
         figure = confusion_figure(confusion, f"{name}: test set")
     else:
         _, _, truth = load_linear(data_dir)
@@ -48,11 +46,12 @@ def main(params, argv):
     experiment_id = tracking.configure()
     run_id = tracking.find_train_run(experiment_id, f"train@{name}", sha256_file(model_path))
     with mlflow.start_run(run_id=run_id):
-        numbers = {k: v for k, v in metrics.items() if k != "confusion_matrix"}
-        mlflow.log_metrics(tracking.flat(numbers), step=p.epochs)
+        mlflow.log_metrics(tracking.flat(metrics), step=p.epochs)
         mlflow.log_dict(metrics, "evaluation/metrics.json")
         mlflow.log_text(predictions.decode(), "evaluation/predictions.csv")
-        if figure is not None:
+        if is_classifier(name):
+            mlflow.log_dict({"classes": FASHION_MNIST_CLASSES, "rows_actual_columns_predicted": confusion},
+                            "evaluation/confusion_matrix.json")
             mlflow.log_figure(figure, "evaluation/confusion_matrix.png")
     write_json(f"metrics/{name}/eval.json", metrics)
     write_bytes_atomic(f"metrics/{name}/predictions.csv", predictions)

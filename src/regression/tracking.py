@@ -13,6 +13,7 @@ would make two identical `dvc repro` runs record different output hashes.
 
 import os
 import subprocess
+import warnings
 from pathlib import Path
 
 import mlflow
@@ -79,7 +80,9 @@ def run_tags(model: str, data_digest: str) -> dict:
 
 
 def log_dataset(folder: Path, name: str, digest: str) -> None:
-    source = resolve_dataset_source(str(folder.resolve()))
+    with warnings.catch_warnings():  # MLflow registers its local-file source twice and says so
+        warnings.simplefilter("ignore", UserWarning)
+        source = resolve_dataset_source(folder.resolve().as_uri())
     mlflow.log_input(MetaDataset(source=source, name=name, digest=digest), context="training")
 
 
