@@ -1,0 +1,39 @@
+"""After the real pipeline: fail unless every target is met and DVC sees nothing left to do.
+
+Usage (from the project root): python .ci/check_targets.py
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+MIN_ACCURACY = 0.83      # softmax_scratch and softmax_nn, test set
+MAX_LINEAR_ERROR = 0.01  # |w - true_w| and |b - true_b|
+
+
+def main() -> int:
+    failures = []
+    for model in ("softmax_scratch", "softmax_nn"):
+        accuracy = json.loads(Path(f"metrics/{model}/eval.json").read_text())["test_accuracy"]
+        print(f"{model}: test accuracy {accuracy:.4f} (target >= {MIN_ACCURACY})")
+        if accuracy < MIN_ACCURACY:
+            failures.append(f"{model} test accuracy {accuracy:.4f} < {MIN_ACCURACY}")
+    linear = json.loads(Path("metrics/linear/eval.json").read_text())
+    print(f"linear: w {linear['w']} (true {linear['true_w']}), b {linear['b']:.4f} (true {linear['true_b']:.4f})")
+    for key in ("w_abs_error", "b_abs_error"):
+        if linear[key] > MAX_LINEAR_ERROR:
+            failures.append(f"linear {key} {linear[key]:.4g} > {MAX_LINEAR_ERROR}")
+    dvc = Path(sys.executable).parent / "dvc"
+    status = subprocess.run([str(dvc), "status", "--json"], capture_output=True, text=True, check=True)
+    if json.loads(status.stdout or "{}"):
+        failures.append(f"dvc status is not clean after the pipeline: {status.stdout}")
+    else:
+        print("dvc status: clean")
+    for failure in failures:
+        print(f"FAILED: {failure}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
