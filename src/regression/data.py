@@ -36,17 +36,23 @@ class DataError(PipelineError, ValueError):
     """A data file is missing or not what the stage expects."""
 
 
+def read_idx(path: Path, reader) -> torch.Tensor:
+    """One IDX file through torchvision's reader; a bad file becomes a DataError naming it."""
+    if not path.is_file():
+        raise DataError(f"{path}: missing; run `dvc repro download` first")
+    try:
+        return reader(str(path))
+    except Exception as error:  # torchvision raises assorted types for malformed files
+        raise DataError(f"{path}: not a valid IDX file ({type(error).__name__}: {error})") from None
+
+
 def load_fashion_mnist_images(folder: str | Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The raw uint8 images (n, 28, 28) and int64 labels (n,) of one split."""
     images_name, labels_name = FASHION_MNIST_FILES[split]
     images_path, labels_path = Path(folder) / images_name, Path(folder) / labels_name
-    for path in (images_path, labels_path):
-        if not path.is_file():
-            raise DataError(f"{path}: missing; run `dvc repro download` first")
-    try:
-        images, labels = read_image_file(str(images_path)), read_label_file(str(labels_path))
-    except (AssertionError, ValueError, RuntimeError) as error:
-        raise DataError(f"{images_path} / {labels_path}: not valid IDX files ({error})") from None
+    images, labels = read_idx(images_path, read_image_file), read_idx(labels_path, read_label_file)
+    if images.shape[1:] != (28, 28):
+        raise DataError(f"{images_path}: images are {tuple(images.shape[1:])}, expected 28x28")
     if len(images) != len(labels):
         raise DataError(f"{images_path}: {len(images)} images but {labels_path}: {len(labels)} labels")
     return images, labels

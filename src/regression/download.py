@@ -11,6 +11,7 @@ writes straight to its destination. Its IDX reader is used to load the files (da
 
 import gzip
 import hashlib
+import http.client
 import os
 import shutil
 import tempfile
@@ -38,7 +39,7 @@ def sources_with_override(sources: list[str]) -> list[str]:
         return list(sources)
     if "://" not in override:
         override = Path(override).resolve().as_uri()
-    return [override] + [s for s in sources if s != override]
+    return [override] + [s for s in sources if s.rstrip("/") != override.rstrip("/")]
 
 
 def file_url(source: str, name: str) -> str:
@@ -79,7 +80,7 @@ def download_file(name: str, sha256: str, sources: list[str], workdir: Path,
             fetch(url, fetched, timeout)
             decompress_and_verify(fetched, workdir / name, sha256)
             return failures
-        except (OSError, ValueError, EOFError, zlib.error) as error:
+        except (OSError, ValueError, EOFError, zlib.error, http.client.HTTPException) as error:
             failures.append(f"{url}: {error}")
             (workdir / name).unlink(missing_ok=True)
         finally:
@@ -98,6 +99,7 @@ def download_all(files: dict[str, str], sources: list[str], out_dir: str | Path,
     try:
         for name, sha256 in files.items():
             failures += download_file(name, sha256, sources, workdir, timeout)
+        workdir.chmod(0o755)  # mkdtemp makes it owner-only
         if out_dir.exists():
             shutil.rmtree(out_dir)
         workdir.rename(out_dir)

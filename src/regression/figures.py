@@ -32,9 +32,11 @@ def confusion_figure(confusion: list[list[int]], title: str) -> plt.Figure:
     ax.set_xlabel("predicted")
     ax.set_ylabel("actual")
     ax.set_title(title)
+    dark = max(max(counts) for counts in confusion) / 2
     for row, counts in enumerate(confusion):
         for col, count in enumerate(counts):
-            ax.text(col, row, count, ha="center", va="center", fontsize=6)
+            ax.text(col, row, count, ha="center", va="center", fontsize=6,
+                    color="white" if count > dark else "black")
     figure.colorbar(image)
     figure.tight_layout()
     return figure

@@ -6,7 +6,7 @@ before any output is written or any MLflow run is opened.
 """
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import yaml
 from regression import PipelineError
@@ -22,6 +22,8 @@ MODEL_DATASETS = {
 PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+FashionMnistFile = Literal["train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                           "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
 
 
 class ParamsError(PipelineError, ValueError):
@@ -29,13 +31,20 @@ class ParamsError(PipelineError, ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DownloadParams(_Section):
     sources: Annotated[list[str], Field(min_length=1)]
     timeout_seconds: PositiveFloat
-    files: Annotated[dict[str, Sha256], Field(min_length=1)]
+    files: dict[FashionMnistFile, Sha256]
+
+    @model_validator(mode="after")
+    def _all_files(self):
+        missing = set(get_args(FashionMnistFile)) - set(self.files)
+        if missing:
+            raise ValueError(f"download.files: missing {', '.join(sorted(missing))}")
+        return self
 
 
 class GenerateParams(_Section):

@@ -37,7 +37,7 @@ def project_root(cwd: Path | None = None) -> Path:
     """The project root, also from inside a `dvc exp run --temp/--queue` copy of it."""
     cwd = (cwd or Path.cwd()).resolve()
     parts = cwd.parts
-    for i in range(len(parts) - 3):
+    for i in range(len(parts) - 2):
         if parts[i:i + 3] == (".dvc", "tmp", "exps"):
             return Path(*parts[:i])
     return cwd

@@ -93,6 +93,11 @@ def train(name: str, model: nn.Module, train_set: Split, test_set: Split, params
         if is_classifier(name):
             record["train_accuracy"] = correct / n
         record |= {f"test_{key}": value for key, value in evaluate_split(name, model, test_set).items()}
+        # The last update of an epoch is only seen here: check the weights and the test loss too.
+        if not (math.isfinite(record["test_loss"]) and all(p.isfinite().all() for p in model.parameters())):
+            raise TrainingDiverged(
+                f"train.{name}: weights or test loss became non-finite after epoch {epoch} "
+                f"(train.{name}.lr = {params.lr}); try a smaller learning rate")
         history.append(record)
         on_epoch(record)
     return history

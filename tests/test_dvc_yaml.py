@@ -1,0 +1,156 @@
+"""A static check that keeps dvc.yaml honest.
+
+DVC re-runs a stage only when one of its listed deps or params changes, so a stage whose
+code imports a module missing from its deps silently keeps stale outputs when that module
+changes. Here every stage script's `regression.*` imports are followed through src/regression
+and compared with the stage's deps, and every params section a stage lists must exist.
+"""
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "src" / "regression"
+PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
+DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+
+
+def lookup(tree, dotted: str):
+    """params['a']['b'] for 'a.b'; KeyError if any part is missing."""
+    for part in dotted.split("."):
+        tree = tree[part]
+    return tree
+
+
+def substitute(value, key, item):
+    """${key} and ${item.x} in every string of a `do` template."""
+    if isinstance(value, str):
+        value = value.replace("${key}", key)
+        return re.sub(r"\$\{item\.(\w+)\}", lambda m: str(item[m.group(1)]), value)
+    if isinstance(value, list):
+        return [substitute(v, key, item) for v in value]
+    if isinstance(value, dict):
+        return {substitute(k, key, item): substitute(v, key, item) for k, v in value.items()}
+    return value
+
+
+def expand_stages() -> dict[str, dict]:
+    """dvc.yaml's stages with `foreach` expanded over the params.yaml section it names."""
+    stages = {}
+    for name, stage in DVC["stages"].items():
+        if "foreach" not in stage:
+            stages[name] = stage
+            continue
+        over = re.fullmatch(r"\$\{(.+)\}", stage["foreach"].strip())
+        assert over, f"{name}: foreach is not a ${{...}} reference to params.yaml"
+        for key, item in lookup(PARAMS, over.group(1)).items():
+            stages[f"{name}@{key}"] = substitute(stage["do"], key, item)
+    return stages
+
+
+STAGES = expand_stages()
+
+
+def paths(entries) -> list[str]:
+    """deps/outs entries are either paths or {path: options}."""
+    return [next(iter(entry)) if isinstance(entry, dict) else entry for entry in entries or []]
+
+
+def stage_script(stage: dict) -> str:
+    scripts = re.findall(r"\bstages/\w+\.py\b", stage["cmd"])
+    assert len(scripts) == 1, f"expected one stages/*.py in {stage['cmd']!r}"
+    return scripts[0]
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Names of the regression submodules a file imports directly, e.g. {'data', 'stage'}."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative import inside the package
+                base = ".".join(["regression"] + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            # `from regression import data` imports a module; `from regression import X` a name.
+            names = [base] + [f"{base}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == "regression" and len(parts) > 1 and (PACKAGE / f"{parts[1]}.py").is_file():
+                found.add(parts[1])
+    return found
+
+
+def code_closure(script: Path) -> set[str]:
+    """Every src/regression module file the script loads, directly or through other modules."""
+    pending = imported_modules(script) | {"__init__"}
+    seen = set()
+    while pending:
+        module = pending.pop()
+        if module not in seen:
+            seen.add(module)
+            pending |= imported_modules(PACKAGE / f"{module}.py")
+    return {f"src/regression/{module}.py" for module in seen}
+
+
+def test_dvc_yaml_has_the_expected_stages():
+    """The expansion above works (otherwise the checks below would check nothing)."""
+    assert {"download", "generate", "samples"} <= set(STAGES)
+    for model in PARAMS["train"]:
+        assert f"train@{model}" in STAGES and f"evaluate@{model}" in STAGES
+
+
+def test_import_follower_sees_indirect_imports():
+    """Control: train.py reaches params.py only through stage.py and training.py."""
+    assert "params" not in imported_modules(ROOT / "stages" / "train.py")
+    assert "src/regression/params.py" in code_closure(ROOT / "stages" / "train.py")
+
+
+@pytest.mark.parametrize("name", STAGES)
+def test_stage_deps_list_its_script_and_every_module_it_imports(name):
+    stage = STAGES[name]
+    deps = paths(stage.get("deps"))
+    script = stage_script(stage)
+    assert script in deps, f"{name}: its script {script} is not in deps"
+    needed = code_closure(ROOT / script) - {"src/regression/__init__.py"}
+    missing = sorted(needed - set(deps))
+    assert not missing, f"{name}: imports {missing} but dvc.yaml does not list them in deps"
+
+
+@pytest.mark.parametrize("name", STAGES)
+def test_stage_code_deps_exist(name):
+    """A code dep that no longer exists (a renamed module) is a stale entry."""
+    for dep in paths(STAGES[name].get("deps")):
+        if dep.startswith(("src/", "stages/")):
+            assert (ROOT / dep).is_file(), f"{name}: dep {dep} does not exist"
+
+
+@pytest.mark.parametrize("name", STAGES)
+def test_stage_data_deps_are_outputs_of_another_stage(name):
+    outs = {path for other in STAGES.values() for path in paths(other.get("outs"))}
+    for dep in paths(STAGES[name].get("deps")):
+        if not dep.startswith(("src/", "stages/")):
+            assert dep in outs, f"{name}: dep {dep} is no stage's output"
+
+
+@pytest.mark.parametrize("name", STAGES)
+def test_stage_params_exist_in_params_yaml(name):
+    for entry in STAGES[name].get("params") or []:
+        # Either `section.key` in params.yaml or {other_file.yaml: [keys]}.
+        keys = [entry] if isinstance(entry, str) else []
+        if isinstance(entry, dict):
+            for file, file_keys in entry.items():
+                assert Path(file).name == "params.yaml", f"{name}: params from {file}"
+                keys += file_keys or []
+        for key in keys:
+            try:
+                lookup(PARAMS, key)
+            except (KeyError, TypeError):
+                pytest.fail(f"{name}: params entry {key!r} is not in params.yaml")
