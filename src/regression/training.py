@@ -55,7 +55,9 @@ def make_step(name: str, model: nn.Module, lr: float) -> Callable:
     if name == "softmax_scratch":
         return partial(scratch_step, model, lr)
     loss_fn = F.cross_entropy if is_classifier(name) else F.mse_loss
-    return partial(optimizer_step, model, optim.SGD(model.parameters(), lr=lr), loss_fn)
+    # foreach=False: for two small tensors a plain loop is cheaper than the batched kernels.
+    optimizer = optim.SGD(model.parameters(), lr=lr, foreach=False)
+    return partial(optimizer_step, model, optimizer, loss_fn)
 
 
 @torch.no_grad()
@@ -80,8 +82,8 @@ def train(name: str, model: nn.Module, train_set: Split, test_set: Split, params
     for epoch in range(1, params.epochs + 1):
         loss_sum, correct = 0.0, 0
         for batch, index in enumerate(minibatches(n, params.batch_size, generator), start=1):
-            y = train_set.y[index]
-            output, loss = step(train_set.X[index], y)
+            y = train_set.y.index_select(0, index)  # index_select: cheaper than X[index] here
+            output, loss = step(train_set.X.index_select(0, index), y)
             if not math.isfinite(loss):
                 raise TrainingDiverged(
                     f"train.{name}: loss became {loss} at epoch {epoch}, batch {batch} "
