@@ -18,6 +18,11 @@ class TrainingDiverged(PipelineError):
     """The loss became NaN or infinite."""
 
 
+def diverged(name: str, params: TrainParams, what: str) -> TrainingDiverged:
+    return TrainingDiverged(f"train.{name}: {what} (train.{name}.lr = {params.lr}); "
+                            "try a smaller learning rate")
+
+
 def minibatches(n: int, batch_size: int, generator: torch.Generator):
     """Index tensors of one shuffled pass over n examples (the last batch may be short)."""
     order = torch.randperm(n, generator=generator)
@@ -68,7 +73,7 @@ def evaluate_split(name: str, model: nn.Module, split: Split) -> dict:
         return {"loss": F.mse_loss(output, split.y).item()}
     return {
         "loss": cross_entropy(output, split.y).mean().item(),
-        "accuracy": (output.argmax(dim=1) == split.y).float().mean().item(),
+        "accuracy": (output.argmax(dim=1) == split.y).sum().item() / len(split.y),
     }
 
 
@@ -85,9 +90,7 @@ def train(name: str, model: nn.Module, train_set: Split, test_set: Split, params
             y = train_set.y.index_select(0, index)  # index_select: cheaper than X[index] here
             output, loss = step(train_set.X.index_select(0, index), y)
             if not math.isfinite(loss):
-                raise TrainingDiverged(
-                    f"train.{name}: loss became {loss} at epoch {epoch}, batch {batch} "
-                    f"(train.{name}.lr = {params.lr}); try a smaller learning rate")
+                raise diverged(name, params, f"loss became {loss} at epoch {epoch}, batch {batch}")
             loss_sum += loss * len(index)
             if is_classifier(name):
                 correct += (output.argmax(dim=1) == y).sum().item()
@@ -97,9 +100,7 @@ def train(name: str, model: nn.Module, train_set: Split, test_set: Split, params
         record |= {f"test_{key}": value for key, value in evaluate_split(name, model, test_set).items()}
         # The last update of an epoch is only seen here: check the weights and the test loss too.
         if not (math.isfinite(record["test_loss"]) and all(p.isfinite().all() for p in model.parameters())):
-            raise TrainingDiverged(
-                f"train.{name}: weights or test loss became non-finite after epoch {epoch} "
-                f"(train.{name}.lr = {params.lr}); try a smaller learning rate")
+            raise diverged(name, params, f"weights or test loss became non-finite after epoch {epoch}")
         history.append(record)
         on_epoch(record)
     return history
