@@ -12,6 +12,24 @@ MIN_ACCURACY = 0.83      # softmax_scratch and softmax_nn, test set
 MAX_LINEAR_ERROR = 0.01  # |w - true_w| and |b - true_b|
 
 
+def check_mlflow_runs() -> list[str]:
+    """Each model's latest run in the project's store finished and holds the evaluation."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{Path.cwd() / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("regression-lesson")
+    failures = []
+    for model, metric in (("linear", "test_mse"), ("softmax_scratch", "per_class_accuracy.Shirt"),
+                          ("softmax_nn", "per_class_accuracy.Shirt")):
+        runs = client.search_runs([experiment.experiment_id], f"tags.model = '{model}'",
+                                  order_by=["attributes.start_time DESC"], max_results=1)
+        if not runs or runs[0].info.status != "FINISHED" or metric not in runs[0].data.metrics:
+            failures.append(f"{model}: latest MLflow run missing, unfinished or without {metric}")
+        else:
+            print(f"{model}: MLflow run {runs[0].info.run_id} finished, {metric} = {runs[0].data.metrics[metric]:.4g}")
+    return failures
+
+
 def main() -> int:
     failures = []
     for model in ("softmax_scratch", "softmax_nn"):
@@ -24,6 +42,7 @@ def main() -> int:
     for key in ("w_abs_error", "b_abs_error"):
         if linear[key] > MAX_LINEAR_ERROR:
             failures.append(f"linear {key} {linear[key]:.4g} > {MAX_LINEAR_ERROR}")
+    failures += check_mlflow_runs()
     dvc = Path(sys.executable).parent / "dvc"
     status = subprocess.run([str(dvc), "status", "--json"], capture_output=True, text=True, check=True)
     if json.loads(status.stdout or "{}"):
