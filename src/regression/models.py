@@ -29,6 +29,9 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 class SoftmaxRegressionScratch(nn.Module):
     """Softmax regression as two hand-made tensors: logits = X W + b.
 
+    The softmax is applied to these logits (inside `cross_entropy`, or by `softmax` to get
+    probabilities), never to the input pixels.
+
     `nn.Module` is only the container (so the model saves and logs like the others); there is
     no `nn.Linear`, and training updates `W` and `b` by hand.
     """

@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Annotated, Literal, get_args
 
 import yaml
-from regression import PipelineError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from regression import PipelineError
 
 # Which dataset each model learns from; `train.<model>.dataset` must agree (dvc.yaml reads it).
 MODEL_DATASETS = {
