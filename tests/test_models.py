@@ -5,8 +5,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from idx_files import learnable_split
-from regression.data import Split
 from regression.models import (
     SoftmaxRegression,
     SoftmaxRegressionScratch,
@@ -96,17 +94,6 @@ def test_same_seed_starts_both_softmax_models_alike():
     assert torch.equal(scratch.W, concise.linear.weight.T)
     assert torch.equal(scratch.b, torch.zeros(10)) and torch.equal(concise.linear.bias, torch.zeros(10))
     assert not torch.equal(build_model("softmax_scratch", 0.01, 8).W, scratch.W)
-
-
-@pytest.fixture(scope="module")
-def tiny_fashion():
-    """A learnable 10-class task in Fashion-MNIST's shape: (train, test) Splits scaled to [0, 1]."""
-    generator = torch.Generator().manual_seed(0)
-    splits = []
-    for n in (200, 50):
-        images, labels = learnable_split(n, generator)
-        splits.append(Split(images.reshape(n, -1).float() / 255, labels.long()))
-    return tuple(splits)
 
 
 PARAMS = TrainParams(dataset="fashion-mnist", seed=3, lr=0.1, batch_size=32, epochs=3, init_std=0.01)

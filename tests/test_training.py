@@ -5,9 +5,8 @@ import math
 import pytest
 import torch
 
-from idx_files import learnable_split
 from regression import PipelineError
-from regression.data import Split, generate_linear
+from regression.data import generate_linear
 from regression.models import build_model
 from regression.params import TrainParams
 from regression.training import TrainingDiverged, minibatches, train
@@ -25,13 +24,8 @@ def linear_data():
 
 
 @pytest.fixture(scope="module")
-def fashion_data():
-    generator = torch.Generator().manual_seed(0)
-    splits = []
-    for n in (150, 40):
-        images, labels = learnable_split(n, generator)
-        splits.append(Split(images.reshape(n, -1).float() / 255, labels.long()))
-    return tuple(splits)
+def fashion_data(tiny_fashion):
+    return tiny_fashion
 
 
 def data_for(name, linear_data, fashion_data):
