@@ -61,7 +61,7 @@ def load_fashion_mnist_images(folder: str | Path, split: str) -> tuple[torch.Ten
 def load_fashion_mnist(folder: str | Path, split: str) -> Split:
     """Images scaled to [0, 1] and flattened to 784 features, as ToTensor would give."""
     images, labels = load_fashion_mnist_images(folder, split)
-    return Split(images.reshape(len(images), -1).to(torch.float32) / 255.0, labels.long())
+    return Split(images.reshape(len(images), -1).to(torch.float32).div_(255.0), labels.long())
 
 
 def generate_linear(n: int, true_w: list[float], true_b: float, noise_std: float,
