@@ -86,7 +86,8 @@ def download_file(name: str, sha256: str, sources: list[str], workdir: Path,
         finally:
             fetched.unlink(missing_ok=True)
     raise DownloadError(f"{name}: no source gave a file with sha256 {sha256}. Tried:\n"
-                        + "\n".join(f"  {failure}" for failure in failures))
+                        + "\n".join(f"  {failure}" for failure in failures)
+                        + f"\nSet {SOURCE_ENV} to a folder or URL that holds {name}.gz to try it first.")
 
 
 def download_all(files: dict[str, str], sources: list[str], out_dir: str | Path,
