@@ -19,6 +19,7 @@ from pathlib import Path
 import mlflow
 import torch
 from mlflow.data.dataset_source_registry import resolve_dataset_source
+from mlflow.exceptions import MlflowException
 from mlflow.data.meta_dataset import MetaDataset
 from mlflow.models import infer_signature
 
@@ -53,9 +54,17 @@ def configure() -> str:
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
-    # A store of our own keeps artifacts beside it; a server decides for itself.
-    location = (root / "mlartifacts").as_uri() if uri.startswith("sqlite:") else None
-    return mlflow.create_experiment(name, artifact_location=location)
+    # An sqlite store keeps artifacts beside its file (by absolute path); a server decides itself.
+    location = None
+    if uri.startswith("sqlite:///"):
+        location = (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts").as_uri()
+    try:
+        return mlflow.create_experiment(name, artifact_location=location)
+    except MlflowException:  # another stage (a parallel queued experiment) created it first
+        experiment = mlflow.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
 
 
 def git_commit() -> str:
