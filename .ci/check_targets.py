@@ -1,6 +1,6 @@
 """After the real pipeline: fail unless every target is met and DVC sees nothing left to do.
 
-Usage (from the project root): python .ci/check_targets.py
+Usage (from the project root): PYTHONPATH=src python .ci/check_targets.py
 """
 
 import json
@@ -16,12 +16,14 @@ def check_mlflow_runs() -> list[str]:
     """Each model's latest run in the project's store finished and holds the evaluation."""
     from mlflow import MlflowClient
 
-    client = MlflowClient(f"sqlite:///{Path.cwd() / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("regression-lesson")
+    from regression import tracking
+
+    experiment_id = tracking.configure()  # the store and experiment the pipeline recorded into
+    client = MlflowClient()
     failures = []
     for model, metric in (("linear", "test_mse"), ("softmax_scratch", "per_class_accuracy.Shirt"),
                           ("softmax_nn", "per_class_accuracy.Shirt")):
-        runs = client.search_runs([experiment.experiment_id], f"tags.model = '{model}'",
+        runs = client.search_runs([experiment_id], f"tags.model = '{model}'",
                                   order_by=["attributes.start_time DESC"], max_results=1)
         if not runs or runs[0].info.status != "FINISHED" or metric not in runs[0].data.metrics:
             failures.append(f"{model}: latest MLflow run missing, unfinished or without {metric}")

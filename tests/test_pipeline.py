@@ -24,6 +24,7 @@ from mlflow import MlflowClient
 
 from idx_files import write_tiny_fashion_mnist
 from regression.files import sha256_file
+from regression.tracking import DEFAULT_EXPERIMENT
 
 PROJECT = Path(__file__).resolve().parents[1]
 COPIED = ["dvc.yaml", "params.yaml", "stages", "src", ".dvc/config", ".dvc/.gitignore",
@@ -118,7 +119,7 @@ def client_for(path: Path) -> MlflowClient:
 
 
 def runs_by_model(client: MlflowClient) -> dict:
-    experiment = client.get_experiment_by_name("regression-lesson")
+    experiment = client.get_experiment_by_name(DEFAULT_EXPERIMENT)
     runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
     by_model = {}
     for r in runs:

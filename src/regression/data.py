@@ -8,22 +8,21 @@ transform, which is what makes an epoch take a fraction of a second.
 
 import hashlib
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, get_args
 
 import torch
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
 from regression import PipelineError
 from regression.files import save_tensors, sha256_file
+from regression.params import FashionMnistFile
 
 FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 )
-FASHION_MNIST_FILES = {
-    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-}
+TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS = get_args(FashionMnistFile)
+FASHION_MNIST_FILES = {"train": (TRAIN_IMAGES, TRAIN_LABELS), "test": (TEST_IMAGES, TEST_LABELS)}
 SYNTHETIC_FILE = "linear.pt"
 
 

@@ -23,6 +23,7 @@ MODEL_DATASETS = {
 PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+# The four Fashion-MNIST IDX files, in this order: train images, train labels, test images, test labels.
 FashionMnistFile = Literal["train-images-idx3-ubyte", "train-labels-idx1-ubyte",
                            "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import mlflow
 import torch
 from mlflow.data.dataset_source_registry import resolve_dataset_source
-from mlflow.exceptions import MlflowException
 from mlflow.data.meta_dataset import MetaDataset
+from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
 from regression import PipelineError
