@@ -1,56 +1,67 @@
-"""params.yaml, checked in full before any stage does any work.
+"""params.yaml, read as DVC reads it (YAML 1.2) and checked in full before a stage does any work.
 
-Every stage calls `load_params()` first, so a wrong type, a non-positive rate, an unknown
-model or a missing key stops the pipeline with one message naming the key and the value,
-before any output is written or any MLflow run is opened.
+A wrong type, an out-of-range value, a missing or unknown key or section each give one line
+naming the key and the value, before any output is written or any MLflow run is opened.
+Which model names exist is the model table's business (`models.MODELS`): the stages that
+train pass it in, so this module stays free of torch.
 """
 
+import difflib
+import urllib.parse
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from regression import PipelineError
 
-# Which dataset each model learns from; `train.<model>.dataset` must agree (dvc.yaml reads it).
-MODEL_DATASETS = {
-    "linear": "synthetic",
-    "softmax_scratch": "fashion-mnist",
-    "softmax_nn": "fashion-mnist",
-}
+DATASETS = ("synthetic", "fashion-mnist")  # folders under data/ that a model can learn from
+URL_SCHEMES = ("http", "https", "file")
 
 PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
+Seed = Annotated[int, Field(ge=0, lt=2 ** 64)]  # what torch.Generator.manual_seed accepts
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
-# The four Fashion-MNIST IDX files, in this order: train images, train labels, test images, test labels.
-FashionMnistFile = Literal["train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-                           "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
 
 
 class ParamsError(PipelineError, ValueError):
     """params.yaml is missing, unreadable or holds a value no stage can use."""
 
 
+def _source_url(value: str) -> str:
+    try:
+        parts = urllib.parse.urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError as error:
+        raise ValueError(f"not a URL ({error})") from None
+    if parts.scheme not in URL_SCHEMES or not (parts.netloc or parts.scheme == "file"):
+        raise ValueError(f"not an {', '.join(URL_SCHEMES)} URL")
+    return value
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True, allow_inf_nan=False)
 
 
-class DownloadParams(_Section):
-    sources: Annotated[list[str], Field(min_length=1)]
-    timeout_seconds: PositiveFloat
-    files: dict[FashionMnistFile, Sha256]
+class ExpectedFile(_Section):
+    sha256: Sha256     # of the decompressed bytes, so a recompressed mirror still passes
+    bytes: PositiveInt  # decompressed size: nothing larger is written
 
-    @model_validator(mode="after")
-    def _all_files(self):
-        missing = set(get_args(FashionMnistFile)) - set(self.files)
-        if missing:
-            raise ValueError(f"download.files: missing {', '.join(sorted(missing))}")
-        return self
+
+class DownloadParams(_Section):
+    sources: Annotated[list[Annotated[str, AfterValidator(_source_url)]], Field(min_length=1)]
+    timeout_seconds: PositiveFloat  # deadline for one file from one source
+    files: Annotated[dict[str, ExpectedFile], Field(min_length=1)]
+
+
+class PrepareParams(_Section):
+    validation_size: Annotated[int, Field(ge=0)]  # training images held out for validation
+    seed: Seed
 
 
 class GenerateParams(_Section):
-    seed: Annotated[int, Field(ge=0)]
+    seed: Seed
     n_train: PositiveInt
     n_test: PositiveInt
     true_w: Annotated[list[float], Field(min_length=1)]
@@ -63,8 +74,8 @@ class SamplesParams(_Section):
 
 
 class TrainParams(_Section):
-    dataset: Literal["synthetic", "fashion-mnist"]
-    seed: Annotated[int, Field(ge=0)]
+    dataset: Literal[DATASETS]
+    seed: Seed
     lr: PositiveFloat
     batch_size: PositiveInt
     epochs: PositiveInt
@@ -73,45 +84,78 @@ class TrainParams(_Section):
 
 class Params(_Section):
     download: DownloadParams
+    prepare: PrepareParams
     generate: GenerateParams
     samples: SamplesParams
     train: Annotated[dict[str, TrainParams], Field(min_length=1)]
 
-    @model_validator(mode="after")
-    def _known_models(self):
-        for name, model in self.train.items():
-            if name not in MODEL_DATASETS:
-                known = ", ".join(MODEL_DATASETS)
-                raise ValueError(f"train.{name}: unknown model {name!r} (known models: {known})")
-            if model.dataset != MODEL_DATASETS[name]:
-                raise ValueError(
-                    f"train.{name}.dataset: model {name} learns from "
-                    f"{MODEL_DATASETS[name]!r}, got {model.dataset!r}"
-                )
-        return self
 
+def read_yaml(path: str | Path) -> Any:
+    """A YAML file as DVC reads params.yaml: YAML 1.2 (so `1e-3` is a number), plain types."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
 
-def load_params(path: str | Path = "params.yaml") -> Params:
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as error:
-        raise ParamsError(f"{path}: cannot read params: {error}") from None
+        return YAML(typ="safe", pure=True).load(path.read_text())
+    except (OSError, UnicodeDecodeError, YAMLError) as error:
+        raise ParamsError(f"{path}: cannot read params: {' '.join(str(error).split())}") from None
+
+
+def load_params(path: str | Path = "params.yaml", models: Mapping[str, Any] | None = None) -> Params:
+    """params.yaml, checked; with `models` (name -> spec with a `dataset`), `train` keys are too."""
+    path = Path(path)
+    raw = read_yaml(path)
     try:
-        return Params.model_validate(raw)
+        params = Params.model_validate(raw)
     except ValidationError as error:
         raise ParamsError(f"{path}: invalid params:\n" + _describe(error)) from None
+    problems = _model_problems(params, models) if models is not None else []
+    if problems:
+        raise ParamsError(f"{path}: invalid params:\n" + "\n".join(problems))
+    return params
+
+
+def _model_problems(params: Params, models: Mapping[str, Any]) -> list[str]:
+    problems = []
+    for name, p in params.train.items():
+        if name not in models:
+            problems.append(f"  train.{name}: unknown model {name!r} (known models: {', '.join(models)})")
+        elif p.dataset != models[name].dataset:
+            problems.append(f"  train.{name}.dataset = {p.dataset!r}: model {name} learns from "
+                            f"{models[name].dataset!r}")
+    return problems
 
 
 def _describe(error: ValidationError) -> str:
     lines = []
     for problem in error.errors():
-        key = ".".join(str(part) for part in problem["loc"])
+        loc = [str(part) for part in problem["loc"]]
+        if loc and loc[-1].startswith(("function-after", "str")):  # pydantic's validator steps
+            loc = loc[:-1]
+        key = ".".join(loc)
         message = problem["msg"].removeprefix("Value error, ")
         if problem["type"] == "missing":
             lines.append(f"  {key}: missing key")
+        elif problem["type"] == "extra_forbidden":
+            near = difflib.get_close_matches(loc[-1], _known_keys(loc[:-1]), n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            lines.append(f"  {key} = {problem['input']!r}: unknown key{hint}")
         elif key:
             lines.append(f"  {key} = {problem['input']!r}: {message}")
         else:
             lines.append(f"  {message}")
     return "\n".join(lines)
+
+
+def _known_keys(loc: list[str]) -> list[str]:
+    """The keys a section allows, for 'did you mean' hints."""
+    model: type[BaseModel] = Params
+    for part in loc:
+        field = model.model_fields.get(part)
+        annotation = getattr(field, "annotation", None) if field else None
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+        else:
+            return []
+    return list(model.model_fields)
