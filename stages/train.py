@@ -1,51 +1,82 @@
-"""Stage `train@<model>`: train one model, save its state_dict, record the run in MLflow.
+"""Stage `train@<model>`: train one model, evaluate it on the test set, record it all in one MLflow run.
 
-Usage: python stages/train.py <model>   (a key of `train` in params.yaml)
+Usage: python stages/train.py <model> --data <dataset folder> --model-file <.pt>
+           --metrics <.json> --history <.json> --evaluation <folder>
 """
 
 from pathlib import Path
 
-import mlflow
 import torch
 
 from regression import stage, tracking
-from regression.data import folder_digest, load_dataset
-from regression.files import sha256_bytes, write_json, tensors_bytes, write_bytes_atomic
-from regression.models import build_model
-from regression.training import train
+from regression.data import load_dataset
+from regression.files import write_bytes_atomic, write_folder_atomic, write_json
+from regression.models import MODELS, ModelConfig, build_model, model_bytes
+from regression.params import ParamsError
+from regression.report import draw_figures, make_report
+from regression.serving import answer
+from regression.training import as_splits, features, train
 
 
-def main(params, argv):
-    name = stage.model_argument(params, argv)
-    p = params.train[name]
-    data_dir = Path("data") / p.dataset
-    train_set, test_set = load_dataset(p.dataset, data_dir)
-    digest = folder_digest(data_dir)
+def main(params, args):
+    name = args.model
+    if name not in params.train:
+        raise ParamsError(f"train.{name}: not in params.yaml (its models: {', '.join(params.train)})")
+    spec, p = MODELS[name], params.train[name]
+    phases = stage.phases
+    with phases("data load"):
+        meta, arrays = load_dataset(args.data)
+        splits = as_splits(arrays, spec.task)
+        train_set, test_set = splits["train"], splits["test"]
+        classes = tuple(meta.get("classes", ()))
+        config = ModelConfig(name, n_features=features(train_set.X[:1]).shape[1],
+                             n_outputs=len(classes) or train_set.y.shape[1], classes=classes)
     torch.use_deterministic_algorithms(True)
-    model = build_model(name, p.init_std, p.seed, n_features=train_set.X.shape[1])
+    model = build_model(config)
+    model.initialise_(p.init_std, torch.Generator().manual_seed(p.seed))
 
-    logged_params = p.model_dump() | {"model": name}
-    if p.dataset == "synthetic":
-        logged_params |= tracking.flat(params.generate.model_dump(), "generate.")
+    with phases("tracking setup"):
+        data = meta | {"datasets": {split: tracking.dataset(meta["name"], split, meta["digest"], args.data)
+                                    for split in splits}}
+        run = tracking.ModelRun.start(name, p.model_dump() | {"model": name}, data, p.epochs)
+    with run:
+        def on_epoch(record):
+            print(", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
+            with phases("tracking per epoch"):
+                run.log_epoch(record)
 
-    def on_epoch(record):
-        print(", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
-        tracking.log_history(record)
+        with phases("training"):
+            history, outputs = train(name, spec, model, splits, p, on_epoch)
+        with phases("evaluation"):
+            report = make_report(name, spec, model, history[-1], outputs["test"], test_set.y, config, meta)
+        with phases("figures"):
+            files = report.files | draw_figures(name, spec, report, outputs["test"], test_set.X, test_set.y,
+                                                classes)
+        with phases("writing outputs"):
+            write_bytes_atomic(args.model_file, model_bytes(model, config))
+            write_json(args.history, history)
+            write_folder_atomic(args.evaluation, files)
+        with phases("model logging"):
+            example = features(test_set.X[:5]).numpy()
+            version = run.finish(name, args.model_file, signature(model, config, example), example,
+                                 sorted(args.evaluation.iterdir()), f"{meta['name']}-{name}", report.metrics)
+        write_json(args.metrics, report.metrics)
+    print(f"{args.model_file}, {args.metrics} written; model version {version} of {meta['name']}-{name}")
 
-    experiment_id = tracking.configure()
-    with mlflow.start_run(experiment_id=experiment_id, run_name=name,
-                          tags=tracking.run_tags(name, digest)) as run:
-        mlflow.log_params(logged_params)
-        tracking.log_dataset(data_dir, p.dataset, digest)
-        history = train(name, model, train_set, test_set, p, on_epoch)
-        state = tensors_bytes(model.state_dict())
-        mlflow.set_tag(tracking.MODEL_HASH_TAG, sha256_bytes(state))
-        tracking.log_model(model, train_set.X[:5])
-        write_json(f"metrics/{name}/history.json", history)
-        write_json(f"metrics/{name}/train.json", history[-1])
-        write_bytes_atomic(f"models/{name}.pt", state)
-    print(f"models/{name}.pt written; MLflow run {run.info.run_id}")
+
+def signature(model, config, example):
+    from mlflow.models import infer_signature
+
+    return infer_signature(example, answer(model, config, example))
 
 
 if __name__ == "__main__":
-    stage.run(main)
+    parser = stage.parser(__doc__)
+    parser.add_argument("model", help="a key of `train` in params.yaml")
+    parser.add_argument("--data", type=Path, required=True, help="dataset folder to learn from")
+    parser.add_argument("--model-file", type=Path, required=True, help="where to write the model")
+    parser.add_argument("--metrics", type=Path, required=True, help="headline metrics (JSON)")
+    parser.add_argument("--history", type=Path, required=True, help="per-epoch metrics (JSON)")
+    parser.add_argument("--evaluation", type=Path, required=True,
+                        help="folder for the test-set predictions and figures")
+    stage.run(main, parser, models=MODELS)

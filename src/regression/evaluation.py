@@ -1,45 +1,52 @@
-"""Test-set metrics: accuracy, per-class accuracy and confusion matrix, or MSE and recovered w, b."""
+"""Scores of a model's outputs: loss and accuracy on a split, and the final test-set report.
+
+The report is made from the test outputs of training's last epoch: test metrics are computed
+once. Classifiers report accuracy, per-class accuracy, the confusion matrix and each image's
+predicted class; regression reports the test MSE and the learned w and b against the true ones.
+"""
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-from regression.data import FASHION_MNIST_CLASSES, Split
-from regression.models import cross_entropy
+from regression.models import CLASSIFICATION, ModelSpec
 
 
 @torch.no_grad()
-def evaluate_classifier(model: nn.Module, test: Split) -> tuple[dict, list[list[int]], list[tuple]]:
-    """Metrics, the confusion matrix (rows: true class, columns: predicted) and (actual, predicted) pairs."""
-    logits = model(test.X)
-    predicted = logits.argmax(dim=1)
-    n_classes = len(FASHION_MNIST_CLASSES)
-    confusion = torch.bincount(test.y * n_classes + predicted, minlength=n_classes ** 2)
-    confusion = confusion.reshape(n_classes, n_classes)
+def score(spec: ModelSpec, outputs: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    """Mean loss and, for a classifier, accuracy."""
+    scores = {"loss": spec.loss(outputs, y).mean().item()}
+    if spec.task == CLASSIFICATION:
+        scores["accuracy"] = (outputs.argmax(dim=1) == y).sum().item() / len(y)
+    return scores
+
+
+def slug(name: str) -> str:
+    """A class name as a key: 'T-shirt/top' -> 'tshirt_top', 'Ankle boot' -> 'ankle_boot'."""
+    return "_".join("".join(c for c in part if c.isalnum()) for part in name.lower().replace("/", " ").split())
+
+
+@torch.no_grad()
+def classification_report(outputs: torch.Tensor, y: torch.Tensor, classes: tuple[str, ...]) -> dict:
+    """Test metrics, per-class accuracy, the confusion matrix and the predicted class of each example.
+
+    The confusion matrix has a row per true class and a column per predicted class.
+    """
+    predicted = outputs.argmax(dim=1)
+    n = len(classes)
+    confusion = torch.bincount(y * n + predicted, minlength=n * n).reshape(n, n)
     correct, total = confusion.diag().tolist(), confusion.sum(dim=1).tolist()
-    metrics = {
-        "test_accuracy": sum(correct) / len(test.y),
-        "test_loss": cross_entropy(logits, test.y).mean().item(),
-        "per_class_accuracy": {name: c / max(t, 1) for name, c, t in zip(FASHION_MNIST_CLASSES, correct, total)},
+    return {
+        "per_class_accuracy": {name: c / max(t, 1) for name, c, t in zip(classes, correct, total)},
+        "confusion": confusion.tolist(),
+        "predicted": predicted.tolist(),
     }
-    pairs = [(FASHION_MNIST_CLASSES[a], FASHION_MNIST_CLASSES[p])
-             for a, p in zip(test.y.tolist(), predicted.tolist())]
-    return metrics, confusion.tolist(), pairs
 
 
 @torch.no_grad()
-def evaluate_linear(model: nn.Linear, test: Split, truth: dict) -> tuple[dict, list[tuple]]:
-    """Test MSE and how far the learned w and b are from the ones the data was made with."""
-    predicted = model(test.X)
-    w, b = model.weight.reshape(-1).tolist(), model.bias.item()
-    metrics = {
-        "test_mse": F.mse_loss(predicted, test.y).item(),
-        "w": w,
-        "b": b,
-        "true_w": truth["w"],
-        "true_b": truth["b"],
-        "w_abs_error": max(abs(got - true) for got, true in zip(w, truth["w"])),
-        "b_abs_error": abs(b - truth["b"]),
-    }
-    pairs = [(round(a, 6), round(p, 6)) for a, p in zip(test.y.reshape(-1).tolist(), predicted.reshape(-1).tolist())]
-    return metrics, pairs
+def regression_report(model: nn.Module, truth: dict) -> dict[str, float]:
+    """The learned w and b of a linear model, and how far each is from the true one."""
+    w, b = model.linear.weight.reshape(-1).tolist(), model.linear.bias.item()
+    report = {f"w_{i}": value for i, value in enumerate(w)} | {"b": b}
+    report |= {f"w_{i}_error": abs(value - true) for i, (value, true) in enumerate(zip(w, truth["true_w"]))}
+    report["b_error"] = abs(b - truth["true_b"])
+    return report

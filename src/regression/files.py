@@ -1,13 +1,10 @@
-"""Writing outputs so that a reader never sees a half-written file."""
+"""Writing outputs so that a reader never sees a half-written file or folder."""
 
-import hashlib
-import io
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
-
-import torch
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
@@ -18,6 +15,7 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -28,24 +26,17 @@ def write_json(path: str | Path, obj) -> None:
     write_bytes_atomic(path, (json.dumps(obj, indent=2) + "\n").encode())
 
 
-def tensors_bytes(tensors: dict) -> bytes:
-    """torch.save's bytes, which are the same for the same tensors."""
-    buffer = io.BytesIO()
-    torch.save(tensors, buffer)
-    return buffer.getvalue()
-
-
-def save_tensors(path: str | Path, tensors: dict) -> None:
-    write_bytes_atomic(path, tensors_bytes(tensors))
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def write_folder_atomic(folder: str | Path, files: dict[str, bytes]) -> None:
+    """Replace `folder` by one holding exactly `files` (name -> bytes): built beside it, then renamed."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
+    try:
+        for name, data in files.items():
+            (work / name).write_bytes(data)
+        work.chmod(0o755)  # mkdtemp makes it owner-only
+        if folder.exists():
+            shutil.rmtree(folder)
+        work.rename(folder)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

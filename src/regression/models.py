@@ -1,10 +1,35 @@
-"""The three models, and the softmax and cross-entropy written by hand for the scratch one."""
+"""The model table, the three models, and the softmax and cross-entropy written by hand.
+
+`MODELS` is the one place that says, for each model, the data it learns from, its task, how
+it is built, its loss and how it steps; training, evaluation, params and tracking read these
+fields. A model's shape is its `ModelConfig`, saved with its weights (`model_bytes`), so that
+anything can rebuild it from the file alone (`load_model`). How it starts (`init_std`, the
+seed) is training's business: `initialise_`.
+"""
+
+import dataclasses
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
-N_FEATURES = 28 * 28
-N_CLASSES = 10
+from regression import PipelineError
+
+REGRESSION, CLASSIFICATION = "regression", "classification"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a model before loading its weights."""
+    kind: str                     # a key of MODELS
+    n_features: int
+    n_outputs: int
+    classes: tuple[str, ...] = ()  # class names in output order, for classifiers
 
 
 def log_softmax(logits: torch.Tensor) -> torch.Tensor:
@@ -26,59 +51,105 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return -log_softmax(logits).gather(1, labels.reshape(-1, 1)).squeeze(1)
 
 
+def _normal_(weight: torch.Tensor, init_std: float, generator: torch.Generator) -> None:
+    weight.copy_(torch.normal(0.0, init_std, weight.shape, generator=generator))
+
+
+class LinearRegression(nn.Module):
+    """Linear regression the concise way: nn.Linear(n_features, 1)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.linear = nn.Linear(config.n_features, config.n_outputs)
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        return self.linear(X)
+
+    @torch.no_grad()
+    def initialise_(self, init_std: float, generator: torch.Generator) -> None:
+        """Weights ~ N(0, init_std), zero bias, as the lesson starts."""
+        _normal_(self.linear.weight, init_std, generator)
+        self.linear.bias.zero_()
+
+
+class SoftmaxRegression(LinearRegression):
+    """Softmax regression the concise way: flatten, then nn.Linear(784, 10) giving logits."""
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        return self.linear(X.reshape(-1, self.linear.in_features))
+
+
 class SoftmaxRegressionScratch(nn.Module):
     """Softmax regression as two hand-made tensors: logits = X W + b.
 
     The softmax is applied to these logits (inside `cross_entropy`, or by `softmax` to get
-    probabilities), never to the input pixels.
-
-    `nn.Module` is only the container (so the model saves and logs like the others); there is
-    no `nn.Linear`, and training updates `W` and `b` by hand.
+    probabilities), never to the input pixels. `nn.Module` is only the container (so the model
+    saves and logs like the others); there is no `nn.Linear`, and training updates `W` and `b`
+    by hand.
     """
 
-    def __init__(self, init_std: float, generator: torch.Generator):
+    def __init__(self, config: ModelConfig):
         super().__init__()
-        # Drawn and stored in nn.Linear's (out, in) layout, so one seed starts both softmax
-        # models alike; W is its transpose, a (784, 10) view (which also multiplies faster).
-        W = torch.normal(0.0, init_std, (N_CLASSES, N_FEATURES), generator=generator)
-        self.W = nn.Parameter(W.T)
-        self.b = nn.Parameter(torch.zeros(N_CLASSES))
+        # W is (features, classes) as in the lesson, stored as the transpose of a (classes,
+        # features) tensor: nn.Linear's layout, so one seed starts both softmax models alike
+        # (and X @ W multiplies faster this way round).
+        self.W = nn.Parameter(torch.zeros(config.n_outputs, config.n_features).T)
+        self.b = nn.Parameter(torch.zeros(config.n_outputs))
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
-        return X.reshape(-1, N_FEATURES) @ self.W + self.b
+        return X.reshape(-1, self.W.shape[0]) @ self.W + self.b
+
+    @torch.no_grad()
+    def initialise_(self, init_std: float, generator: torch.Generator) -> None:
+        """W ~ N(0, init_std) drawn as nn.Linear draws its weight, zero b."""
+        _normal_(self.W.T, init_std, generator)
+        self.b.zero_()
 
 
-def linear_layer(n_in: int, n_out: int, init_std: float, generator: torch.Generator) -> nn.Linear:
-    """nn.Linear with weights ~ N(0, init_std) and zero bias, as the lesson initialises it."""
-    layer = nn.Linear(n_in, n_out)
-    with torch.no_grad():
-        layer.weight.copy_(torch.normal(0.0, init_std, layer.weight.shape, generator=generator))
-        layer.bias.zero_()
-    return layer
+@dataclass(frozen=True)
+class ModelSpec:
+    dataset: str       # the folder under data/ it learns from (params' `dataset` must agree)
+    task: str          # REGRESSION or CLASSIFICATION: which metrics and answers it gives
+    build: Callable[[ModelConfig], nn.Module]
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # per-example loss
+    sgd_by_hand: bool  # summed loss and a hand-written SGD step, or mean loss and optim.SGD
 
 
-class SoftmaxRegression(nn.Module):
-    """Softmax regression the concise way: flatten, then nn.Linear(784, 10) giving logits."""
-
-    def __init__(self, init_std: float, generator: torch.Generator):
-        super().__init__()
-        self.linear = linear_layer(N_FEATURES, N_CLASSES, init_std, generator)
-
-    def forward(self, X: torch.Tensor) -> torch.Tensor:
-        return self.linear(X.reshape(-1, N_FEATURES))
-
-
-def build_model(name: str, init_std: float, seed: int, n_features: int = 2) -> nn.Module:
-    """A freshly initialised model; the same seed gives the same initial weights."""
-    generator = torch.Generator().manual_seed(seed)
-    if name == "linear":
-        return linear_layer(n_features, 1, init_std, generator)
-    if name == "softmax_scratch":
-        return SoftmaxRegressionScratch(init_std, generator)
-    if name == "softmax_nn":
-        return SoftmaxRegression(init_std, generator)
-    raise ValueError(f"unknown model {name!r}")
+MODELS = {
+    "linear": ModelSpec("synthetic", REGRESSION, LinearRegression,
+                        partial(F.mse_loss, reduction="none"), sgd_by_hand=False),
+    "softmax_scratch": ModelSpec("fashion-mnist", CLASSIFICATION, SoftmaxRegressionScratch,
+                                 cross_entropy, sgd_by_hand=True),
+    "softmax_nn": ModelSpec("fashion-mnist", CLASSIFICATION, SoftmaxRegression,
+                            partial(F.cross_entropy, reduction="none"), sgd_by_hand=False),
+}
 
 
-def is_classifier(name: str) -> bool:
-    return name != "linear"
+class ModelFileError(PipelineError):
+    """A model file is missing or does not hold a model of the table."""
+
+
+def build_model(config: ModelConfig) -> nn.Module:
+    return MODELS[config.kind].build(config)
+
+
+def model_bytes(model: nn.Module, config: ModelConfig) -> bytes:
+    """The config and the weights in one torch.save file; the same model gives the same bytes."""
+    buffer = io.BytesIO()
+    torch.save({"config": dataclasses.asdict(config), "state_dict": model.state_dict()}, buffer)
+    return buffer.getvalue()
+
+
+def load_model(path: str | Path) -> tuple[nn.Module, ModelConfig]:
+    """Rebuild a model from its file, weights loaded, in eval mode. No pickle: weights_only."""
+    try:
+        saved = torch.load(path, weights_only=True)
+        config = ModelConfig(**{**saved["config"], "classes": tuple(saved["config"]["classes"])})
+        model = build_model(config)
+        model.load_state_dict(saved["state_dict"])
+    except FileNotFoundError:
+        raise ModelFileError(f"{path}: missing") from None
+    except Exception as error:  # torch and the config raise assorted types for a bad file
+        raise ModelFileError(f"{path}: not a model file of this project "
+                             f"({type(error).__name__}: {error})") from None
+    return model.eval(), config

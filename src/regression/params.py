@@ -10,13 +10,17 @@ import difflib
 import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from regression import PipelineError
 
 DATASETS = ("synthetic", "fashion-mnist")  # folders under data/ that a model can learn from
+# Fashion-MNIST's four IDX files, by split: (images, labels). `download.files` must name these.
+FASHION_MNIST_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+                       "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+FashionMnistFile = Literal[tuple(name for pair in FASHION_MNIST_FILES.values() for name in pair)]
 URL_SCHEMES = ("http", "https", "file")
 
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -52,7 +56,14 @@ class ExpectedFile(_Section):
 class DownloadParams(_Section):
     sources: Annotated[list[Annotated[str, AfterValidator(_source_url)]], Field(min_length=1)]
     timeout_seconds: PositiveFloat  # deadline for one file from one source
-    files: Annotated[dict[str, ExpectedFile], Field(min_length=1)]
+    files: dict[FashionMnistFile, ExpectedFile]
+
+    @model_validator(mode="after")
+    def _all_files(self):
+        missing = set(get_args(FashionMnistFile)) - set(self.files)
+        if missing:
+            raise ValueError(f"download.files: missing {', '.join(sorted(missing))}")
+        return self
 
 
 class PrepareParams(_Section):

@@ -1,26 +1,50 @@
-"""Mini-batch SGD over in-memory tensors, one epoch at a time, as the lesson trains."""
+"""Mini-batch SGD over in-memory tensors, one epoch at a time, as the lesson trains.
+
+The loop keeps each batch's loss and predictions as tensors and reads them once per epoch:
+no `.item()` per batch. Each epoch ends with the loss (and accuracy) on the validation and
+test splits; the test outputs of the last epoch are the evaluation's (nothing is computed twice).
+"""
 
 import math
 from collections.abc import Callable
-from functools import partial
+from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import nn, optim
-from torch.nn import functional as F
 
 from regression import PipelineError
-from regression.data import Split
-from regression.models import cross_entropy, is_classifier
+from regression.evaluation import score
+from regression.models import CLASSIFICATION, ModelSpec
 from regression.params import TrainParams
+
+# Training stops as diverged when a batch loss is not finite or exceeds this many times the
+# first batch's loss (the loss of the untrained model). SGD on these convex losses only gets
+# there when the learning rate is too large.
+DIVERGENCE_FACTOR = 100.0
+
+
+class Split(NamedTuple):
+    X: torch.Tensor  # as stored: uint8 pixels, or float32 features
+    y: torch.Tensor  # int64 class labels, or float32 (n, 1) targets
 
 
 class TrainingDiverged(PipelineError):
-    """The loss became NaN or infinite."""
+    """The loss became NaN, infinite, or far larger than where it started."""
 
 
-def diverged(name: str, params: TrainParams, what: str) -> TrainingDiverged:
-    return TrainingDiverged(f"train.{name}: {what} (train.{name}.lr = {params.lr}); "
-                            "try a smaller learning rate")
+def as_splits(arrays: dict[str, tuple[np.ndarray, np.ndarray]], task: str) -> dict[str, Split]:
+    """Tensors over the loaded arrays (no copy); labels as int64 for a classifier."""
+    return {name: Split(torch.from_numpy(X), torch.from_numpy(y).long() if task == CLASSIFICATION
+                        else torch.from_numpy(y))
+            for name, (X, y) in arrays.items()}
+
+
+def features(X: torch.Tensor) -> torch.Tensor:
+    """Rows of float32 features: uint8 pixels scaled to [0, 1] and flattened, as ToTensor gives."""
+    if X.dtype == torch.uint8:
+        return X.reshape(len(X), -1).to(torch.float32).div_(255.0)
+    return X
 
 
 def minibatches(n: int, batch_size: int, generator: torch.Generator):
@@ -38,69 +62,81 @@ def sgd_(parameters, lr: float, batch_size: int) -> None:
             parameter.grad.zero_()
 
 
-def scratch_step(model: nn.Module, lr: float, X, y):
-    output = model(X)
-    loss = cross_entropy(output, y).sum()
-    loss.backward()
-    sgd_(model.parameters(), lr, len(y))
-    return output.detach(), loss.item() / len(y)
+def make_step(spec: ModelSpec, model: nn.Module, lr: float) -> Callable:
+    """One SGD update on a batch; returns the batch's outputs and mean loss, both detached."""
+    parameters = list(model.parameters())
+    if spec.sgd_by_hand:
+        def step(X, y):
+            output = model(X)
+            loss = spec.loss(output, y).sum()
+            loss.backward()
+            sgd_(parameters, lr, len(y))
+            return output.detach(), loss.detach() / len(y)
+        return step
 
-
-def optimizer_step(model: nn.Module, optimizer: optim.Optimizer, loss_fn, X, y):
-    output = model(X)
-    loss = loss_fn(output, y)
-    optimizer.zero_grad()
-    loss.backward()
-    optimizer.step()
-    return output.detach(), loss.item()
-
-
-def make_step(name: str, model: nn.Module, lr: float) -> Callable:
-    """One SGD update on a batch; returns the batch's outputs and its mean loss."""
-    if name == "softmax_scratch":
-        return partial(scratch_step, model, lr)
-    loss_fn = F.cross_entropy if is_classifier(name) else F.mse_loss
     # foreach=False: for two small tensors a plain loop is cheaper than the batched kernels.
-    optimizer = optim.SGD(model.parameters(), lr=lr, foreach=False)
-    return partial(optimizer_step, model, optimizer, loss_fn)
+    optimizer = optim.SGD(parameters, lr=lr, foreach=False)
+
+    def step(X, y):
+        output = model(X)
+        loss = spec.loss(output, y).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        return output.detach(), loss.detach()
+    return step
 
 
-@torch.no_grad()
-def evaluate_split(name: str, model: nn.Module, split: Split) -> dict:
-    """Mean loss on a split and, for classifiers, accuracy."""
-    output = model(split.X)
-    if not is_classifier(name):
-        return {"loss": F.mse_loss(output, split.y).item()}
-    return {
-        "loss": cross_entropy(output, split.y).mean().item(),
-        "accuracy": (output.argmax(dim=1) == split.y).sum().item() / len(split.y),
-    }
+def train(name: str, spec: ModelSpec, model: nn.Module, splits: dict[str, Split], params: TrainParams,
+          on_epoch: Callable[[dict], None] = lambda record: None) -> tuple[list[dict], dict]:
+    """Train in place. Returns one record per epoch and the last epoch's outputs by split.
 
-
-def train(name: str, model: nn.Module, train_set: Split, test_set: Split, params: TrainParams,
-          on_epoch: Callable[[dict], None] = lambda record: None) -> list[dict]:
-    """Train in place; return one record per epoch (train loss/accuracy, test loss/accuracy)."""
+    A record holds the epoch, train loss (and accuracy) and the loss (and accuracy) on every
+    other split, e.g. `validation_accuracy`, `test_loss`.
+    """
     generator = torch.Generator().manual_seed(params.seed)
-    step = make_step(name, model, params.lr)
-    n = len(train_set.X)
-    history = []
+    step = make_step(spec, model, params.lr)
+    train_set = splits["train"]
+    n = len(train_set.y)
+    evaluated = {split: Split(features(s.X), s.y) for split, s in splits.items() if split != "train"}
+    classifies = spec.task == CLASSIFICATION
+    first_loss, history = None, []
     for epoch in range(1, params.epochs + 1):
-        loss_sum, correct = 0.0, 0
-        for batch, index in enumerate(minibatches(n, params.batch_size, generator), start=1):
-            y = train_set.y.index_select(0, index)  # index_select: cheaper than X[index] here
-            output, loss = step(train_set.X.index_select(0, index), y)
-            if not math.isfinite(loss):
-                raise diverged(name, params, f"loss became {loss} at epoch {epoch}, batch {batch}")
-            loss_sum += loss * len(index)
-            if is_classifier(name):
-                correct += (output.argmax(dim=1) == y).sum().item()
-        record = {"epoch": epoch, "train_loss": loss_sum / n}
-        if is_classifier(name):
-            record["train_accuracy"] = correct / n
-        record |= {f"test_{key}": value for key, value in evaluate_split(name, model, test_set).items()}
-        # The last update of an epoch is only seen here: check the weights and the test loss too.
-        if not (math.isfinite(record["test_loss"]) and all(p.isfinite().all() for p in model.parameters())):
-            raise diverged(name, params, f"weights or test loss became non-finite after epoch {epoch}")
+        order = torch.randperm(n, generator=generator)
+        losses, predictions = [], []
+        for start in range(0, n, params.batch_size):
+            index = order[start:start + params.batch_size]
+            y = train_set.y.index_select(0, index)  # index_select: cheaper than y[index] here
+            output, loss = step(features(train_set.X.index_select(0, index)), y)
+            losses.append(loss)
+            if classifies:
+                predictions.append(output.argmax(dim=1))
+
+        batch_losses = torch.stack(losses).double()
+        first_loss = first_loss if first_loss is not None else batch_losses[0].item()
+        worst = batch_losses.max().item()
+        if not math.isfinite(worst) or worst > DIVERGENCE_FACTOR * first_loss:
+            raise diverged(name, params, f"a batch loss of epoch {epoch} reached {worst:.4g}, "
+                           f"from {first_loss:.4g} at the start")
+        sizes = torch.full_like(batch_losses, params.batch_size)
+        sizes[-1] = n - params.batch_size * (len(losses) - 1)
+        record = {"epoch": epoch, "train_loss": (batch_losses @ sizes).item() / n}
+        if classifies:
+            record["train_accuracy"] = (torch.cat(predictions) == train_set.y[order]).sum().item() / n
+        outputs = {}
+        with torch.no_grad():
+            for split, (X, y) in evaluated.items():
+                outputs[split] = model(X)
+                record |= {f"{split}_{key}": value for key, value in score(spec, outputs[split], y).items()}
+        # The last update of an epoch is only seen here: check the weights and the losses too.
+        if not (all(math.isfinite(v) for v in record.values())
+                and all(p.isfinite().all() for p in model.parameters())):
+            raise diverged(name, params, f"weights or losses became non-finite after epoch {epoch}")
         history.append(record)
         on_epoch(record)
-    return history
+    return history, outputs
+
+
+def diverged(name: str, params: TrainParams, what: str) -> TrainingDiverged:
+    return TrainingDiverged(f"train.{name}: training diverged: {what} (train.{name}.lr = {params.lr}); "
+                            "try a smaller learning rate")

@@ -1,0 +1,69 @@
+"""What a logged model answers: class names and probabilities, or predictions, from a model file.
+
+The logged model is `logged_model.py` (MLflow models-from-code), which serves `Answer`, with
+the model file (`models/<model>.pt`: its config and weights, no pickle) as an artifact and
+this package as code, so it loads wherever its requirements are installed:
+`mlflow.pyfunc.load_model(uri)` or `mlflow models serve -m <uri> --env-manager local`.
+
+A classifier answers each image with its class name and the probability of every class; the
+linear model answers its prediction. Input: one row per example; for Fashion-MNIST, 784 pixel
+values in [0, 1] (float32 or float64), as the training data was scaled.
+"""
+
+import numpy as np
+import pandas as pd
+import torch
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.pyfunc import PythonModel
+
+from regression.models import CLASSIFICATION, MODELS, ModelConfig, load_model, softmax
+
+
+def rows(model_input, n_features: int, pixels: bool) -> np.ndarray:
+    """The input as a float32 (n, n_features) array; anything else is rejected, saying why."""
+    def reject(why: str):
+        raise MlflowException(f"expected one row of {n_features} numbers per example"
+                              f"{' (pixels in [0, 1])' if pixels else ''}: {why}", INVALID_PARAMETER_VALUE)
+
+    try:
+        X = np.asarray(model_input.to_numpy() if isinstance(model_input, pd.DataFrame) else model_input)
+    except Exception as error:  # ragged lists and the like
+        reject(f"cannot read the input as an array ({error})")
+    if X.ndim == 1 and X.shape[0] == n_features:
+        X = X.reshape(1, -1)
+    if X.ndim != 2 or X.shape[1] != n_features:
+        reject(f"got an array of shape {X.shape}")
+    if not (np.issubdtype(X.dtype, np.floating) or np.issubdtype(X.dtype, np.integer)):
+        reject(f"got values of type {X.dtype}")
+    X = X.astype(np.float32)
+    if not np.isfinite(X).all():
+        reject("got NaN or infinite values")
+    if pixels and len(X) and (X.min() < 0 or X.max() > 1):
+        reject(f"got values from {X.min():g} to {X.max():g}; divide 0-255 pixels by 255")
+    return X
+
+
+def answer(model: torch.nn.Module, config: ModelConfig, model_input) -> pd.DataFrame:
+    """One row per example: `class` and `probabilities` (by class name), or `prediction`."""
+    classifies = MODELS[config.kind].task == CLASSIFICATION
+    X = rows(model_input, config.n_features, pixels=classifies)
+    with torch.no_grad():
+        outputs = model(torch.from_numpy(X))
+    if not classifies:
+        return pd.DataFrame({"prediction": outputs[:, 0].tolist()})
+    probabilities = softmax(outputs).double().numpy()
+    return pd.DataFrame({
+        "class": [config.classes[i] for i in outputs.argmax(dim=1).tolist()],
+        "probabilities": [dict(zip(config.classes, map(float, row))) for row in probabilities],
+    })
+
+
+class Answer(PythonModel):
+    """The pyfunc model: loads the model file logged as the artifact `model`."""
+
+    def load_context(self, context):
+        self.model, self.config = load_model(context.artifacts["model"])
+
+    def predict(self, context, model_input: np.ndarray, params=None) -> pd.DataFrame:
+        return answer(self.model, self.config, model_input)
