@@ -1,14 +1,23 @@
 """regression.download: sources tried in order, checksums of the decompressed bytes, all or nothing.
 
-Sources are local: folders served as file:// URLs, and an HTTP server on 127.0.0.1 started
-in-process for the test.
+Sources are local: folders served as file:// URLs, and HTTP servers on 127.0.0.1 started
+in-process for the test, some of them misbehaving (dripping, hanging, endless, bombs).
 """
 
+import contextlib
 import functools
 import gzip
 import http.server
+import json
+import os
 import shutil
+import signal
+import socket
+import subprocess
+import sys
 import threading
+import time
+import types
 from pathlib import Path
 
 import pytest
@@ -18,47 +27,61 @@ from regression import PipelineError
 from regression.download import (
     SOURCE_ENV,
     DownloadError,
+    decompress_and_verify,
     download_all,
     file_url,
+    signals_held,
     sources_with_override,
 )
+from regression.params import ExpectedFile, read_yaml
 
+PROJECT = Path(__file__).resolve().parents[1]
 TIMEOUT = 5
+SHORT_TIMEOUT = 1.0  # for the tests that wait for a deadline
 
 
 def folder_url(folder) -> str:
     return folder.as_uri() + "/"
 
 
+def expected_files(folder, checksums) -> dict[str, ExpectedFile]:
+    """{name: sha256} of the files in `folder`, with the size of their decompressed bytes added."""
+    sizes = {name: len(gzip.decompress((folder / f"{name}.gz").read_bytes())) for name in checksums}
+    return {name: ExpectedFile(sha256=sha256, bytes=sizes[name]) for name, sha256 in checksums.items()}
+
+
 @pytest.fixture
 def mirror(tmp_path):
-    """A good source folder; returns (folder, {name: sha256 of the decompressed bytes})."""
+    """A good source folder; returns (folder, {name: ExpectedFile of the decompressed bytes})."""
     folder = tmp_path / "mirror"
-    files = write_tiny_fashion_mnist(folder, n_train=20, n_test=10)
-    return folder, files
+    return folder, expected_files(folder, write_tiny_fashion_mnist(folder, n_train=20, n_test=10))
 
 
 @pytest.fixture
 def bad_mirror(tmp_path, mirror):
-    """A copy of the mirror with a truncated gzip, a wrong-content file and a missing file."""
+    """A copy of the mirror with a truncated gzip, a wrong-content file (of the right size) and a
+    missing file."""
     good, files = mirror
     bad = tmp_path / "bad-mirror"
     shutil.copytree(good, bad)
     truncated = bad / "train-images-idx3-ubyte.gz"
     truncated.write_bytes(truncated.read_bytes()[:-40])
-    (bad / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"\0\0\x08\x01 not the labels"))
+    labels = bad / "train-labels-idx1-ubyte.gz"
+    wrong_labels = bytes((b + 1) % 10 for b in gzip.decompress(labels.read_bytes()))
+    labels.write_bytes(gzip.compress(wrong_labels))
     (bad / "t10k-images-idx3-ubyte.gz").unlink()
     return bad
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
 
 
 @pytest.fixture
 def serve():
     """Start an HTTP server for a folder: serve(folder[, handler class]) -> its base URL ('/'-ended)."""
     servers = []
-
-    class QuietHandler(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
 
     def start(folder, handler_class=QuietHandler):
         handler = functools.partial(handler_class, directory=str(folder))
@@ -71,6 +94,47 @@ def serve():
     for server in servers:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def hanging_source():
+    """An HTTP source whose server accepts connections and never answers: .url, .connections
+    (the sockets accepted) and .connected (set on the first)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.05)  # so the accepting thread sees `stop`
+    source = types.SimpleNamespace(url=f"http://127.0.0.1:{listener.getsockname()[1]}/",
+                                   connections=[], connected=threading.Event())
+    stop = threading.Event()
+
+    def accept():
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                source.connections.append(listener.accept()[0])
+                source.connected.set()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield source
+    stop.set()
+    thread.join()
+    for connection in source.connections:
+        connection.close()
+    listener.close()
+
+
+def refused_source() -> str:
+    """An HTTP URL on a port of 127.0.0.1 that nothing listens on."""
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}/"
+
+
+def mirror_with(tmp_path, mirror_folder, name, raw: bytes) -> Path:
+    """A copy of the mirror whose `name`.gz holds the gzip of `raw`."""
+    copy = tmp_path / f"mirror-with-bad-{name}"
+    shutil.copytree(mirror_folder, copy)
+    (copy / f"{name}.gz").write_bytes(gzip.compress(raw))
+    return copy
 
 
 def assert_downloaded(out_dir, mirror_folder, files):
@@ -120,7 +184,7 @@ def test_corrupt_source_falls_through_to_the_next(tmp_path, mirror, bad_mirror, 
     assert "sha256" in wrong_content
 
 
-class CutShortChunkedHandler(http.server.SimpleHTTPRequestHandler):
+class CutShortChunkedHandler(QuietHandler):
     """Announces a whole file as one chunk, sends half of it and hangs up."""
 
     protocol_version = "HTTP/1.1"
@@ -132,9 +196,6 @@ class CutShortChunkedHandler(http.server.SimpleHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(b"%x\r\n" % len(data) + data[:len(data) // 2])
         self.close_connection = True
-
-    def log_message(self, *args):
-        pass
 
 
 def test_connection_lost_mid_transfer_falls_through(tmp_path, mirror, serve):
@@ -162,7 +223,7 @@ def test_every_source_failing_raises_and_leaves_nothing(tmp_path, mirror, bad_mi
     message = str(caught.value)
     assert isinstance(caught.value, PipelineError)  # so a stage reports it in one message
     name = next(iter(files))  # the first file is the one that failed
-    assert name in message and files[name] in message
+    assert name in message and files[name].sha256 in message
     for source in sources:
         assert file_url(source, f"{name}.gz") in message
     # Each attempt says why it failed.
@@ -205,6 +266,185 @@ def test_existing_output_is_replaced_only_on_success(tmp_path, mirror, bad_mirro
     download_all(files, [folder_url(folder)], out_dir, TIMEOUT)
     assert_downloaded(out_dir, folder, files)  # the old file is gone
     assert leftovers(tmp_path, out_dir) == []
+
+
+class DrippingHandler(QuietHandler):
+    """Sends the headers at once, then the body a byte at a time: each read is quick, the whole is not."""
+
+    def do_GET(self):
+        data = (Path(self.directory) / self.path.lstrip("/")).read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        with contextlib.suppress(OSError):  # the client hung up
+            for i in range(len(data)):
+                time.sleep(0.2)
+                self.wfile.write(data[i:i + 1])
+
+
+def test_dripping_source_fails_at_the_deadline_and_is_not_tried_again(tmp_path, mirror, serve):
+    folder, files = mirror
+    dripping = serve(folder, DrippingHandler)
+    out_dir = tmp_path / "out"
+
+    started = time.monotonic()
+    failures = download_all(files, [dripping, folder_url(folder)], out_dir, SHORT_TIMEOUT)
+    elapsed = time.monotonic() - started
+
+    assert_downloaded(out_dir, folder, files)
+    first = file_url(dripping, f"{next(iter(files))}.gz")
+    assert failures == [f"{first}: not complete within the 1 s deadline "
+                        f"(so {dripping} is skipped for the remaining files)"]
+    assert SHORT_TIMEOUT <= elapsed < SHORT_TIMEOUT + 1
+
+
+def test_hanging_source_costs_one_deadline_not_one_per_file(tmp_path, mirror, hanging_source):
+    folder, files = mirror
+    out_dir = tmp_path / "out"
+
+    started = time.monotonic()
+    failures = download_all(files, [hanging_source.url, folder_url(folder)], out_dir, SHORT_TIMEOUT)
+    elapsed = time.monotonic() - started
+
+    assert_downloaded(out_dir, folder, files)
+    assert len(hanging_source.connections) == 1
+    assert SHORT_TIMEOUT <= elapsed < SHORT_TIMEOUT + 1
+    assert len(failures) == 1 and "deadline" in failures[0]
+
+
+def test_unreachable_source_is_named_when_a_later_file_fails(tmp_path, mirror):
+    """A refused source is tried for the first file only; a later failure still lists it, and why."""
+    folder, files = mirror
+    first, last = list(files)[0], list(files)[-1]
+    partial = tmp_path / "partial"
+    shutil.copytree(folder, partial)
+    (partial / f"{last}.gz").unlink()
+    refused = refused_source()
+
+    with pytest.raises(DownloadError) as caught:
+        download_all(files, [refused, folder_url(partial)], tmp_path / "out", TIMEOUT)
+
+    lines = str(caught.value).splitlines()
+    assert lines[0].startswith(f"{last}: ")
+    assert lines[1].startswith(f"  {refused}: skipped, down since {first}.gz: ")
+    assert "Connection refused" in lines[1]
+    assert lines[2].startswith(f"  {file_url(folder_url(partial), f'{last}.gz')}: ")
+
+
+def test_gzip_bomb_is_cut_off_at_the_expected_size(tmp_path, mirror):
+    folder, files = mirror
+    name = "train-images-idx3-ubyte"
+    size = files[name].bytes
+    bomb = mirror_with(tmp_path, folder, name, bytes(10 * size))
+
+    written = tmp_path / name
+    with pytest.raises(ValueError, match=f"more than the expected {size} bytes"):
+        decompress_and_verify(bomb / f"{name}.gz", written, files[name])
+    assert written.stat().st_size <= size
+
+    failures = download_all(files, [folder_url(bomb), folder_url(folder)], tmp_path / "out", TIMEOUT)
+    assert_downloaded(tmp_path / "out", folder, files)
+    assert len(failures) == 1
+    assert failures[0].startswith(f"{file_url(folder_url(bomb), f'{name}.gz')}: decompresses to more "
+                                  f"than the expected {size} bytes (from ")
+
+
+def test_short_file_is_rejected(tmp_path, mirror):
+    folder, files = mirror
+    name = "t10k-labels-idx1-ubyte"
+    size = files[name].bytes
+    short = mirror_with(tmp_path, folder, name, gzip.decompress((folder / f"{name}.gz").read_bytes())[:-1])
+
+    failures = download_all(files, [folder_url(short), folder_url(folder)], tmp_path / "out", TIMEOUT)
+
+    assert_downloaded(tmp_path / "out", folder, files)
+    assert failures == [f"{file_url(folder_url(short), f'{name}.gz')}: "
+                        f"decompresses to {size - 1} bytes, expected {size}"]
+
+
+class EndlessHandler(QuietHandler):
+    """Streams zeros until the client hangs up."""
+
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+        with contextlib.suppress(OSError):
+            while True:
+                self.wfile.write(bytes(1 << 16))
+
+
+def test_endless_download_is_cut_off_at_the_size_a_gzip_can_take(tmp_path, mirror, serve):
+    folder, files = mirror
+    endless = serve(folder, EndlessHandler)
+
+    started = time.monotonic()
+    failures = download_all(files, [endless, folder_url(folder)], tmp_path / "out", TIMEOUT)
+
+    assert time.monotonic() - started < 1  # far from the deadline: the size stopped it
+    assert_downloaded(tmp_path / "out", folder, files)
+    assert len(failures) == len(files)  # a bad file, not a source found down
+    assert all(f.startswith(endless) and "bytes that a gzip of the expected size can take" in f
+               for f in failures)
+
+
+def test_signals_are_held_until_the_block_is_done():
+    """A SIGTERM that comes while the output is swapped into place is raised after the swap."""
+    class Stop(BaseException):
+        pass
+
+    def stop(signum, frame):
+        raise Stop
+
+    steps = []
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        with pytest.raises(Stop):
+            with signals_held():
+                os.kill(os.getpid(), signal.SIGTERM)
+                steps.append("done")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert steps == ["done"]
+
+
+def test_sigterm_during_the_stage_cleans_up_and_keeps_the_old_output(tmp_path, hanging_source):
+    """The stage, run as dvc runs it, is stopped while it waits on a source that never answers."""
+    project = tmp_path / "project"
+    for folder in ("src", "stages"):
+        shutil.copytree(PROJECT / folder, project / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    params = read_yaml(PROJECT / "params.yaml")
+    params["download"].update(sources=[hanging_source.url], timeout_seconds=60)
+    (project / "params.yaml").write_text(json.dumps(params, indent=2))  # JSON is YAML 1.2
+    old_output = project / "data" / "fashion-mnist"
+    old_output.mkdir(parents=True)
+    (old_output / "old-file").write_text("from an earlier run")
+    env = {key: value for key, value in os.environ.items() if key != SOURCE_ENV} | {"PYTHONPATH": "src"}
+
+    stage = subprocess.Popen([sys.executable, "stages/download.py", "data/fashion-mnist"], cwd=project,
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert hanging_source.connected.wait(10), "the stage never reached the source"
+        stage.send_signal(signal.SIGTERM)
+        _, stderr = stage.communicate(timeout=10)
+    finally:
+        if stage.poll() is None:
+            stage.kill()
+            stage.wait()
+
+    assert stage.returncode == 128 + signal.SIGTERM
+    errors = [line for line in stderr.splitlines() if line.startswith("error")]
+    assert errors == ["error: interrupted by SIGTERM"]
+    assert "Traceback" not in stderr
+    assert [p.name for p in (project / "data").iterdir()] == ["fashion-mnist"]  # no .*.tmp folder
+    assert [p.name for p in old_output.iterdir()] == ["old-file"]
+    assert (old_output / "old-file").read_text() == "from an earlier run"
+
+
+def test_download_stage_does_not_load_torch():
+    """Nothing the download stage imports loads torch, so it starts in a fraction of a second."""
+    check = "import sys, regression.stage, regression.download; sys.exit('torch' in sys.modules)"
+    subprocess.run([sys.executable, "-c", check], env=os.environ | {"PYTHONPATH": str(PROJECT / "src")},
+                   check=True)
 
 
 def test_sources_unchanged_without_override(monkeypatch):

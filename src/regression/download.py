@@ -1,35 +1,47 @@
-"""Fetch the Fashion-MNIST IDX files from an ordered list of sources.
+"""Fetch the Fashion-MNIST IDX files from an ordered list of sources, within a deadline and size caps.
 
 Each file is tried at each source in turn, as `<source>/<name>.gz`. What arrives is
-decompressed and checked against the sha256 of the *decompressed* bytes, so a mirror that recompressed
-the files still passes. Nothing reaches the output folder until all files have passed: they
-are assembled in a temporary folder beside it, which is then renamed into place.
+decompressed and checked against the size and sha256 of the *decompressed* bytes, so a mirror
+that recompressed the files still passes. Nothing reaches the output folder until all files have
+passed: they are assembled in a temporary folder beside it, which is then renamed into place.
+
+A bad source costs little. `timeout` is the deadline for one file from one source, however
+slowly its bytes drip; a source that timed out or could not be reached is not tried for the
+remaining files (one that served a bad file still is); and neither the download nor its
+decompressed bytes may grow much past the expected size.
 
 torchvision's `download_url` is not used: it has no time-out, fetches each URL twice and
 writes straight to its destination. Its IDX reader is used to load the files (data.py).
 """
 
+import contextlib
 import gzip
 import hashlib
 import http.client
 import os
+import secrets
 import shutil
-import tempfile
+import signal
+import time
+import urllib.error
 import urllib.parse
 import urllib.request
 import zlib
+from collections.abc import Mapping
 from pathlib import Path
 
 from tqdm import tqdm
 
 from regression import PipelineError
+from regression.params import ExpectedFile
 
 SOURCE_ENV = "FASHION_MNIST_SOURCE"
 CHUNK = 1 << 16
+FETCH_ERRORS = (OSError, ValueError, EOFError, zlib.error, http.client.HTTPException)
 
 
 class DownloadError(PipelineError):
-    """No source gave a file whose checksum matched."""
+    """No source gave a file whose size and checksum matched."""
 
 
 def sources_with_override(sources: list[str]) -> list[str]:
@@ -46,64 +58,164 @@ def file_url(source: str, name: str) -> str:
     return urllib.parse.urljoin(source if source.endswith("/") else source + "/", name)
 
 
-def fetch(url: str, destination: Path, timeout: float) -> None:
-    """Copy `url` (http, https or file) to `destination`, with a progress bar."""
-    with urllib.request.urlopen(url, timeout=timeout) as response, open(destination, "wb") as out:
-        size = response.headers.get("Content-Length")
-        total = int(size) if size and size.isdigit() else None
-        with tqdm(total=total, unit="B", unit_scale=True, desc=Path(url).name, leave=False) as bar:
-            while block := response.read(CHUNK):
-                out.write(block)
-                bar.update(len(block))
+def max_gzip_size(size: int) -> int:
+    """A generous bound on the gzip of `size` bytes: deflate adds 5 bytes per 64 KiB of
+    incompressible data, gzip a header (which may hold a file name) and an 8-byte trailer."""
+    return size + size // 1000 + CHUNK
 
 
-def decompress_and_verify(compressed: Path, destination: Path, expected_sha256: str) -> None:
-    """Write the decompressed bytes of the gzip file `compressed`; check their sha256."""
+def fetch(url: str, destination: Path, max_bytes: int, timeout: float) -> None:
+    """Copy `url` (http, https or file) to `destination`, with a progress bar; fail past
+    `max_bytes` bytes or `timeout` seconds from the start.
+
+    urllib's timeout bounds each socket operation, not the transfer, so the deadline is checked
+    between reads and each read of the socket may wait only for the time left.
+    """
+    deadline = time.monotonic() + timeout
+
+    def time_left() -> float:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        return left
+
+    try:
+        with urllib.request.urlopen(url, timeout=time_left()) as response, open(destination, "wb") as out:
+            size = response.headers.get("Content-Length")
+            total = int(size) if size and size.isdigit() else None
+            received = 0
+            with tqdm(total=total, unit="B", unit_scale=True, desc=Path(url).name, leave=False) as bar:
+                while True:
+                    wait_at_most(response, time_left())
+                    block = response.read1(CHUNK)  # what has arrived, not a full CHUNK: drips are seen
+                    if not block:
+                        break
+                    received += len(block)
+                    if received > max_bytes:
+                        raise ValueError(f"sent more than the {max_bytes} bytes that a gzip of the "
+                                         "expected size can take")
+                    out.write(block)
+                    bar.update(len(block))
+            if total is not None and received < total:
+                raise ValueError(f"ended after {received} of the {total} bytes announced")
+    except OSError as error:
+        if isinstance(getattr(error, "reason", error), TimeoutError):  # urllib wraps one in connect
+            raise TimeoutError(f"not complete within the {timeout:g} s deadline") from None
+        raise
+
+
+def wait_at_most(response, seconds: float) -> None:
+    """Let the next read of an HTTP response wait `seconds` at most. urllib does not expose the
+    socket, so it is looked up; a file:// response has none, and its reads never wait."""
+    sock = getattr(getattr(getattr(response, "fp", None), "raw", None), "_sock", None)
+    if sock is not None:
+        sock.settimeout(seconds)
+
+
+def decompress_and_verify(compressed: Path, destination: Path, expected: ExpectedFile) -> None:
+    """Write the decompressed bytes of the gzip file `compressed`, stopping as soon as they
+    outgrow `expected.bytes`; check their size and sha256."""
     digest = hashlib.sha256()
+    size = 0
     with gzip.open(compressed, "rb") as src, open(destination, "wb") as out:
         while block := src.read(CHUNK):
+            size += len(block)
+            if size > expected.bytes:
+                raise ValueError(f"decompresses to more than the expected {expected.bytes} bytes "
+                                 f"(from {compressed.stat().st_size} compressed bytes)")
             digest.update(block)
             out.write(block)
-    if digest.hexdigest() != expected_sha256:
+    if size != expected.bytes:
+        raise ValueError(f"decompresses to {size} bytes, expected {expected.bytes}")
+    if digest.hexdigest() != expected.sha256:
         raise ValueError(f"sha256 of the decompressed bytes is {digest.hexdigest()}, "
-                         f"expected {expected_sha256}")
+                         f"expected {expected.sha256}")
 
 
-def download_file(name: str, sha256: str, sources: list[str], workdir: Path,
-                  timeout: float) -> list[str]:
-    """Put the verified, decompressed file `name` in `workdir`; return the failures seen."""
-    failures = []
+def source_is_down(url: str, error: Exception) -> bool:
+    """Whether `error` says the source cannot be reached in time (refused, unknown host, timed
+    out), so the other files need not be tried there, rather than that one file is bad."""
+    if isinstance(error, TimeoutError):
+        return True
+    # urllib raises a plain URLError when it could not connect; for a file:// URL, when a file is missing.
+    not_connected = isinstance(error, urllib.error.URLError) and not isinstance(error, urllib.error.HTTPError)
+    return not_connected and not url.startswith("file:")
+
+
+def download_file(name: str, expected: ExpectedFile, sources: list[str], down: dict[str, str],
+                  workdir: Path, timeout: float) -> list[str]:
+    """Put the verified, decompressed file `name` in `workdir`; return the failures seen.
+
+    Sources found down are skipped and added to `down`, with why, for the files still to come.
+    """
+    failures, tried = [], []
     fetched = workdir / f"{name}.gz"
     for source in sources:
+        if source in down:
+            tried.append(f"{source}: skipped, {down[source]}")
+            continue
         url = file_url(source, f"{name}.gz")
         try:
-            fetch(url, fetched, timeout)
-            decompress_and_verify(fetched, workdir / name, sha256)
+            fetch(url, fetched, max_gzip_size(expected.bytes), timeout)
+            decompress_and_verify(fetched, workdir / name, expected)
             return failures
-        except (OSError, ValueError, EOFError, zlib.error, http.client.HTTPException) as error:
-            failures.append(f"{url}: {error}")
+        except FETCH_ERRORS as error:
+            failure = f"{url}: {error}"
+            if source_is_down(url, error):
+                down[source] = f"down since {name}.gz: {error}"
+                failure += f" (so {source} is skipped for the remaining files)"
+            failures.append(failure)
+            tried.append(failure)
             (workdir / name).unlink(missing_ok=True)
         finally:
             fetched.unlink(missing_ok=True)
-    raise DownloadError(f"{name}: no source gave a file with sha256 {sha256}. Tried:\n"
-                        + "\n".join(f"  {failure}" for failure in failures)
+    raise DownloadError(f"{name}: no source gave a file of {expected.bytes} bytes with sha256 "
+                        f"{expected.sha256}. Tried:\n" + "\n".join(f"  {line}" for line in tried)
                         + f"\nSet {SOURCE_ENV} to a folder or URL that holds {name}.gz to try it first.")
 
 
-def download_all(files: dict[str, str], sources: list[str], out_dir: str | Path,
+@contextlib.contextmanager
+def signals_held():
+    """Defer SIGTERM and SIGINT until the block is done, then raise the first one again, so the
+    stage runner's `Interrupted` cannot land in the middle of it. Main thread only.
+
+    Python-level handlers, not a signal mask: a masked signal would go to another thread (tqdm
+    runs one), and the main thread would still run the handler.
+    """
+    pending, previous = [], {}
+    try:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.signal(signum, lambda number, frame: pending.append(number))
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if pending:
+            signal.raise_signal(pending[0])
+
+
+def download_all(files: Mapping[str, ExpectedFile], sources: list[str], out_dir: str | Path,
                  timeout: float) -> list[str]:
-    """Download every file into `out_dir`, all or nothing. Returns the failures met on the way."""
+    """Download every file into `out_dir`, all or nothing. Returns the failures met on the way.
+
+    On a failure or an interruption, the temporary folder is removed and an earlier `out_dir`
+    is left as it was.
+    """
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".tmp"))
+    # Named before `try` and created inside it, so no signal lands between creating and owning it.
+    workdir = out_dir.with_name(f".{out_dir.name}.{secrets.token_hex(8)}.tmp")
+    down: dict[str, str] = {}
     failures = []
     try:
-        for name, sha256 in files.items():
-            failures += download_file(name, sha256, sources, workdir, timeout)
-        workdir.chmod(0o755)  # mkdtemp makes it owner-only
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        workdir.rename(out_dir)
+        workdir.mkdir()
+        for name, expected in files.items():
+            failures += download_file(name, expected, sources, down, workdir, timeout)
+        with signals_held():  # the old folder goes and the new one takes its place, or neither
+            if out_dir.exists():
+                shutil.rmtree(out_dir)
+            workdir.rename(out_dir)
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        with signals_held():
+            shutil.rmtree(workdir, ignore_errors=True)
     return failures
