@@ -31,7 +31,6 @@ def main(params, args):
         classes = tuple(meta.get("classes", ()))
         config = ModelConfig(name, n_features=features(train_set.X[:1]).shape[1],
                              n_outputs=len(classes) or train_set.y.shape[1], classes=classes)
-    torch.use_deterministic_algorithms(True)
     model = build_model(config)
     model.initialise_(p.init_std, torch.Generator().manual_seed(p.seed))
 
