@@ -64,9 +64,14 @@ def main(params, args):
 
 
 def signature(model, config, example):
-    from mlflow.models import infer_signature
+    """Input: one unnamed number column per feature, so that float32 and float64 rows, lists and
+    DataFrames all pass MLflow's schema check (a float32 tensor spec rejects float64). Output:
+    what `answer` gives."""
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types.schema import ColSpec, Schema
 
-    return infer_signature(example, answer(model, config, example))
+    inputs = Schema([ColSpec("double") for _ in range(config.n_features)])
+    return ModelSignature(inputs, infer_signature(example, answer(model, config, example)).outputs)
 
 
 if __name__ == "__main__":

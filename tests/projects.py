@@ -1,0 +1,203 @@
+"""Temporary copies of the project in real git repos, and ways to run DVC and the stages in them.
+
+Downloads come from tiny Fashion-MNIST IDX files served over HTTP from 127.0.0.1 (the
+download stage's real code path); the MLflow store is the copy's own `mlflow.db`.
+"""
+
+import functools
+import gzip
+import http.server
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from idx_files import write_tiny_fashion_mnist
+from regression.tracking import DEFAULT_EXPERIMENT
+
+PROJECT = Path(__file__).resolve().parents[1]
+COPIED = ["dvc.yaml", "params.yaml", "stages", "src", "Makefile", ".dvc/config", ".dvc/.gitignore",
+          ".dvcignore", ".gitignore", "data/.gitignore", "models/.gitignore"]
+BIN = Path(sys.executable).parent
+MODELS = ["linear", "softmax_scratch", "softmax_nn"]
+STAGES = {"download", "prepare", "generate", "samples"} | {f"train@{m}" for m in MODELS}
+
+
+def environment(**extra) -> dict:
+    """The environment a user's shell would give DVC: no MLflow/DVC settings leaking from the test run."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("MLFLOW_", "DVC_", "FASHION_MNIST_", "STAGE_TIMINGS"))}
+    env.update(PATH=f"{BIN}{os.pathsep}{env['PATH']}", MLFLOW_DISABLE_TELEMETRY="true",
+               GIT_AUTHOR_NAME="test", GIT_AUTHOR_EMAIL="test@example.com",
+               GIT_COMMITTER_NAME="test", GIT_COMMITTER_EMAIL="test@example.com")
+    env.update(extra)
+    return env
+
+
+def run(project: Path, *command: str, env: dict | None = None, check: bool = True, timeout: float = 600):
+    result = subprocess.run(command, cwd=project, env=env or environment(), capture_output=True, text=True,
+                            timeout=timeout)
+    if check and result.returncode != 0:
+        pytest.fail(f"{' '.join(command)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def stages_run(output: str) -> set[str]:
+    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")}
+
+
+def train_command(model: str) -> list[str]:
+    """The stage command of train@<model> as dvc.yaml gives it, for running it by hand."""
+    dataset = "synthetic" if model == "linear" else "fashion-mnist"
+    return ["python", "stages/train.py", model, "--data", f"data/{dataset}",
+            "--model-file", f"models/{model}.pt", "--metrics", f"metrics/{model}.json",
+            "--history", f"metrics/{model}/history.json", "--evaluation", f"metrics/{model}/evaluation"]
+
+
+def expected_files(folder: Path) -> dict:
+    """{name: {sha256, bytes}} of the decompressed .gz files in `folder`, as params.yaml lists them."""
+    import hashlib
+
+    files = {}
+    for path in sorted(folder.glob("*.gz")):
+        data = gzip.decompress(path.read_bytes())
+        files[path.name.removesuffix(".gz")] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    return files
+
+
+def edit_params(project: Path, edit) -> None:
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    edit(params)
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def make_project(dest: Path, source_url: str, files: dict) -> Path:
+    """A git repo holding a copy of the project that downloads from `source_url`, committed."""
+    for name in COPIED:
+        src, dst = PROJECT / name, dest / name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, dst)
+
+    def tiny_data(params):
+        params["download"]["sources"] = [source_url, "file:///nonexistent/fashion-mnist/"]
+        params["download"]["files"] = files
+    edit_params(dest, tiny_data)
+    run(dest, "git", "init", "-q")
+    run(dest, "git", "add", "-A")
+    run(dest, "git", "commit", "-qm", "project")
+    return dest
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="session")
+def data_server(tmp_path_factory):
+    """Tiny Fashion-MNIST .gz files over HTTP on 127.0.0.1; yields (url, expected files)."""
+    folder = tmp_path_factory.mktemp("mirror")
+    write_tiny_fashion_mnist(folder, n_train=500, n_test=100)
+    handler = functools.partial(QuietHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/", expected_files(folder)
+    server.shutdown()
+
+
+def snapshot(project: Path) -> dict:
+    """What two identical runs must agree on: every output hash in dvc.lock, every metrics file."""
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    outs = {stage: sorted((o["path"], o["md5"]) for o in entry.get("outs", []))
+            for stage, entry in lock["stages"].items()}
+    metrics = {str(p.relative_to(project)): p.read_bytes() for p in sorted((project / "metrics").rglob("*"))
+               if p.is_file() and ".gitignore" not in p.name}
+    return {"outs": outs, "metrics": metrics}
+
+
+def store_uri(project: Path) -> str:
+    return f"sqlite:///{project / 'mlflow.db'}"
+
+
+def runs_by_model(client: MlflowClient, experiment: str = DEFAULT_EXPERIMENT) -> dict:
+    """{model: [runs, oldest first]} of the experiment."""
+    found = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([found.experiment_id], order_by=["attributes.start_time ASC"])
+    by_model = {}
+    for r in runs:
+        by_model.setdefault(r.data.tags["model"], []).append(r)
+    return by_model
+
+
+def read_json(path: Path):
+    return json.loads(path.read_text())
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_http(url: str, process: subprocess.Popen, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                process.kill()
+                pytest.fail(f"nothing answered at {url}")
+            time.sleep(0.3)
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """A real `mlflow server` on 127.0.0.1 over an sqlite store of its own; yields its URL."""
+    port = free_port()
+    server = subprocess.Popen(
+        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--artifacts-destination", str(tmp_path / "artifacts")],
+        env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    wait_for_http(f"{url}/health", server)
+    yield url
+    server.terminate()
+    server.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def reproduced(tmp_path_factory, data_server):
+    """The project after one cold `dvc repro` on tiny data: (path, repro output, snapshot).
+
+    Shared by the end-to-end tests, which must not change it: those that run more take a
+    `project_copy`.
+    """
+    url, files = data_server
+    path = make_project(tmp_path_factory.mktemp("reproduced") / "project", url, files)
+    result = run(path, "dvc", "repro")
+    return path, result.stdout + result.stderr, snapshot(path)
+
+
+@pytest.fixture
+def project_copy(reproduced, tmp_path):
+    """A copy of the reproduced project (git repo, DVC cache and outputs) with an empty MLflow store."""
+    path = tmp_path / "project"
+    shutil.copytree(reproduced[0], path, symlinks=True,
+                    ignore=shutil.ignore_patterns("mlflow.db*", "mlartifacts"))
+    return path
