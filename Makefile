@@ -12,22 +12,35 @@ ifneq ($(wildcard $(SHARED_DATA)/train-images-idx3-ubyte.gz),)
 export FASHION_MNIST_SOURCE ?= $(SHARED_DATA)
 endif
 
-.PHONY: run test ui benchmark lock
+.PHONY: run test test-quick ui compare promote benchmark lock
 
 run: $(VENV)/.installed
 	dvc repro
-	dvc metrics show
+	PYTHONPATH=src python -m regression.compare --summary
 
 test: $(VENV)/.installed
 	python -m pytest
+
+# The quick loop: everything but the end-to-end tests (real DVC runs, servers, browser).
+test-quick: $(VENV)/.installed
+	python -m pytest -m "not slow"
+
+# The MLflow runs side by side, best first (MODEL=softmax_nn for one model).
+compare: $(VENV)/.installed
+	PYTHONPATH=src python -m regression.compare $(if $(MODEL),--model $(MODEL))
+
+# Point each registered model's `champion` alias at its best version.
+promote: $(VENV)/.installed
+	PYTHONPATH=src python -m regression.registry
 
 # The MLflow UI on http://127.0.0.1:5000: select runs of one model and press "Compare".
 ui: $(VENV)/.installed
 	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
 
+# Where the time of `dvc repro` and `dvc exp run` goes (about 3 minutes): prints a table and
+# writes benchmarks/results.json.
 benchmark: $(VENV)/.installed
-	dvc repro download
-	PYTHONPATH=src python benchmarks/training_speed.py
+	python benchmarks/pipeline.py
 
 $(VENV)/.installed: requirements.lock
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)

@@ -10,38 +10,43 @@ from pathlib import Path
 
 MIN_ACCURACY = 0.83      # softmax_scratch and softmax_nn, test set
 MAX_LINEAR_ERROR = 0.01  # |w - true_w| and |b - true_b|
+MODELS = {"linear": "test_loss", "softmax_scratch": "test_accuracy", "softmax_nn": "test_accuracy"}
 
 
 def check_mlflow_runs() -> list[str]:
-    """Each model's latest run in the project's store finished and holds the evaluation."""
+    """Each model's latest run in the project's store finished, with its model registered."""
     from mlflow import MlflowClient
 
     from regression import tracking
 
-    experiment_id = tracking.configure()  # the store and experiment the pipeline recorded into
+    experiment_id = tracking.open_experiment()  # the store and experiment the pipeline recorded into
     client = MlflowClient()
     failures = []
-    for model, metric in (("linear", "test_mse"), ("softmax_scratch", "per_class_accuracy.Shirt"),
-                          ("softmax_nn", "per_class_accuracy.Shirt")):
+    for model, metric in MODELS.items():
         runs = client.search_runs([experiment_id], f"tags.model = '{model}'",
                                   order_by=["attributes.start_time DESC"], max_results=1)
         if not runs or runs[0].info.status != "FINISHED" or metric not in runs[0].data.metrics:
             failures.append(f"{model}: latest MLflow run missing, unfinished or without {metric}")
-        else:
-            print(f"{model}: MLflow run {runs[0].info.run_id} finished, {metric} = {runs[0].data.metrics[metric]:.4g}")
+            continue
+        run = runs[0]
+        versions = client.search_model_versions(f"run_id = '{run.info.run_id}'")
+        if not versions:
+            failures.append(f"{model}: MLflow run {run.info.run_id} registered no model version")
+        print(f"{model}: MLflow run '{run.info.run_name}' finished, {metric} = {run.data.metrics[metric]:.4g}, "
+              f"model {', '.join(f'{v.name} v{v.version}' for v in versions)}")
     return failures
 
 
 def main() -> int:
     failures = []
     for model in ("softmax_scratch", "softmax_nn"):
-        accuracy = json.loads(Path(f"metrics/{model}/eval.json").read_text())["test_accuracy"]
+        accuracy = json.loads(Path(f"metrics/{model}.json").read_text())["test_accuracy"]
         print(f"{model}: test accuracy {accuracy:.4f} (target >= {MIN_ACCURACY})")
         if accuracy < MIN_ACCURACY:
             failures.append(f"{model} test accuracy {accuracy:.4f} < {MIN_ACCURACY}")
-    linear = json.loads(Path("metrics/linear/eval.json").read_text())
-    print(f"linear: w {linear['w']} (true {linear['true_w']}), b {linear['b']:.4f} (true {linear['true_b']:.4f})")
-    for key in ("w_abs_error", "b_abs_error"):
+    linear = json.loads(Path("metrics/linear.json").read_text())
+    print(f"linear: w [{linear['w_0']:.4f}, {linear['w_1']:.4f}], b {linear['b']:.4f}")
+    for key in ("w_err", "b_err"):
         if linear[key] > MAX_LINEAR_ERROR:
             failures.append(f"linear {key} {linear[key]:.4g} > {MAX_LINEAR_ERROR}")
     failures += check_mlflow_runs()

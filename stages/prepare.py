@@ -16,9 +16,9 @@ def main(params, args):
         raise ParamsError(f"prepare.validation_size = {p.validation_size}: must be less than the "
                           f"{len(train[0])} training images")
     train, validation = hold_out(*train, p.validation_size, p.seed)
-    splits = {"train": train, "validation": validation, "test": test}
+    splits = {"train": train, "val": validation, "test": test}
     if not p.validation_size:
-        del splits["validation"]
+        del splits["val"]
     save_dataset(args.out, splits, {"name": "fashion-mnist", "classes": list(CLASSES)})
     print(f"{args.out}: " + ", ".join(f"{len(X)} {split}" for split, (X, _) in splits.items()))
 

@@ -2,7 +2,7 @@
 
 `prepare` (Fashion-MNIST) and `generate` (synthetic) write a folder; the model stages and
 `samples` read it. A folder holds `train_X.npy`, `train_y.npy`, `test_X.npy`, `test_y.npy`,
-optionally `validation_X.npy`, `validation_y.npy`, and `meta.json`: the dataset's name, its
+optionally `val_X.npy`, `val_y.npy` (a validation split), and `meta.json`: the dataset's name, its
 class names or the true w and b it was made with, and a digest of the arrays. numpy only:
 reading a folder costs a few milliseconds and no torch import.
 
@@ -20,7 +20,7 @@ import numpy as np
 from regression import PipelineError
 from regression.files import write_folder_atomic
 
-SPLITS = ("train", "validation", "test")
+SPLITS = ("train", "val", "test")  # val: held out from train, to choose settings on
 META = "meta.json"
 
 

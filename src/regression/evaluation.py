@@ -44,9 +44,11 @@ def classification_report(outputs: torch.Tensor, y: torch.Tensor, classes: tuple
 
 @torch.no_grad()
 def regression_report(model: nn.Module, truth: dict) -> dict[str, float]:
-    """The learned w and b of a linear model, and how far each is from the true one."""
+    """The learned w (`w_0`, `w_1`, ...) and b of a linear model; `w_err` is the largest
+    |w_i - true w_i|, `b_err` is |b - true b|."""
     w, b = model.linear.weight.reshape(-1).tolist(), model.linear.bias.item()
-    report = {f"w_{i}": value for i, value in enumerate(w)} | {"b": b}
-    report |= {f"w_{i}_error": abs(value - true) for i, (value, true) in enumerate(zip(w, truth["true_w"]))}
-    report["b_error"] = abs(b - truth["true_b"])
-    return report
+    return {f"w_{i}": value for i, value in enumerate(w)} | {
+        "b": b,
+        "w_err": max(abs(value - true) for value, true in zip(w, truth["true_w"])),
+        "b_err": abs(b - truth["true_b"]),
+    }

@@ -45,13 +45,13 @@ def make_report(name: str, spec: ModelSpec, model: nn.Module, last: dict, test_o
     if spec.task != CLASSIFICATION:
         fit = regression_report(model, meta)
         pairs = zip(test_y.reshape(-1).tolist(), test_outputs.reshape(-1).tolist())
-        return Report(metrics={"test_mse": last["test_loss"], **fit}, files={
+        return Report(metrics={"test_loss": last["test_loss"], **fit}, files={
             "predictions.csv": csv_bytes(("actual", "predicted"), ((f"{a:.6g}", f"{p:.6g}") for a, p in pairs))})
 
     classes = config.classes
     result = classification_report(test_outputs, test_y, classes)
     pairs = zip(test_y.tolist(), result["predicted"])
-    metrics = {key: last[key] for key in ("test_accuracy", "test_loss", "validation_accuracy") if key in last}
+    metrics = {key: last[key] for key in ("test_accuracy", "test_loss", "val_accuracy") if key in last}
     return Report(metrics=metrics, files={
         "predictions.csv": csv_bytes(("actual", "predicted"), ((classes[a], classes[p]) for a, p in pairs)),
         "per_class_accuracy.json": json_bytes([{"class": c, "accuracy": a}

@@ -1,7 +1,7 @@
 """Mini-batch SGD over in-memory tensors, one epoch at a time, as the lesson trains.
 
 The loop keeps each batch's loss and predictions as tensors and reads them once per epoch:
-no `.item()` per batch. Each epoch ends with the loss (and accuracy) on the validation and
+no `.item()` per batch. Each epoch ends with the loss (and accuracy) on the validation (`val`) and
 test splits; the test outputs of the last epoch are the evaluation's (nothing is computed twice).
 """
 
@@ -92,7 +92,7 @@ def train(name: str, spec: ModelSpec, model: nn.Module, splits: dict[str, Split]
     """Train in place. Returns one record per epoch and the last epoch's outputs by split.
 
     A record holds the epoch, train loss (and accuracy) and the loss (and accuracy) on every
-    other split, e.g. `validation_accuracy`, `test_loss`.
+    other split, e.g. `val_accuracy`, `test_loss`.
     """
     generator = torch.Generator().manual_seed(params.seed)
     step = make_step(spec, model, params.lr)

@@ -1,0 +1,244 @@
+"""Pipeline benchmark: where the time of `dvc repro` and `dvc exp run` goes, against fixed references.
+
+Measured in one run, on the real Fashion-MNIST files, in a temporary git copy of the project:
+
+  import torch   `python -c "import torch"`, the median of 5 (the unit of the overhead target)
+  cold repro     `dvc repro` of the whole pipeline from nothing (download included)
+  no-op repro    `dvc repro` again, with nothing changed
+  exp run        `dvc exp run -S train.softmax_nn.lr=0.1`, with its stage's breakdown
+  lesson loop    the lesson's softmax regression: torchvision FashionMNIST + ToTensor +
+                 DataLoader(shuffle=True) + nn.Linear + CrossEntropyLoss + optim.SGD, 10 epochs,
+                 train loss/accuracy and test accuracy per epoch, data loading included
+  project loop   this project's data load + training.train for softmax_nn, the same settings
+
+Every stage reports its phases and peak RSS through $STAGE_TIMINGS (regression.stage.Phases).
+Targets (ratios measured in the same run, since the machine is noisy):
+  a model stage's wall time minus training and evaluation <= 2.5 x import torch
+  cold repro <= 0.75 x lesson loop; no-op repro <= 1 s
+  lesson loop / project loop >= 15 x, final test accuracies within 0.5 points
+  peak RSS of every stage <= 1.0 GB
+It prints one table and writes the figures as JSON; it exits 0 whether or not a target is met.
+
+Run from the project root:  .venv/bin/python benchmarks/pipeline.py [--json benchmarks/results.json]
+(`make benchmark`). Fashion-MNIST comes from $FASHION_MNIST_SOURCE, else ../shared/data/fashion-mnist.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+TARGETS = {"overhead_x_import_torch": 2.5, "cold_repro_x_lesson": 0.75, "noop_repro_s": 1.0,
+           "lesson_x_project": 15.0, "accuracy_gap": 0.005, "peak_rss_mb": 1024.0}
+
+
+def timed(command: list[str], cwd: Path, env: dict) -> float:
+    start = time.perf_counter()
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if result.returncode != 0:
+        sys.exit(f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return seconds
+
+
+def project_copy(dest: Path, env: dict) -> Path:
+    """The files git tracks, committed in a new repo (dvc exp run needs a commit)."""
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True)
+    for name in tracked.stdout.splitlines():
+        if (ROOT / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dest / name)
+    for command in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "benchmark"]):
+        subprocess.run(command, cwd=dest, env=env, check=True, capture_output=True)
+    return dest
+
+
+def stage_timings(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def run_lesson(raw: Path, p, tmp: str) -> dict:
+    """The lesson's concise softmax regression, data loading included."""
+    import torch
+    from torch import nn, optim
+    from torch.utils.data import DataLoader
+    from torchvision import datasets, transforms
+
+    root = Path(tmp) / "FashionMNIST" / "raw"  # where torchvision looks for the IDX files
+    root.mkdir(parents=True)
+    for file in raw.iterdir():
+        (root / file.name).symlink_to(file.resolve())
+    torch.manual_seed(p.seed)
+    to_tensor = transforms.ToTensor()
+    train_set = datasets.FashionMNIST(tmp, train=True, transform=to_tensor, download=False)
+    test_set = datasets.FashionMNIST(tmp, train=False, transform=to_tensor, download=False)
+    train_iter = DataLoader(train_set, batch_size=p.batch_size, shuffle=True, num_workers=0)
+    test_iter = DataLoader(test_set, batch_size=p.batch_size, shuffle=False, num_workers=0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    nn.init.normal_(net[1].weight, std=p.init_std)
+    nn.init.zeros_(net[1].bias)
+    loss_fn = nn.CrossEntropyLoss()
+    trainer = optim.SGD(net.parameters(), lr=p.lr)
+    for epoch in range(1, p.epochs + 1):
+        net.train()
+        loss_sum, correct, n = 0.0, 0, 0
+        for X, y in train_iter:
+            y_hat = net(X)
+            loss = loss_fn(y_hat, y)
+            trainer.zero_grad()
+            loss.backward()
+            trainer.step()
+            loss_sum += loss.item() * len(y)
+            correct += (y_hat.argmax(dim=1) == y).sum().item()
+            n += len(y)
+        net.eval()
+        with torch.no_grad():
+            test_correct = sum((net(X).argmax(dim=1) == y).sum().item() for X, y in test_iter)
+        test_accuracy = test_correct / len(test_set)
+        print(f"  lesson epoch {epoch}: train loss {loss_sum / n:.4f}, train acc {correct / n:.4f}, "
+              f"test acc {test_accuracy:.4f}", flush=True)
+    return {"test_accuracy": test_accuracy}
+
+
+def run_project(dataset: Path, p) -> dict:
+    """This project's data load and training of softmax_nn, as its stage does them."""
+    import torch
+
+    from regression.data import load_dataset
+    from regression.models import MODELS, ModelConfig, build_model
+    from regression.training import as_splits, train
+
+    spec = MODELS["softmax_nn"]
+    meta, arrays = load_dataset(dataset)
+    model = build_model(ModelConfig("softmax_nn", 784, 10, tuple(meta["classes"])))
+    model.initialise_(p.init_std, torch.Generator().manual_seed(p.seed))
+    history, _ = train("softmax_nn", spec, model, as_splits(arrays, spec.task), p)
+    return history[-1]
+
+
+def measure(work: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
+    env["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    shared = ROOT.parent / "shared" / "data" / "fashion-mnist"
+    env.setdefault("FASHION_MNIST_SOURCE", str(shared))
+    for key in ("GIT_AUTHOR_NAME", "GIT_COMMITTER_NAME"):
+        env.setdefault(key, "benchmark")
+    for key in ("GIT_AUTHOR_EMAIL", "GIT_COMMITTER_EMAIL"):
+        env.setdefault(key, "benchmark@example.com")
+    project = project_copy(work / "project", env)
+    figures = {}
+
+    print("import torch ...", flush=True)
+    figures["import_torch_s"] = statistics.median(
+        timed([sys.executable, "-c", "import torch"], project, env) for _ in range(5))
+
+    print("cold dvc repro ...", flush=True)
+    env["STAGE_TIMINGS"] = str(work / "cold.jsonl")
+    figures["cold_repro_s"] = timed(["dvc", "repro"], project, env)
+    figures["cold_stages"] = stage_timings(work / "cold.jsonl")
+
+    print("no-op dvc repro ...", flush=True)
+    env["STAGE_TIMINGS"] = str(work / "noop.jsonl")
+    figures["noop_repro_s"] = timed(["dvc", "repro"], project, env)
+    figures["noop_stages_run"] = len(stage_timings(work / "noop.jsonl"))
+    subprocess.run(["git", "add", "-A"], cwd=project, env=env, check=True)
+    subprocess.run(["git", "commit", "-qm", "results"], cwd=project, env=env, check=True)
+
+    print("dvc exp run -S train.softmax_nn.lr=0.1 ...", flush=True)
+    env["STAGE_TIMINGS"] = str(work / "exp.jsonl")
+    figures["exp_run_s"] = timed(["dvc", "exp", "run", "-S", "train.softmax_nn.lr=0.1"], project, env)
+    figures["exp_stages"] = stage_timings(work / "exp.jsonl")
+
+    sys.path.insert(0, str(project / "src"))
+    import torch._dynamo  # noqa: F401 - the first optim.SGD step imports it (~1 s): charge it to neither loop
+
+    from regression.params import load_params
+
+    p = load_params(project / "params.yaml").train["softmax_nn"]
+    print("project loop ...", flush=True)
+    start = time.perf_counter()
+    project_result = run_project(project / "data/fashion-mnist", p)
+    figures["project_loop_s"] = time.perf_counter() - start
+    figures["project_accuracy"] = project_result["test_accuracy"]
+    print("lesson loop ...", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        lesson_result = run_lesson(project / "data/raw/fashion-mnist", p, tmp)
+        figures["lesson_loop_s"] = time.perf_counter() - start
+    figures["lesson_accuracy"] = lesson_result["test_accuracy"]
+    return figures
+
+
+def overhead(stage: dict) -> float:
+    """A model stage's wall time minus its training and evaluation."""
+    return stage["wall"] - stage["phases"].get("training", 0.0) - stage["phases"].get("evaluation", 0.0)
+
+
+def report(f: dict) -> dict:
+    torch_s, lesson_s = f["import_torch_s"], f["lesson_loop_s"]
+    rows = [("import torch", f"{torch_s:.2f} s", ""),
+            ("lesson loop (10 epochs)", f"{lesson_s:.2f} s", f"test accuracy {f['lesson_accuracy']:.4f}"),
+            ("project loop (10 epochs)", f"{f['project_loop_s']:.2f} s",
+             f"test accuracy {f['project_accuracy']:.4f}; lesson / project "
+             f"{lesson_s / f['project_loop_s']:.1f}x (target >= {TARGETS['lesson_x_project']:.0f}x)"),
+            ("cold dvc repro", f"{f['cold_repro_s']:.2f} s",
+             f"{f['cold_repro_s'] / lesson_s:.2f}x lesson loop (target <= {TARGETS['cold_repro_x_lesson']})"),
+            ("no-op dvc repro", f"{f['noop_repro_s']:.2f} s",
+             f"{f['noop_stages_run']} stages ran (target <= {TARGETS['noop_repro_s']:.0f} s)"),
+            ("dvc exp run lr=0.1", f"{f['exp_run_s']:.2f} s", "")]
+    print(f"\n{'what':34} {'time':>9}  notes")
+    for what, time_s, notes in rows:
+        print(f"{what:34} {time_s:>9}  {notes}")
+
+    print(f"\n{'stage (cold repro; exp run last)':34} {'wall s':>7} {'start':>6} {'overhead':>9} "
+          f"{'x torch':>7} {'RSS MB':>7}  phases (s)")
+    worst_rss, worst_overhead = 0.0, 0.0
+    for stage in f["cold_stages"] + [dict(s, stage=f"{s['stage']} (exp)") for s in f["exp_stages"]]:
+        is_model = "training" in stage["phases"]
+        extra = overhead(stage) if is_model else None
+        worst_rss = max(worst_rss, stage["peak_rss_mb"])
+        if extra is not None:
+            worst_overhead = max(worst_overhead, extra / torch_s)
+        phases = ", ".join(f"{k} {v:.2f}" for k, v in stage["phases"].items() if v >= 0.005)
+        print(f"{stage['stage']:34} {stage['wall']:7.2f} {stage['startup']:6.2f} "
+              f"{(f'{extra:.2f}' if is_model else ''):>9} {(f'{extra / torch_s:.2f}' if is_model else ''):>7} "
+              f"{stage['peak_rss_mb']:7.0f}  {phases}")
+
+    checks = {
+        "model stage overhead <= 2.5x import torch": worst_overhead <= TARGETS["overhead_x_import_torch"],
+        "cold repro <= 0.75x lesson loop": f["cold_repro_s"] / lesson_s <= TARGETS["cold_repro_x_lesson"],
+        "no-op repro <= 1 s and runs nothing": f["noop_repro_s"] <= TARGETS["noop_repro_s"]
+        and f["noop_stages_run"] == 0,
+        "lesson / project loop >= 15x": lesson_s / f["project_loop_s"] >= TARGETS["lesson_x_project"],
+        "accuracy within 0.5 points": abs(f["lesson_accuracy"] - f["project_accuracy"]) <= TARGETS["accuracy_gap"],
+        "peak RSS <= 1.0 GB": worst_rss <= TARGETS["peak_rss_mb"],
+    }
+    print(f"\nworst model-stage overhead {worst_overhead:.2f}x import torch; worst peak RSS {worst_rss:.0f} MB")
+    for name, met in checks.items():
+        print(f"  {'met    ' if met else 'NOT met'}  {name}")
+    return checks
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results.json",
+                        help="where to write the figures")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="pipeline-benchmark-") as work:
+        figures = measure(Path(work))
+    checks = report(figures)
+    args.json.write_text(json.dumps({"figures": figures, "targets": TARGETS, "met": checks}, indent=2) + "\n")
+    print(f"figures written to {args.json}")
+
+
+if __name__ == "__main__":
+    main()
