@@ -165,8 +165,11 @@ def changed_params(current: dict, committed: dict, model: str) -> dict[str, obje
     """Params that differ from the committed params.yaml and matter to `model`'s stage.
 
     Keys of `train.<model>` are named as is (`lr`); keys of other sections in full
-    (`prepare.validation_size`). Other models' params do not matter to this run.
+    (`prepare.validation_size`). Other models' params do not matter to this run. With no
+    committed params.yaml to compare with (not a git repo), nothing counts as changed.
     """
+    if not committed:
+        return {}
     def flat(tree, prefix=""):
         if not isinstance(tree, dict):
             return {prefix.rstrip("."): tree}

@@ -1,0 +1,233 @@
+"""regression.tracking: run names, the store under concurrency, signals, orphans, dead servers, corrupt stores.
+
+The process tests run `tests/fake_stage.py`: the real stage runner and MLflow run, without
+torch or data, against a tiny sqlite store or a loopback server they stop.
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from projects import BIN, PROJECT, environment, free_port, wait_for_http
+from regression.tracking import (TrackingError, changed_params, committed_params, open_experiment,
+                                 run_name)
+
+FAKE_STAGE = Path(__file__).with_name("fake_stage.py")
+
+
+@pytest.fixture
+def folder(tmp_path):
+    """A folder with the project's params.yaml, where a fake stage runs."""
+    shutil.copy(PROJECT / "params.yaml", tmp_path / "params.yaml")
+    return tmp_path
+
+
+def store(folder: Path) -> str:
+    return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+def fake_stage(folder: Path, *args: str, uri: str | None = None, **popen) -> subprocess.Popen:
+    env = environment(PYTHONPATH=f"{PROJECT / 'src'}", MLFLOW_TRACKING_URI=uri or store(folder))
+    return subprocess.Popen([sys.executable, str(FAKE_STAGE), *args], cwd=folder, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
+
+
+def started_run(process: subprocess.Popen) -> str:
+    """Wait for the fake stage's "started <run id>" line."""
+    line = process.stdout.readline()
+    assert line.startswith("started "), f"{line!r}\n{process.stderr.read() if process.poll() is not None else ''}"
+    return line.split()[1]
+
+
+def runs(uri: str) -> list:
+    client = MlflowClient(uri)
+    return client.search_runs([e.experiment_id for e in client.search_experiments()])
+
+
+# Names and params
+
+
+def test_run_name_says_the_model_and_what_differs():
+    assert run_name("softmax_nn", {"lr": 0.1}, "glare-dhow", "7d9c8f2abc") == "softmax_nn lr=0.1 · glare-dhow"
+    assert run_name("softmax_nn", {}, None, "7d9c8f2abc") == "softmax_nn @ 7d9c8f2"
+    assert run_name("linear", {"lr": 0.04, "prepare.seed": 1}, None, None) == "linear lr=0.04 prepare.seed=1"
+
+
+def test_changed_params_are_this_models_and_other_sections_only():
+    committed = {"train": {"a": {"lr": 0.05, "epochs": 10}, "b": {"lr": 0.05}}, "prepare": {"validation_size": 0}}
+    current = {"train": {"a": {"lr": 0.1, "epochs": 10}, "b": {"lr": 0.2}}, "prepare": {"validation_size": 5}}
+    assert changed_params(current, committed, "a") == {"lr": 0.1, "prepare.validation_size": 5}
+    assert changed_params(current, {}, "a") == {}  # nothing to compare with
+
+
+def test_committed_params_come_from_the_experiments_baseline(tmp_path, monkeypatch):
+    env = environment()
+    for command in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "1"]):
+        if command[1] == "add":
+            (tmp_path / "params.yaml").write_text("train:\n  lr: 1e-3\n")
+        subprocess.run(command, cwd=tmp_path, env=env, check=True)
+    (tmp_path / "params.yaml").write_text("train:\n  lr: 0.5\n")
+    monkeypatch.chdir(tmp_path)
+    assert committed_params() == {"train": {"lr": 0.001}}  # YAML 1.2, as DVC reads it
+
+
+# The store
+
+
+def test_parallel_first_use_of_a_new_store_loses_no_run(folder):
+    """Four stages open a store that does not exist yet at the same moment: all four runs land."""
+    start = f"{time.time() + 4:.3f}"
+    stages = [fake_stage(folder, "linear", "1", "0", "--wait-until", start) for _ in range(4)]
+    for process in stages:
+        out, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err
+    found = runs(store(folder))
+    assert len(found) == 4 and {r.info.status for r in found} == {"FINISHED"}
+    assert len(MlflowClient(store(folder)).search_experiments()) == 2  # Default and the project's
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_corrupt_store_is_one_line_naming_the_file_and_the_way_out(folder, damage, monkeypatch):
+    database = folder / "mlflow.db"
+    if damage == "garbage":
+        database.write_bytes(b"this is not an sqlite database\n" * 200)
+    else:
+        process = fake_stage(folder, "linear", "1", "0")
+        process.communicate(timeout=120)
+        database.write_bytes(database.read_bytes()[:20000])
+    process = fake_stage(folder, "linear", "1", "0")
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 1
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    assert str(database) in err and "mv " in err and "outputs are not" in err
+
+
+# Signals and orphans
+
+
+@pytest.mark.parametrize("signals", [[signal.SIGTERM], [signal.SIGINT], [signal.SIGTERM, signal.SIGINT]],
+                         ids=["sigterm", "sigint", "twice"])
+def test_signal_ends_the_run_killed(folder, signals):
+    process = fake_stage(folder, "softmax_nn", "100", "0.2")
+    run_id = started_run(process)
+    for s in signals:
+        process.send_signal(s)
+        time.sleep(0.05)  # the second arrives while the first one's clean-up runs
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 128 + signals[0]
+    assert f"interrupted by {signal.Signals(signals[0]).name}" in err and "Traceback" not in err
+    assert MlflowClient(store(folder)).get_run(run_id).info.status == "KILLED"
+
+
+def test_run_orphaned_by_kill_9_is_marked_killed_when_its_model_starts_again(folder):
+    process = fake_stage(folder, "softmax_nn", "100", "0.2")
+    orphan = started_run(process)
+    process.kill()
+    process.wait()
+    client = MlflowClient(store(folder))
+    assert client.get_run(orphan).info.status == "RUNNING"
+
+    other_model = fake_stage(folder, "linear", "1", "0")
+    other_model.communicate(timeout=120)
+    assert client.get_run(orphan).info.status == "RUNNING"  # another model's stage leaves it alone
+
+    again = fake_stage(folder, "softmax_nn", "1", "0")
+    out, _ = again.communicate(timeout=120)
+    assert again.returncode == 0
+    assert f"marked MLflow run {orphan} KILLED" in out
+    marked = client.get_run(orphan)
+    assert marked.info.status == "KILLED"
+    assert "orphaned" in marked.data.tags["mlflow.runStatusReason"]
+
+
+def test_a_running_stage_of_the_same_model_is_not_taken_for_an_orphan(folder):
+    first = fake_stage(folder, "softmax_nn", "100", "0.2")
+    alive = started_run(first)
+    second = fake_stage(folder, "softmax_nn", "1", "0")
+    second.communicate(timeout=120)
+    assert MlflowClient(store(folder)).get_run(alive).info.status == "RUNNING"
+    first.terminate()
+    first.communicate(timeout=60)
+
+
+# Servers that are not there
+
+
+def test_unreachable_server_fails_before_any_work_in_one_line(folder):
+    uri = f"http://127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    process = fake_stage(folder, "linear", "1", "0", uri=uri)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 1 and "started" not in out
+    assert time.monotonic() - started < 30
+    assert len(err.strip().splitlines()) == 1 and uri in err and "make server" in err, err
+
+
+def test_hanging_server_fails_within_seconds(folder):
+    """A server that accepts connections and never answers."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    uri = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    try:
+        started = time.monotonic()
+        process = fake_stage(folder, "linear", "1", "0", uri=uri)
+        _, err = process.communicate(timeout=60)
+        assert process.returncode == 1 and uri in err and "Traceback" not in err
+        assert time.monotonic() - started < 30
+    finally:
+        listener.close()
+
+
+@pytest.mark.slow
+def test_server_dying_during_training_fails_the_stage_within_30_s(folder, tmp_path):
+    port = free_port()
+    server = subprocess.Popen(
+        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--artifacts-destination", str(tmp_path / "artifacts")],
+        env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    wait_for_http(f"{uri}/health", server)
+    process = fake_stage(folder, "softmax_nn", "1000", "0.2", uri=uri)
+    started_run(process)
+    os.killpg(server.pid, signal.SIGKILL)
+    server.wait()
+    died = time.monotonic()
+    _, err = process.communicate(timeout=120)
+    assert time.monotonic() - died < 30
+    assert process.returncode == 1 and uri in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+def test_store_lock_serialises_setup(folder, monkeypatch):
+    """While another process holds the store's lock, setting up waits for it."""
+    from filelock import FileLock
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store(folder))
+    lock = FileLock(f"{folder / 'mlflow.db'}.lock")
+    lock.acquire()
+    done = threading.Event()
+    thread = threading.Thread(target=lambda: (open_experiment(), done.set()))
+    thread.start()
+    try:
+        assert not done.wait(1.5)
+    finally:
+        lock.release()
+    thread.join(60)
+    assert done.is_set()
+
+
+def test_tracking_error_is_a_pipeline_error():
+    from regression import PipelineError
+
+    assert issubclass(TrackingError, PipelineError)
