@@ -1,16 +1,107 @@
-import pytest
-import torch
+"""Shared fixtures: tiny Fashion-MNIST-like data, the synthetic linear data, and models ready to train.
 
-from idx_files import learnable_split
-from regression.data import Split
+torch is imported inside the fixtures, so test files that need none of them (download, dvc.yaml)
+do not pay for it.
+"""
+
+import types
+from dataclasses import dataclass
+
+import pytest
+
+TRUE_W, TRUE_B, NOISE_STD = [2.0, -3.4], 4.2, 0.01
+
+# Per task, the params a test trains with unless it says otherwise: the lesson's for the linear
+# model; for the softmax models a few quick epochs on the tiny images.
+TRAIN_PARAMS = {
+    "regression": {"dataset": "synthetic", "seed": 0, "lr": 0.05, "batch_size": 100, "epochs": 10,
+                   "init_std": 0.01},
+    "classification": {"dataset": "fashion-mnist", "seed": 0, "lr": 0.1, "batch_size": 32, "epochs": 3,
+                       "init_std": 0.01},
+}
 
 
 @pytest.fixture(scope="session")
-def tiny_fashion():
-    """A learnable 10-class task in Fashion-MNIST's shape: (train, test) Splits scaled to [0, 1]."""
+def tiny_fashion() -> dict:
+    """A learnable 10-class task stored as `prepare` stores Fashion-MNIST:
+    {"train": 200, "test": 50 examples}, each (uint8 images (n, 28, 28), int64 labels (n,))."""
+    import torch
+
+    from idx_files import learnable_split
+
     generator = torch.Generator().manual_seed(0)
-    splits = []
-    for n in (200, 50):
+    arrays = {}
+    for split, n in (("train", 200), ("test", 50)):
         images, labels = learnable_split(n, generator)
-        splits.append(Split(images.reshape(n, -1).float() / 255, labels.long()))
-    return tuple(splits)
+        arrays[split] = (images.numpy(), labels.numpy())
+    return arrays
+
+
+@pytest.fixture(scope="session")
+def linear_data() -> types.SimpleNamespace:
+    """The lesson's y = Xw + b + noise (w = [2, -3.4], b = 4.2, noise std 0.01), as `generate`
+    stores it: .arrays {"train": 1000 rows, "test": 200 rows} of (float32 X (n, 2), float32 y (n, 1))
+    and .meta with the true w and b."""
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    w = torch.tensor(TRUE_W)
+
+    def draw(n):
+        X = torch.normal(0.0, 1.0, (n, len(TRUE_W)), generator=generator)
+        y = X @ w + TRUE_B + torch.normal(0.0, NOISE_STD, (n,), generator=generator)
+        return X.numpy(), y.reshape(-1, 1).numpy()
+
+    return types.SimpleNamespace(arrays={"train": draw(1000), "test": draw(200)},
+                                 meta={"name": "synthetic", "true_w": TRUE_W, "true_b": TRUE_B})
+
+
+@dataclass
+class Trainable:
+    """A model of the table, initialised as the train stage does, with its data and params."""
+    name: str
+    spec: object
+    config: object
+    model: object
+    splits: dict
+    params: object
+    meta: dict
+
+    def train(self, **kwargs):
+        from regression.training import train
+
+        return train(self.name, self.spec, self.model, self.splits, self.params, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def trainable(tiny_fashion, linear_data):
+    """make(name, validation=0, **params) -> a fresh Trainable; `validation` rows of the training
+    data are held out (seed 0) as a validation split; params override TRAIN_PARAMS."""
+    import torch
+
+    from regression.data import hold_out
+    from regression.fashion_mnist import CLASSES
+    from regression.models import MODELS, REGRESSION, ModelConfig, build_model
+    from regression.params import TrainParams
+    from regression.training import as_splits, features
+
+    def make(name: str, validation: int = 0, **params) -> Trainable:
+        spec = MODELS[name]
+        if spec.task == REGRESSION:
+            arrays, meta, classes = linear_data.arrays, linear_data.meta, ()
+        else:
+            arrays, classes = tiny_fashion, CLASSES
+            meta = {"name": "fashion-mnist", "classes": list(CLASSES)}
+        if validation:
+            train_part, validation_part = hold_out(*arrays["train"], validation, seed=0)
+            arrays = {"train": train_part, "validation": validation_part, "test": arrays["test"]}
+        splits = as_splits(arrays, spec.task)
+        train_set = splits["train"]
+        config = ModelConfig(name, n_features=features(train_set.X[:1]).shape[1],
+                             n_outputs=len(classes) or train_set.y.shape[1], classes=classes)
+        p = TrainParams(**(TRAIN_PARAMS[spec.task] | params))
+        model = build_model(config)
+        model.initialise_(p.init_std, torch.Generator().manual_seed(p.seed))
+        return Trainable(name, spec, config, model, splits, p, meta)
+
+    return make

@@ -1,4 +1,4 @@
-"""Tiny Fashion-MNIST look-alikes in the real IDX format, for tests."""
+"""Tiny Fashion-MNIST look-alikes in the real IDX format (raw or .gz), for tests."""
 
 import gzip
 import hashlib
@@ -7,7 +7,9 @@ from pathlib import Path
 
 import torch
 
-IMAGE_MAGIC, LABEL_MAGIC = 0x00000803, 0x00000801
+from regression.params import FASHION_MNIST_FILES
+
+IMAGE_MAGIC, LABEL_MAGIC = 0x00000803, 0x00000801  # unsigned bytes; 3 and 1 dimensions
 
 
 def idx_images(images: torch.Tensor) -> bytes:
@@ -20,17 +22,27 @@ def idx_labels(labels: torch.Tensor) -> bytes:
 
 
 def learnable_split(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images whose class shows as a bright band at a class-specific row, plus noise."""
+    """uint8 images whose class shows as a bright band at a class-specific row, plus noise;
+    example i is of class i % 10 (int64 labels)."""
     labels = torch.arange(n) % 10
-    images = torch.randint(0, 60, (n, 28, 28), generator=generator)
+    images = torch.randint(0, 60, (n, 28, 28), generator=generator, dtype=torch.uint8)
     for i, label in enumerate(labels.tolist()):
         images[i, 2 + 2 * label: 4 + 2 * label, :] = 255
     return images, labels
 
 
-def write_tiny_fashion_mnist(folder: Path, n_train: int = 500, n_test: int = 100,
-                             seed: int = 0) -> dict[str, str]:
-    """Write the four `.gz` IDX files; return {name: sha256 of the decompressed bytes}."""
+def write_idx_split(folder: Path, split: str, images: torch.Tensor, labels: torch.Tensor) -> None:
+    """The two raw (decompressed) IDX files of "train" or "test", as the download stage leaves them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    images_name, labels_name = FASHION_MNIST_FILES[split]
+    (folder / images_name).write_bytes(idx_images(images))
+    (folder / labels_name).write_bytes(idx_labels(labels))
+
+
+def write_tiny_fashion_mnist_files(folder: Path, n_train: int = 500, n_test: int = 100,
+                                   seed: int = 0) -> dict[str, dict]:
+    """Write the four `.gz` IDX files; return {name: {"sha256", "bytes"}} of the decompressed bytes,
+    the shape of params.yaml's `download.files`."""
     folder.mkdir(parents=True, exist_ok=True)
     generator = torch.Generator().manual_seed(seed)
     files = {}
@@ -39,5 +51,12 @@ def write_tiny_fashion_mnist(folder: Path, n_train: int = 500, n_test: int = 100
         for name, raw in ((f"{prefix}-images-idx3-ubyte", idx_images(images)),
                           (f"{prefix}-labels-idx1-ubyte", idx_labels(labels))):
             (folder / f"{name}.gz").write_bytes(gzip.compress(raw, mtime=0))
-            files[name] = hashlib.sha256(raw).hexdigest()
+            files[name] = {"sha256": hashlib.sha256(raw).hexdigest(), "bytes": len(raw)}
     return files
+
+
+def write_tiny_fashion_mnist(folder: Path, n_train: int = 500, n_test: int = 100,
+                             seed: int = 0) -> dict[str, str]:
+    """Write the four `.gz` IDX files; return {name: sha256 of the decompressed bytes}."""
+    files = write_tiny_fashion_mnist_files(folder, n_train, n_test, seed)
+    return {name: expected["sha256"] for name, expected in files.items()}

@@ -1,26 +1,44 @@
-"""regression.models: the hand-written softmax and cross-entropy, and the two softmax models agreeing."""
+"""regression.models: hand-written softmax and cross-entropy, the two softmax models agreeing, model files."""
+
+import re
 
 import pytest
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from regression.fashion_mnist import CLASSES
 from regression.models import (
+    MODELS,
+    LinearRegression,
+    ModelConfig,
+    ModelFileError,
     SoftmaxRegression,
     SoftmaxRegressionScratch,
     build_model,
     cross_entropy,
+    load_model,
     log_softmax,
+    model_bytes,
     softmax,
 )
-from regression.params import TrainParams
-from regression.training import train
 
 EXTREME = torch.tensor([[1000.0, 0.0, -1000.0], [-500.0, -500.0, 80.0], [3.0e4, 3.0e4, -3.0e4]])
+CONFIGS = {
+    "linear": ModelConfig("linear", n_features=2, n_outputs=1),
+    "softmax_scratch": ModelConfig("softmax_scratch", n_features=784, n_outputs=10, classes=CLASSES),
+    "softmax_nn": ModelConfig("softmax_nn", n_features=784, n_outputs=10, classes=CLASSES),
+}
 
 
 def random_logits(seed=0, shape=(16, 10), scale=10.0):
     return scale * torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+
+
+def initialised(config: ModelConfig, init_std: float = 0.01, seed: int = 0) -> nn.Module:
+    model = build_model(config)
+    model.initialise_(init_std, torch.Generator().manual_seed(seed))
+    return model
 
 
 def test_softmax_rows_sum_to_one_and_match_torch():
@@ -53,6 +71,16 @@ def test_log_softmax_is_finite_for_extreme_logits():
 
 
 @pytest.mark.parametrize("logits", [random_logits(2, (5, 3)), EXTREME], ids=["random", "extreme"])
+def test_log_softmax_gradient_matches_torch(logits):
+    ours, theirs = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+    weights = torch.arange(logits.numel(), dtype=torch.float32).reshape(logits.shape)
+    (log_softmax(ours) * weights).sum().backward()
+    (torch.log_softmax(theirs, dim=1) * weights).sum().backward()
+    assert torch.isfinite(ours.grad).all()
+    assert torch.allclose(ours.grad, theirs.grad, atol=1e-4)
+
+
+@pytest.mark.parametrize("logits", [random_logits(2, (5, 3)), EXTREME], ids=["random", "extreme"])
 def test_cross_entropy_matches_torch_values_and_gradients(logits):
     labels = torch.tensor([2, 0, 1, 1, 0])[:len(logits)]
     ours = logits.clone().requires_grad_()
@@ -66,6 +94,7 @@ def test_cross_entropy_matches_torch_values_and_gradients(logits):
 
     loss.sum().backward()
     expected.sum().backward()
+    assert torch.isfinite(ours.grad).all()
     assert torch.allclose(ours.grad, theirs.grad, atol=1e-6)
 
 
@@ -74,29 +103,45 @@ def test_cross_entropy_of_a_confident_wrong_answer_is_large_not_inf():
     assert loss.item() == pytest.approx(2000.0)
 
 
-def test_build_model_kinds_and_unknown_name():
-    assert isinstance(build_model("linear", 0.01, 0, n_features=3), nn.Linear)
-    assert isinstance(build_model("softmax_scratch", 0.01, 0), SoftmaxRegressionScratch)
-    assert isinstance(build_model("softmax_nn", 0.01, 0), SoftmaxRegression)
-    with pytest.raises(ValueError, match="resnet"):
-        build_model("resnet", 0.01, 0)
+@pytest.mark.parametrize("name, kind", [
+    ("linear", LinearRegression),
+    ("softmax_scratch", SoftmaxRegressionScratch),
+    ("softmax_nn", SoftmaxRegression),
+])
+def test_build_model_gives_the_table_s_model_of_the_config_s_shape(name, kind):
+    config = CONFIGS[name]
+    model = build_model(config)
+    assert type(model) is kind and MODELS[name].build is kind
+    output = model(torch.zeros(4, config.n_features))
+    assert output.shape == (4, config.n_outputs)
+
+
+def test_build_model_of_an_unknown_kind_raises():
+    with pytest.raises(KeyError, match="resnet"):
+        build_model(ModelConfig("resnet", 3, 1))
+
+
+def test_softmax_models_take_images_or_rows():
+    image = torch.rand(2, 28, 28)
+    for name in ("softmax_scratch", "softmax_nn"):
+        model = initialised(CONFIGS[name])
+        assert torch.equal(model(image), model(image.reshape(2, 784)))
 
 
 def test_initial_weights_are_drawn_with_the_requested_std():
-    weight = build_model("softmax_nn", 0.5, 0).linear.weight
-    assert weight.std().item() == pytest.approx(0.5, rel=0.05)
-    assert weight.mean().abs().item() < 0.05
+    model = initialised(CONFIGS["softmax_nn"], init_std=0.5)
+    assert model.linear.weight.std().item() == pytest.approx(0.5, rel=0.05)
+    assert model.linear.weight.mean().abs().item() < 0.05
+    assert torch.equal(model.linear.bias, torch.zeros(10))
 
 
 def test_same_seed_starts_both_softmax_models_alike():
-    scratch, concise = build_model("softmax_scratch", 0.01, 7), build_model("softmax_nn", 0.01, 7)
+    scratch = initialised(CONFIGS["softmax_scratch"], seed=7)
+    concise = initialised(CONFIGS["softmax_nn"], seed=7)
     assert scratch.W.shape == (784, 10)
     assert torch.equal(scratch.W, concise.linear.weight.T)
     assert torch.equal(scratch.b, torch.zeros(10)) and torch.equal(concise.linear.bias, torch.zeros(10))
-    assert not torch.equal(build_model("softmax_scratch", 0.01, 8).W, scratch.W)
-
-
-PARAMS = TrainParams(dataset="fashion-mnist", seed=3, lr=0.1, batch_size=32, epochs=3, init_std=0.01)
+    assert not torch.equal(initialised(CONFIGS["softmax_scratch"], seed=8).W, scratch.W)
 
 
 def assert_same_softmax_weights(scratch, concise):
@@ -104,39 +149,37 @@ def assert_same_softmax_weights(scratch, concise):
     assert torch.allclose(scratch.b, concise.linear.bias, atol=1e-5)
 
 
-def test_scratch_and_nn_models_train_to_the_same_weights(tiny_fashion):
-    train_set, test_set = tiny_fashion
-    scratch = build_model("softmax_scratch", PARAMS.init_std, PARAMS.seed)
-    concise = build_model("softmax_nn", PARAMS.init_std, PARAMS.seed)
-    initial = scratch.W.detach().clone()
+def test_scratch_and_nn_models_train_to_the_same_weights_and_history(trainable):
+    scratch, concise = trainable("softmax_scratch"), trainable("softmax_nn")
+    assert torch.equal(scratch.model.W, concise.model.linear.weight.T)
+    initial = scratch.model.W.detach().clone()
 
-    scratch_history = train("softmax_scratch", scratch, train_set, test_set, PARAMS)
-    concise_history = train("softmax_nn", concise, train_set, test_set, PARAMS)
+    scratch_history, _ = scratch.train()
+    concise_history, _ = concise.train()
 
     # Training moved the weights (equality is not just two untouched initialisations)...
-    assert (scratch.W - initial).abs().max() > 0.01
+    assert (scratch.model.W - initial).abs().max() > 0.01
     assert scratch_history[-1]["test_accuracy"] > 0.5
     # ...and both ways of writing the same model took the same steps.
-    assert_same_softmax_weights(scratch, concise)
+    assert_same_softmax_weights(scratch.model, concise.model)
+    assert len(scratch_history) == len(concise_history) == scratch.params.epochs
     for ours, theirs in zip(scratch_history, concise_history):
-        assert ours["train_loss"] == pytest.approx(theirs["train_loss"], abs=1e-5)
-        assert ours["test_accuracy"] == theirs["test_accuracy"]
+        assert ours.keys() == theirs.keys()
+        assert ours == pytest.approx(theirs, abs=1e-5)
 
 
-def test_equivalence_with_explicitly_copied_weights(tiny_fashion):
-    """Independent of build_model's seeding: give the nn model the scratch model's start."""
-    train_set, test_set = tiny_fashion
-    scratch = build_model("softmax_scratch", 0.05, 11)
-    concise = build_model("softmax_nn", 0.05, 12)
+def test_equivalence_with_explicitly_copied_weights(trainable):
+    """Independent of the initialisation: give the nn model the scratch model's start."""
+    scratch, concise = trainable("softmax_scratch", init_std=0.05), trainable("softmax_nn", init_std=0.01)
     with torch.no_grad():
-        scratch.b.copy_(torch.linspace(-0.1, 0.1, 10))  # a non-zero bias is copied too
-        concise.linear.weight.copy_(scratch.W.T)
-        concise.linear.bias.copy_(scratch.b)
+        scratch.model.b.copy_(torch.linspace(-0.1, 0.1, 10))  # a non-zero bias is copied too
+        concise.model.linear.weight.copy_(scratch.model.W.T)
+        concise.model.linear.bias.copy_(scratch.model.b)
 
-    train("softmax_scratch", scratch, train_set, test_set, PARAMS)
-    train("softmax_nn", concise, train_set, test_set, PARAMS)
+    scratch.train()
+    concise.train()
 
-    assert_same_softmax_weights(scratch, concise)
+    assert_same_softmax_weights(scratch.model, concise.model)
 
 
 def forbid_library_training(monkeypatch):
@@ -151,23 +194,121 @@ def forbid_library_training(monkeypatch):
     monkeypatch.setattr(nn.Linear, "forward", forbidden)
 
 
-def test_scratch_training_uses_no_optimizer_nor_nn_layers(tiny_fashion, monkeypatch):
-    train_set, test_set = tiny_fashion
-    scratch = build_model("softmax_scratch", 0.01, 0)
-    assert not any(isinstance(module, nn.Linear) for module in scratch.modules())
-    before = scratch.W.detach().clone()
+def test_scratch_training_uses_no_optimizer_nor_nn_layers(trainable, monkeypatch):
+    scratch = trainable("softmax_scratch")
+    assert not any(isinstance(module, nn.Linear) for module in scratch.model.modules())
+    before = scratch.model.W.detach().clone()
 
     forbid_library_training(monkeypatch)
-    history = train("softmax_scratch", scratch, train_set, test_set, PARAMS)
+    history, _ = scratch.train()
 
-    assert len(history) == PARAMS.epochs
-    assert not torch.equal(scratch.W, before)
+    assert len(history) == scratch.params.epochs
+    assert not torch.equal(scratch.model.W, before)
 
 
-def test_the_forbidding_patch_does_catch_library_training(tiny_fashion, monkeypatch):
+def test_the_forbidding_patch_does_catch_library_training(trainable, monkeypatch):
     """Control for the test above: the same patch stops the nn model's training."""
-    train_set, test_set = tiny_fashion
-    concise = build_model("softmax_nn", 0.01, 0)
+    concise = trainable("softmax_nn")
     forbid_library_training(monkeypatch)
     with pytest.raises(AssertionError, match="must not use"):
-        train("softmax_nn", concise, train_set, test_set, PARAMS)
+        concise.train()
+
+
+@pytest.fixture(params=list(MODELS))
+def trained_file(request, tmp_path):
+    """(path, model, config) of a model of the table, not at its initial weights, saved to a file."""
+    config = CONFIGS[request.param]
+    model = initialised(config, init_std=0.3, seed=5)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.linspace(-1, 1, parameter.numel()).reshape(parameter.shape))
+    path = tmp_path / f"{config.kind}.pt"
+    path.write_bytes(model_bytes(model, config))
+    return path, model, config
+
+
+def test_model_file_rebuilds_the_model_from_the_file_alone(trained_file):
+    path, model, config = trained_file
+    loaded, loaded_config = load_model(path)
+
+    assert loaded_config == config
+    assert type(loaded) is type(model) and not loaded.training
+    assert loaded.state_dict().keys() == model.state_dict().keys()
+    assert all(torch.equal(value, loaded.state_dict()[key]) for key, value in model.state_dict().items())
+    X = torch.rand(5, config.n_features, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(loaded(X), model(X))
+        assert not torch.equal(loaded(X), build_model(config)(X))  # the weights came from the file
+
+
+def test_same_model_gives_identical_bytes(trained_file):
+    path, model, config = trained_file
+    assert model_bytes(model, config) == path.read_bytes()
+    loaded, _ = load_model(path)
+    assert model_bytes(loaded, config) == path.read_bytes()
+    with torch.no_grad():
+        next(loaded.parameters()).add_(1.0)
+    assert model_bytes(loaded, config) != path.read_bytes()
+
+
+def saved(obj) -> callable:
+    def write(path):
+        torch.save(obj, path)
+    return write
+
+
+def corrupted(transform) -> callable:
+    def write(path):
+        config = CONFIGS["softmax_nn"]
+        path.write_bytes(transform(model_bytes(initialised(config), config)))
+    return write
+
+
+@pytest.mark.parametrize("write", [
+    pytest.param(corrupted(lambda raw: raw[:len(raw) // 2]), id="truncated"),
+    pytest.param(corrupted(lambda raw: b""), id="empty"),
+    pytest.param(corrupted(lambda raw: b"<html>404 Not Found</html>" * 40), id="garbage"),
+    pytest.param(saved(torch.zeros(3)), id="a-tensor",
+                 marks=pytest.mark.filterwarnings("ignore:Using a non-tuple sequence")),  # tensor["config"]
+    pytest.param(saved({"state_dict": {}}), id="no-config"),
+    pytest.param(saved({"config": {"kind": "resnet", "n_features": 3, "n_outputs": 1, "classes": []},
+                        "state_dict": {}}), id="unknown-kind"),
+    pytest.param(saved({"config": {"kind": "linear", "n_features": 3, "n_outputs": 1, "classes": [],
+                                   "hidden": 8}, "state_dict": {}}), id="unknown-config-field"),
+    pytest.param(saved({"config": {"kind": "linear", "n_features": 3, "n_outputs": 1, "classes": []},
+                        "state_dict": nn.Linear(2, 1).state_dict()}), id="weights-of-another-shape"),
+])
+def test_foreign_or_corrupt_file_raises_model_file_error_naming_it(tmp_path, write):
+    path = tmp_path / "model.pt"
+    write(path)
+    with pytest.raises(ModelFileError, match=re.escape(str(path))):
+        load_model(path)
+
+
+def test_missing_model_file_raises_model_file_error(tmp_path):
+    with pytest.raises(ModelFileError, match=re.escape(str(tmp_path / "model.pt")) + ": missing"):
+        load_model(tmp_path / "model.pt")
+
+
+class TouchOnLoad:
+    """Unpickling this calls Path.touch(marker): arbitrary code, as a malicious file would run."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return type(self.marker).touch, (self.marker,)
+
+
+def test_model_file_is_loaded_without_running_pickled_code(tmp_path):
+    marker, path = tmp_path / "code-ran", tmp_path / "model.pt"
+    config = CONFIGS["linear"]
+    torch.save({"config": TouchOnLoad(marker), "state_dict": build_model(config).state_dict()}, path)
+
+    with pytest.raises(ModelFileError, match=re.escape(str(path))):
+        load_model(path)
+    assert not marker.exists()
+
+    # Control: a full unpickler does run it (so the check above could fail).
+    torch.load(path, weights_only=False)
+    assert marker.exists()

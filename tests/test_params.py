@@ -1,6 +1,7 @@
-"""regression.params: params.yaml is checked in full, and a bad value stops a stage in one message."""
+"""regression.params: params.yaml read as DVC reads it, checked in full; a bad value stops a stage at once."""
 
 import copy
+import io
 import os
 import shutil
 import sqlite3
@@ -9,30 +10,71 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
+from ruamel.yaml import YAML
 
-from regression.params import MODEL_DATASETS, ParamsError, load_params
+from regression.models import MODELS
+from regression.params import DATASETS, ParamsError, load_params, read_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 PARAMS_YAML = ROOT / "params.yaml"
+# The train stage's command line for softmax_nn, as dvc.yaml writes it.
+TRAIN_ARGS = ("--data", "data/fashion-mnist", "--model-file", "models/softmax_nn.pt",
+              "--metrics", "metrics/softmax_nn.json", "--history", "metrics/softmax_nn/history.json",
+              "--evaluation", "metrics/softmax_nn/evaluation")
 
 
 @pytest.fixture(scope="module")
 def project_params() -> dict:
-    return yaml.safe_load(PARAMS_YAML.read_text())
+    return read_yaml(PARAMS_YAML)
 
 
 def write_params(folder: Path, params: dict) -> Path:
     path = folder / "params.yaml"
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    text = io.StringIO()
+    YAML(typ="safe", pure=True).dump(params, text)
+    path.write_text(text.getvalue())
     return path
 
 
+def problems_of(path: Path, models=MODELS) -> list[str]:
+    """The problem lines of the ParamsError that loading `path` must raise."""
+    with pytest.raises(ParamsError) as caught:
+        load_params(path, models=models)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: invalid params:\n"), message
+    return message.splitlines()[1:]
+
+
 def test_project_params_are_valid(project_params):
-    params = load_params(PARAMS_YAML)
-    assert set(params.train) == set(project_params["train"])
-    assert params.train["softmax_nn"].lr == project_params["train"]["softmax_nn"]["lr"]
-    assert params.download.files == project_params["download"]["files"]
+    params = load_params(PARAMS_YAML, models=MODELS)
+    assert set(params.train) == set(MODELS)
+    for name, p in params.train.items():
+        assert p.dataset == MODELS[name].dataset
+        assert p.lr == project_params["train"][name]["lr"]
+    assert {name: f.model_dump() for name, f in params.download.files.items()} == \
+        project_params["download"]["files"]
+    assert params.prepare.validation_size == project_params["prepare"]["validation_size"]
+
+
+@pytest.mark.parametrize("written", ["1e-3", "1.0e-3", "1E-3"])
+def test_lr_in_exponent_notation_is_a_float(tmp_path, project_params, written):
+    """YAML 1.1 readers (PyYAML) take `1e-3` for a string; DVC, and so this project, read YAML 1.2."""
+    text = PARAMS_YAML.read_text()
+    assert "    lr: 0.05\n" in text
+    path = tmp_path / "params.yaml"
+    path.write_text(text.replace("    lr: 0.05\n", f"    lr: {written}\n", 1))
+
+    params = load_params(path, models=MODELS)
+
+    first_model = next(iter(project_params["train"]))
+    assert params.train[first_model].lr == 0.001
+    assert isinstance(params.train[first_model].lr, float)
+
+
+def test_largest_seed_is_accepted(tmp_path, project_params):
+    params = copy.deepcopy(project_params)
+    params["train"]["linear"]["seed"] = 2 ** 64 - 1  # what torch.Generator.manual_seed takes
+    assert load_params(write_params(tmp_path, params)).train["linear"].seed == 2 ** 64 - 1
 
 
 def set_value(*keys_and_value):
@@ -62,30 +104,65 @@ def add_model(name):
     return mutate
 
 
+def add_section(name, copy_of):
+    def mutate(params):
+        params[name] = copy.deepcopy(params[copy_of])
+    return mutate
+
+
+LABELS = "t10k-labels-idx1-ubyte"
+
 # (mutation, dotted key the message must name, text of the bad value it must show)
 BAD_PARAMS = {
     "negative lr": (set_value("train", "softmax_nn", "lr", -0.05), "train.softmax_nn.lr", "-0.05"),
     "zero lr": (set_value("train", "linear", "lr", 0.0), "train.linear.lr", "0.0"),
+    "NaN lr": (set_value("train", "linear", "lr", float("nan")), "train.linear.lr", "nan"),
+    "infinite lr": (set_value("train", "linear", "lr", float("inf")), "train.linear.lr", "inf"),
     "zero batch_size": (set_value("train", "softmax_scratch", "batch_size", 0),
                         "train.softmax_scratch.batch_size", "0"),
     "epochs as a string": (set_value("train", "linear", "epochs", "10"), "train.linear.epochs", "'10'"),
     "fractional epochs": (set_value("train", "softmax_nn", "epochs", 2.5), "train.softmax_nn.epochs", "2.5"),
     "lr as a bool": (set_value("train", "softmax_nn", "lr", True), "train.softmax_nn.lr", "True"),
     "negative seed": (set_value("train", "linear", "seed", -1), "train.linear.seed", "-1"),
+    "seed of 2**64": (set_value("train", "linear", "seed", 2 ** 64), "train.linear.seed", str(2 ** 64)),
+    "prepare seed of 2**64": (set_value("prepare", "seed", 2 ** 64), "prepare.seed", str(2 ** 64)),
+    "negative validation_size": (set_value("prepare", "validation_size", -1),
+                                 "prepare.validation_size", "-1"),
     "unknown model": (add_model("resnet"), "train.resnet", "'resnet'"),
     "missing key": (delete("train", "softmax_nn", "epochs"), "train.softmax_nn.epochs", "missing"),
     "missing section": (delete("samples"), "samples", "missing"),
+    "missing prepare section": (delete("prepare"), "prepare", "missing"),
     "unknown extra key": (set_value("train", "softmax_nn", "momentum", 0.9),
                           "train.softmax_nn.momentum", "0.9"),
     "unknown section": (set_value("evaluate", {"batch_size": 10}), "evaluate", "{'batch_size': 10}"),
+    "misspelled section beside the right one": (add_section("trian", "train"), "trian",
+                                                "did you mean 'train'?"),
+    "misspelled key": (set_value("prepare", "validaton_size", 5), "prepare.validaton_size",
+                       "did you mean 'validation_size'?"),
     "wrong dataset for the model": (set_value("train", "linear", "dataset", "fashion-mnist"),
                                     "train.linear.dataset", "'fashion-mnist'"),
     "unknown dataset": (set_value("train", "softmax_nn", "dataset", "mnist"),
                         "train.softmax_nn.dataset", "'mnist'"),
-    "bad sha256": (set_value("download", "files", "t10k-labels-idx1-ubyte", "abc123"),
-                   "download.files.t10k-labels-idx1-ubyte", "'abc123'"),
-    "upper-case sha256": (set_value("download", "files", "train-images-idx3-ubyte", "AB" * 32),
-                          "download.files.train-images-idx3-ubyte", "AB" * 32),
+    "bad sha256": (set_value("download", "files", LABELS, "sha256", "abc123"),
+                   f"download.files.{LABELS}.sha256", "'abc123'"),
+    "upper-case sha256": (set_value("download", "files", "train-images-idx3-ubyte", "sha256", "AB" * 32),
+                          "download.files.train-images-idx3-ubyte.sha256", "AB" * 32),
+    "sha256 alone, as before sizes": (set_value("download", "files", LABELS, "0" * 64),
+                                      f"download.files.{LABELS}", "0" * 64),
+    "zero bytes": (set_value("download", "files", LABELS, "bytes", 0), f"download.files.{LABELS}.bytes", "0"),
+    "bytes as a string": (set_value("download", "files", LABELS, "bytes", "10008"),
+                          f"download.files.{LABELS}.bytes", "'10008'"),
+    "missing file": (delete("download", "files", LABELS), "download.files", f"missing {LABELS}"),
+    "unknown file": (set_value("download", "files", "t10k-labels", {"sha256": "0" * 64, "bytes": 1}),
+                     "download.files.t10k-labels", "'t10k-labels'"),
+    "malformed source URL": (set_value("download", "sources", 0, "http://[::1/"),
+                             "download.sources.0", "'http://[::1/'"),
+    "source URL with a bad port": (set_value("download", "sources", 0, "http://example.org:99999/"),
+                                   "download.sources.0", "'http://example.org:99999/'"),
+    "ftp source": (set_value("download", "sources", 1, "ftp://example.org/fashion/"),
+                   "download.sources.1", "'ftp://example.org/fashion/'"),
+    "source as a bare path": (set_value("download", "sources", 0, "/srv/fashion-mnist"),
+                              "download.sources.0", "'/srv/fashion-mnist'"),
     "empty sources": (set_value("download", "sources", []), "download.sources", "[]"),
     "zero timeout": (set_value("download", "timeout_seconds", 0), "download.timeout_seconds", "0"),
     "negative noise": (set_value("generate", "noise_std", -0.01), "generate.noise_std", "-0.01"),
@@ -94,43 +171,94 @@ BAD_PARAMS = {
 
 
 @pytest.mark.parametrize("mutate, key, value", BAD_PARAMS.values(), ids=BAD_PARAMS.keys())
-def test_bad_value_is_reported_with_its_key_and_value(tmp_path, project_params, mutate, key, value):
+def test_bad_value_is_reported_in_one_line_with_its_key_and_value(tmp_path, project_params, mutate, key,
+                                                                  value):
+    params = copy.deepcopy(project_params)
+    mutate(params)
+
+    problems = problems_of(write_params(tmp_path, params))
+
+    # Exactly one problem is reported: the one this test made, not a knock-on error.
+    assert len(problems) == 1, problems
+    assert key in problems[0] and value in problems[0], problems
+
+
+def test_misspelled_section_is_named_with_a_hint(tmp_path, project_params):
+    params = copy.deepcopy(project_params)
+    params["trian"] = params.pop("train")
+
+    problems = problems_of(write_params(tmp_path, params))
+
+    assert problems[0] == "  train: missing key"
+    assert problems[1].startswith("  trian = {") and problems[1].endswith("(did you mean 'train'?)")
+    assert len(problems) == 2
+
+
+@pytest.mark.xfail(strict=True, reason="params._known_keys does not look inside train.<model> (a dict of "
+                                       "sections), so a misspelled key there gets no hint")
+def test_misspelled_key_of_a_model_gets_a_hint(tmp_path, project_params):
+    params = copy.deepcopy(project_params)
+    params["train"]["linear"]["epoch"] = params["train"]["linear"].pop("epochs")
+
+    problems = problems_of(write_params(tmp_path, params))
+
+    assert any("train.linear.epoch = 10" in line and "did you mean 'epochs'?" in line for line in problems)
+
+
+@pytest.mark.xfail(strict=True, reason="the check for all four files runs on the whole `download` section, "
+                                       "so its line is keyed `download` and prints the section's value")
+def test_missing_file_line_is_keyed_download_files_and_short(tmp_path, project_params):
+    params = copy.deepcopy(project_params)
+    del params["download"]["files"][LABELS]
+
+    [problem] = problems_of(write_params(tmp_path, params))
+
+    assert problem.startswith("  download.files")
+    assert "sources" not in problem and len(problem) < 200, problem
+
+
+@pytest.mark.parametrize("mutate", [
+    add_model("resnet"), set_value("train", "linear", "dataset", "fashion-mnist"),
+], ids=["unknown model", "wrong dataset for the model"])
+def test_model_names_are_checked_only_against_a_given_table(tmp_path, project_params, mutate):
+    """The stages that do not train load params without the model table (and without torch)."""
     params = copy.deepcopy(project_params)
     mutate(params)
     path = write_params(tmp_path, params)
 
-    with pytest.raises(ParamsError) as caught:
-        load_params(path)
-
-    message = str(caught.value)
-    assert str(path) in message
-    problems = message.splitlines()[1:]
-    # Exactly one problem is reported: the one this test made, not a knock-on error.
-    assert len(problems) == 1, message
-    assert key in problems[0] and value in problems[0], message
+    load_params(path)
+    assert len(problems_of(path, models=MODELS)) == 1
 
 
 def test_every_bad_value_is_reported_at_once(tmp_path, project_params):
     params = copy.deepcopy(project_params)
     params["train"]["linear"]["lr"] = -1.0
     params["samples"]["count"] = "ten"
-    message = str(pytest.raises(ParamsError, load_params, write_params(tmp_path, params)).value)
-    assert "train.linear.lr = -1.0" in message
-    assert "samples.count = 'ten'" in message
+    params["prepare"]["seed"] = 2 ** 64
+    problems = problems_of(write_params(tmp_path, params))
+    assert len(problems) == 3, problems
+    assert any(line.startswith("  train.linear.lr = -1.0:") for line in problems)
+    assert any(line.startswith("  samples.count = 'ten':") for line in problems)
+    assert any(line.startswith(f"  prepare.seed = {2 ** 64}:") for line in problems)
 
 
 def test_unknown_model_message_lists_the_known_ones(tmp_path, project_params):
     params = copy.deepcopy(project_params)
     add_model("resnet")(params)
-    message = str(pytest.raises(ParamsError, load_params, write_params(tmp_path, params)).value)
-    assert all(name in message for name in MODEL_DATASETS)
+    [problem] = problems_of(write_params(tmp_path, params))
+    assert all(name in problem for name in MODELS)
 
 
-@pytest.mark.parametrize("text", ["train: [\n", "", "- just\n- a list\n"], ids=["bad-yaml", "empty", "list"])
+def test_every_model_learns_from_a_known_dataset():
+    assert {spec.dataset for spec in MODELS.values()} <= set(DATASETS)
+
+
+@pytest.mark.parametrize("text", ["train: [\n", "", "- just\n- a list\n", "a: 1\na: 2\n"],
+                         ids=["bad-yaml", "empty", "list", "duplicate-key"])
 def test_unusable_file_raises_params_error(tmp_path, text):
     path = tmp_path / "params.yaml"
     path.write_text(text)
-    with pytest.raises(ParamsError, match="params.yaml"):
+    with pytest.raises(ParamsError, match=str(path)):
         load_params(path)
 
 
@@ -152,7 +280,7 @@ def project_copy(tmp_path, project_params):
 
 def run_stage(root: Path, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("MLFLOW_", "DVC_", "FASHION_MNIST_"))}
+           if not k.startswith(("MLFLOW_", "DVC_", "FASHION_MNIST_", "STAGE_TIMINGS"))}
     env |= {"PYTHONPATH": "src", "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
             "MLFLOW_DISABLE_TELEMETRY": "true"}
     return subprocess.run([sys.executable, *args], cwd=root, env=env, capture_output=True,
@@ -167,30 +295,38 @@ def mlflow_runs(db: Path) -> int:
         return connection.execute("select count(*) from runs").fetchone()[0] if "runs" in tables else 0
 
 
-def test_stage_with_a_bad_param_fails_cleanly_before_any_work(project_copy, project_params):
-    params = copy.deepcopy(project_params)
-    params["train"]["softmax_nn"]["lr"] = -0.5
-    write_params(project_copy, params)
-
-    result = run_stage(project_copy, "stages/train.py", "softmax_nn")
-
-    assert result.returncode == 1
+def assert_failed_before_any_work(result: subprocess.CompletedProcess, root: Path) -> None:
+    """Exit 1 with one `error:` line and no traceback; no output and no MLflow run."""
+    assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
     assert result.stderr.startswith("error: ")
-    naming = [line for line in result.stderr.splitlines() if "train.softmax_nn.lr" in line]
-    assert len(naming) == 1 and "-0.5" in naming[0], result.stderr
-    assert not (project_copy / "models").exists()
-    assert not (project_copy / "metrics").exists()
-    assert mlflow_runs(project_copy / "mlflow.db") == 0
+    assert sum(line.startswith("error:") for line in result.stderr.splitlines()) == 1, result.stderr
+    assert not (root / "models").exists()
+    assert not (root / "metrics").exists()
+    assert mlflow_runs(root / "mlflow.db") == 0
+
+
+@pytest.mark.parametrize("mutate, key, value", [
+    (set_value("train", "softmax_nn", "lr", -0.5), "train.softmax_nn.lr", "-0.5"),
+    (add_model("resnet"), "train.resnet", "'resnet'"),
+], ids=["negative lr", "unknown model in params"])
+def test_stage_with_a_bad_param_fails_cleanly_before_any_work(project_copy, project_params, mutate, key,
+                                                              value):
+    params = copy.deepcopy(project_params)
+    mutate(params)
+    write_params(project_copy, params)
+
+    result = run_stage(project_copy, "stages/train.py", "softmax_nn", *TRAIN_ARGS)
+
+    assert_failed_before_any_work(result, project_copy)
+    naming = [line for line in result.stderr.splitlines() if key in line]
+    assert len(naming) == 1 and value in naming[0], result.stderr
 
 
 def test_stage_with_an_unknown_model_names_the_known_ones(project_copy):
-    result = run_stage(project_copy, "stages/train.py", "no_such_model")
+    result = run_stage(project_copy, "stages/train.py", "no_such_model", *TRAIN_ARGS)
 
-    assert result.returncode == 1
-    assert "Traceback" not in result.stderr
+    assert_failed_before_any_work(result, project_copy)
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "no_such_model" in result.stderr
-    assert all(name in result.stderr for name in MODEL_DATASETS)
-    assert not (project_copy / "models").exists()
-    assert mlflow_runs(project_copy / "mlflow.db") == 0
+    assert all(name in result.stderr for name in MODELS)

@@ -1,97 +1,115 @@
-"""regression.training: the SGD loop, its history, its determinism and its divergence check."""
+"""regression.training: the SGD loop, its history, determinism, batch order and divergence check."""
 
 import math
+import re
 
+import numpy as np
 import pytest
 import torch
 
 from regression import PipelineError
-from regression.data import generate_linear
-from regression.models import build_model
-from regression.params import TrainParams
-from regression.training import TrainingDiverged, minibatches, train
+from regression.models import CLASSIFICATION, REGRESSION
+from regression.training import TrainingDiverged, as_splits, features, minibatches
 
-TRUE_W, TRUE_B = [2.0, -3.4], 4.2
-LINEAR = TrainParams(dataset="synthetic", seed=0, lr=0.05, batch_size=100, epochs=10, init_std=0.01)
-SOFTMAX = TrainParams(dataset="fashion-mnist", seed=0, lr=0.1, batch_size=32, epochs=3, init_std=0.01)
+MODEL_NAMES = ["linear", "softmax_scratch", "softmax_nn"]
 
 
-@pytest.fixture(scope="module")
-def linear_data():
-    generator = torch.Generator().manual_seed(0)
-    return (generate_linear(1000, TRUE_W, TRUE_B, 0.01, generator),
-            generate_linear(200, TRUE_W, TRUE_B, 0.01, generator))
+def test_linear_regression_recovers_w_and_b(trainable):
+    linear = trainable("linear")  # lr 0.05, batch 100, 10 epochs on 1000 examples
+    history, _ = linear.train()
 
-
-@pytest.fixture(scope="module")
-def fashion_data(tiny_fashion):
-    return tiny_fashion
-
-
-def data_for(name, linear_data, fashion_data):
-    return (linear_data, LINEAR) if name == "linear" else (fashion_data, SOFTMAX)
-
-
-def test_linear_regression_recovers_w_and_b(linear_data):
-    train_set, test_set = linear_data
-    model = build_model("linear", 0.01, 0)
-    history = train("linear", model, train_set, test_set, LINEAR)
-
-    w, b = model.weight.detach().reshape(-1).tolist(), model.bias.item()
-    assert w == pytest.approx(TRUE_W, abs=0.01)
-    assert b == pytest.approx(TRUE_B, abs=0.01)
+    w, b = linear.model.linear.weight.detach().reshape(-1).tolist(), linear.model.linear.bias.item()
+    assert w == pytest.approx(linear.meta["true_w"], abs=0.01)  # [2, -3.4]
+    assert b == pytest.approx(linear.meta["true_b"], abs=0.01)  # 4.2
     assert history[-1]["test_loss"] < 0.001  # the noise variance is 1e-4
 
 
-@pytest.mark.parametrize("name, keys", [
-    ("linear", {"epoch", "train_loss", "test_loss"}),
-    ("softmax_scratch", {"epoch", "train_loss", "test_loss", "train_accuracy", "test_accuracy"}),
-    ("softmax_nn", {"epoch", "train_loss", "test_loss", "train_accuracy", "test_accuracy"}),
-])
-def test_history_has_one_record_per_epoch(name, keys, linear_data, fashion_data):
-    (train_set, test_set), params = data_for(name, linear_data, fashion_data)
+@pytest.mark.parametrize("validation", [0, 40], ids=["train-test", "with-validation"])
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_history_has_one_record_per_epoch_with_the_task_s_keys(trainable, name, validation):
+    setup = trainable(name, validation=validation)
     seen = []
-    history = train(name, build_model(name, params.init_std, params.seed), train_set, test_set,
-                    params, on_epoch=seen.append)
+    history, outputs = setup.train(on_epoch=seen.append)
 
-    assert [record["epoch"] for record in history] == list(range(1, params.epochs + 1))
+    splits = ["validation", "test"] if validation else ["test"]
+    keys = {"epoch", "train_loss"} | {f"{split}_loss" for split in splits}
+    if setup.spec.task == CLASSIFICATION:
+        keys |= {"train_accuracy"} | {f"{split}_accuracy" for split in splits}
+    assert [record["epoch"] for record in history] == list(range(1, setup.params.epochs + 1))
     assert seen == history
     for record in history:
         assert set(record) == keys
         assert all(math.isfinite(value) for value in record.values())
-        for key in keys & {"train_accuracy", "test_accuracy"}:
-            assert 0.0 <= record[key] <= 1.0
+        assert all(0.0 <= record[key] <= 1.0 for key in keys if key.endswith("accuracy"))
     assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert set(outputs) == set(splits)
 
 
-@pytest.mark.parametrize("name", ["linear", "softmax_scratch", "softmax_nn"])
-def test_training_is_reproducible_for_a_seed(name, linear_data, fashion_data):
-    (train_set, test_set), params = data_for(name, linear_data, fashion_data)
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_last_outputs_are_the_trained_model_s_on_each_split(trainable, name):
+    setup = trainable(name, validation=40)
+    history, outputs = setup.train()
+    with torch.no_grad():
+        for split in ("validation", "test"):
+            X, y = setup.splits[split]
+            expected = setup.model(features(X))
+            assert torch.equal(outputs[split], expected)
+            assert history[-1][f"{split}_loss"] == pytest.approx(setup.spec.loss(expected, y).mean().item())
 
-    def trained_state(seed):
-        p = params.model_copy(update={"seed": seed})
-        model = build_model(name, p.init_std, p.seed)
-        history = train(name, model, train_set, test_set, p)
-        return model.state_dict(), history
 
-    first, first_history = trained_state(0)
-    again, again_history = trained_state(0)
-    other, _ = trained_state(1)
+def trained(trainable, name, seed, **params):
+    setup = trainable(name, seed=seed, **params)
+    history, _ = setup.train()
+    return setup.model.state_dict(), history
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_training_is_reproducible_for_a_seed_and_differs_across_seeds(trainable, name):
+    first, first_history = trained(trainable, name, 0)
+    again, again_history = trained(trainable, name, 0)
+    other, other_history = trained(trainable, name, 1)
     assert first.keys() == again.keys() == other.keys()
     assert all(torch.equal(first[key], again[key]) for key in first)
     assert first_history == again_history
     assert not all(torch.equal(first[key], other[key]) for key in first)
+    assert first_history != other_history
 
 
-def test_only_the_shuffling_seed_changes_the_result(linear_data):
-    """params.seed drives the mini-batch order, not only the initial weights."""
-    train_set, test_set = linear_data
+def test_the_seed_also_drives_the_batch_order(trainable):
+    """params.seed shuffles the mini-batches, not only the initial weights."""
     results = []
     for seed in (0, 1):
-        model = build_model("linear", 0.01, 0)  # same start
-        train("linear", model, train_set, test_set, LINEAR.model_copy(update={"seed": seed, "epochs": 1}))
-        results.append(model.weight.detach().clone())
+        setup = trainable("linear", epochs=1)  # same start
+        setup.params = setup.params.model_copy(update={"seed": seed})
+        setup.train()
+        results.append(setup.model.linear.weight.detach().clone())
     assert not torch.equal(*results)
+
+
+def recorded_batches(setup) -> list[list[int]]:
+    """Train, recording the training rows each step saw, as row numbers of the training set."""
+    row_of = {row.tobytes(): i for i, row in enumerate(setup.splits["train"].X.numpy())}
+    assert len(row_of) == len(setup.splits["train"].X)  # every row is distinct
+    batches = []
+
+    def record(module, inputs):
+        if torch.is_grad_enabled():  # a training step, not the evaluation of a split
+            batches.append([row_of[row.tobytes()] for row in inputs[0].numpy()])
+    setup.model.register_forward_pre_hook(record)
+    setup.train()
+    return batches
+
+
+def test_each_epoch_takes_every_example_once_in_the_seeded_minibatch_order(trainable):
+    setup = trainable("linear", epochs=3, batch_size=300, seed=4)
+    batches = recorded_batches(setup)
+
+    generator = torch.Generator().manual_seed(4)
+    expected = [batch.tolist() for _ in range(3) for batch in minibatches(1000, 300, generator)]
+    assert batches == expected
+    assert [len(batch) for batch in batches] == [300, 300, 300, 100] * 3
+    for epoch in range(3):
+        assert sorted(sum(batches[4 * epoch:4 * epoch + 4], [])) == list(range(1000))
 
 
 @pytest.mark.parametrize("n, batch_size", [(10, 3), (12, 4), (5, 8), (1, 1)])
@@ -113,17 +131,129 @@ def test_minibatches_shuffle_differently_each_epoch():
     assert torch.equal(second.sort().values, torch.arange(100))
 
 
+def reference_history(setup) -> list[dict]:
+    """The lesson's loop, reading every batch's loss and hits with `.item()` as it goes."""
+    spec, model, p = setup.spec, setup.model, setup.params
+    X_train, y_train = features(setup.splits["train"].X), setup.splits["train"].y
+    n = len(y_train)
+    generator = torch.Generator().manual_seed(p.seed)
+    optimizer = None if spec.sgd_by_hand else torch.optim.SGD(model.parameters(), lr=p.lr)
+    history = []
+    for epoch in range(1, p.epochs + 1):
+        total_loss, hits = 0.0, 0
+        for index in minibatches(n, p.batch_size, generator):
+            X, y = X_train[index], y_train[index]
+            output = model(X)
+            loss = spec.loss(output, y)
+            total_loss += loss.mean().item() * len(y)
+            if spec.task == CLASSIFICATION:
+                hits += (output.argmax(dim=1) == y).sum().item()
+            if spec.sgd_by_hand:
+                loss.sum().backward()
+                with torch.no_grad():
+                    for parameter in model.parameters():
+                        parameter -= p.lr * parameter.grad / len(y)
+                        parameter.grad.zero_()
+            else:
+                optimizer.zero_grad()
+                loss.mean().backward()
+                optimizer.step()
+        record = {"epoch": epoch, "train_loss": total_loss / n}
+        if spec.task == CLASSIFICATION:
+            record["train_accuracy"] = hits / n
+        with torch.no_grad():
+            for split in ("validation", "test"):
+                if split in setup.splits:
+                    X, y = setup.splits[split]
+                    output = model(features(X))
+                    record[f"{split}_loss"] = spec.loss(output, y).mean().item()
+                    if spec.task == CLASSIFICATION:
+                        record[f"{split}_accuracy"] = (output.argmax(dim=1) == y).sum().item() / len(y)
+        history.append(record)
+    return history
+
+
+@pytest.mark.parametrize("name, params", [
+    ("linear", {"batch_size": 300, "epochs": 3}),  # the last batch of each epoch is short
+    ("softmax_scratch", {"batch_size": 48}),
+    ("softmax_nn", {"batch_size": 48}),
+])
+def test_per_epoch_reading_equals_a_per_batch_item_loop(trainable, name, params):
+    history, _ = trainable(name, validation=30, **params).train()
+    expected = reference_history(trainable(name, validation=30, **params))
+
+    assert [record.keys() for record in history] == [record.keys() for record in expected]
+    for ours, theirs in zip(history, expected):
+        assert ours == pytest.approx(theirs, rel=1e-6, abs=1e-6)
+        for key in ours.keys() & {"train_accuracy", "validation_accuracy", "test_accuracy"}:
+            assert ours[key] == theirs[key]  # counts of hits agree exactly
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_losses_are_read_once_per_epoch_not_once_per_batch(trainable, name, monkeypatch):
+    setup = trainable(name, batch_size=10, epochs=2)  # 20 or 100 batches an epoch
+    batches = 2 * -(-len(setup.splits["train"].y) // 10)
+    item, calls = torch.Tensor.item, []
+
+    def counted(tensor):
+        calls.append(1)
+        return item(tensor)
+    monkeypatch.setattr(torch.Tensor, "item", counted)
+    setup.train()
+
+    assert 0 < len(calls) <= 8 * 2 < batches
+
+
 @pytest.mark.parametrize("name, lr", [
     ("linear", 1e10),
-    # Cross-entropy's gradient is bounded, so the softmax models only overflow float32 for a
+    # Cross-entropy's gradient is bounded: the softmax models only overflow float32 for a
     # learning rate near its maximum (about 3.4e38).
     ("softmax_scratch", 1e38),
     ("softmax_nn", 1e38),
 ])
-def test_divergence_raises_naming_the_learning_rate(name, lr, linear_data, fashion_data):
-    (train_set, test_set), params = data_for(name, linear_data, fashion_data)
-    params = params.model_copy(update={"lr": lr})
-    with pytest.raises(TrainingDiverged, match=rf"train\.{name}\.lr") as caught:
-        train(name, build_model(name, params.init_std, params.seed), train_set, test_set, params)
+def test_divergence_raises_naming_the_learning_rate(trainable, name, lr):
+    setup = trainable(name, lr=lr)
+    with pytest.raises(TrainingDiverged, match=rf"train\.{name}\.lr = {re.escape(repr(lr))}") as caught:
+        setup.train()
     assert isinstance(caught.value, PipelineError)  # reported by a stage in one line
-    assert repr(lr) in str(caught.value)
+
+
+@pytest.mark.parametrize("name", ["softmax_scratch", "softmax_nn"])
+def test_a_loss_that_explodes_but_stays_finite_is_divergence(trainable, name, monkeypatch):
+    """At lr 1e6 a batch loss jumps to ~1e5 from 2.3 and nothing becomes inf or NaN."""
+    with pytest.raises(TrainingDiverged, match=rf"train\.{name}\.lr = 1000000\.0") as caught:
+        trainable(name, lr=1e6).train()
+    assert "epoch 1" in str(caught.value)
+
+    # Control: without the factor rule, the same run ends with every number finite.
+    monkeypatch.setattr("regression.training.DIVERGENCE_FACTOR", math.inf)
+    setup = trainable(name, lr=1e6)
+    history, _ = setup.train()
+    assert all(math.isfinite(value) for record in history for value in record.values())
+    assert history[0]["train_loss"] > 100 * math.log(10)  # 100 times the untrained model's loss
+
+
+def test_features_scale_uint8_images_to_unit_rows():
+    images = torch.randint(0, 256, (3, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    images[0, 0, 0], images[0, 0, 1] = 255, 0
+    X = features(images)
+    assert X.shape == (3, 784) and X.dtype == torch.float32
+    assert X[0, 0] == 1.0 and X[0, 1] == 0.0
+    # Row-major flattening: pixel (r, c) of image i is feature 28 * r + c.
+    assert X[2, 28 * 5 + 17] == pytest.approx(images[2, 5, 17].item() / 255)
+    assert torch.allclose(X, images.reshape(3, -1).float() / 255)
+    assert images.dtype == torch.uint8  # the stored images are left as they were
+
+
+def test_features_leave_float_rows_as_they_are():
+    X = torch.randn(4, 2)
+    assert features(X) is X
+
+
+def test_as_splits_gives_tensors_over_the_arrays(tiny_fashion, linear_data):
+    fashion = as_splits(tiny_fashion, CLASSIFICATION)
+    assert fashion["train"].X.dtype == torch.uint8 and fashion["train"].y.dtype == torch.int64
+    assert np.shares_memory(fashion["train"].X.numpy(), tiny_fashion["train"][0])  # no copy of the images
+    linear = as_splits(linear_data.arrays, REGRESSION)
+    assert linear["test"].y.dtype == torch.float32 and linear["test"].y.shape == (200, 1)
+    assert set(linear) == {"train", "test"}

@@ -1,0 +1,116 @@
+"""regression.serving: what a logged model answers, and how it rejects input it cannot answer."""
+
+import types
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from mlflow.exceptions import MlflowException
+
+from regression.fashion_mnist import CLASSES
+from regression.models import ModelConfig, build_model, model_bytes
+from regression.serving import Answer, answer
+
+CLASSIFIER = ModelConfig("softmax_nn", n_features=784, n_outputs=10, classes=CLASSES)
+LINEAR = ModelConfig("linear", n_features=2, n_outputs=1)
+
+
+def initialised(config: ModelConfig) -> torch.nn.Module:
+    model = build_model(config)
+    model.initialise_(0.5, torch.Generator().manual_seed(0))  # large weights: no two classes tie
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    return initialised(CLASSIFIER)
+
+
+@pytest.fixture(scope="module")
+def pixels():
+    """Five images as rows of 784 values in [0, 1], float64 (pandas' default)."""
+    return np.random.default_rng(0).random((5, 784))
+
+
+def test_classifier_answers_the_class_of_the_largest_logit_and_its_probabilities(classifier, pixels):
+    got = answer(classifier, CLASSIFIER, pixels)
+
+    with torch.no_grad():
+        logits = classifier(torch.from_numpy(pixels).float())
+    assert list(got.columns) == ["class", "probabilities"] and len(got) == 5
+    assert got["class"].tolist() == [CLASSES[i] for i in logits.argmax(dim=1).tolist()]
+    assert len(set(got["class"])) > 1  # the check above is not about one class only
+    expected = torch.softmax(logits.double(), dim=1)
+    for row, probabilities in zip(expected, got["probabilities"]):
+        assert list(probabilities) == list(CLASSES)
+        assert sum(probabilities.values()) == pytest.approx(1.0, abs=1e-6)
+        assert list(probabilities.values()) == pytest.approx(row.tolist(), abs=1e-6)
+        assert max(probabilities, key=probabilities.get) == CLASSES[int(row.argmax())]
+
+
+def test_float32_and_float64_input_give_the_same_answer(classifier, pixels):
+    as_float64 = answer(classifier, CLASSIFIER, pixels)
+    as_float32 = answer(classifier, CLASSIFIER, pixels.astype(np.float32))
+    pd.testing.assert_frame_equal(as_float64, as_float32)
+
+
+def test_a_dataframe_a_list_and_a_single_row_are_accepted(classifier, pixels):
+    expected = answer(classifier, CLASSIFIER, pixels)
+    from_frame = answer(classifier, CLASSIFIER, pd.DataFrame(pixels))
+    assert from_frame["class"].tolist() == expected["class"].tolist()
+    pd.testing.assert_frame_equal(answer(classifier, CLASSIFIER, pixels.tolist()), expected)
+    pd.testing.assert_frame_equal(answer(classifier, CLASSIFIER, pixels[0]), expected.iloc[:1])
+
+
+def test_linear_model_answers_its_prediction_for_any_real_input():
+    model = initialised(LINEAR)
+    X = np.array([[-3.0, 7.5], [0.25, -0.5]])  # not pixels: outside [0, 1] is fine
+    got = answer(model, LINEAR, X)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(X).float())[:, 0].tolist()
+    assert list(got.columns) == ["prediction"]
+    assert got["prediction"].tolist() == pytest.approx(expected)
+
+
+def bad_pixels(value):
+    X = np.full((2, 784), 0.5)
+    X[1, 100] = value
+    return X
+
+
+@pytest.mark.parametrize("config, model_input, got", [
+    (CLASSIFIER, bad_pixels(1.5), "got values from 0.5 to 1.5"),
+    (CLASSIFIER, bad_pixels(-0.25), "got values from -0.25 to 0.5"),
+    (CLASSIFIER, np.full((1, 784), 255.0), "divide 0-255 pixels by 255"),
+    (CLASSIFIER, bad_pixels(np.nan), "got NaN or infinite values"),
+    (CLASSIFIER, bad_pixels(np.inf), "got NaN or infinite values"),
+    (CLASSIFIER, np.full((3, 783), 0.5), "got an array of shape (3, 783)"),
+    (CLASSIFIER, np.full((2, 28, 28), 0.5), "got an array of shape (2, 28, 28)"),
+    (CLASSIFIER, np.full((1, 784), "0.5"), "got values of type <U3"),
+    (CLASSIFIER, pd.DataFrame([["x"] * 784]), "got values of type object"),
+    (CLASSIFIER, [[0.5] * 784, [0.5] * 3], "cannot read the input as an array"),
+    (LINEAR, np.array([[1.0, np.nan]]), "got NaN or infinite values"),
+    (LINEAR, np.array([[1.0, 2.0, 3.0]]), "got an array of shape (1, 3)"),
+], ids=["above-1", "below-0", "0-255-pixels", "nan", "inf", "wrong-width", "images", "strings",
+        "object-frame", "ragged", "linear-nan", "linear-wrong-width"])
+def test_bad_input_is_rejected_saying_what_was_expected_and_what_came(classifier, config, model_input, got):
+    model = classifier if config is CLASSIFIER else initialised(LINEAR)
+    with pytest.raises(MlflowException) as caught:
+        answer(model, config, model_input)
+    message = caught.value.message
+    expected = ("784 numbers per example (pixels in [0, 1])" if config is CLASSIFIER
+                else "2 numbers per example")
+    assert message.startswith(f"expected one row of {expected}: "), message
+    assert got in message, message
+    assert caught.value.error_code == "INVALID_PARAMETER_VALUE"  # a 400 from `mlflow models serve`
+
+
+def test_pyfunc_loads_the_model_file_and_answers_as_answer_does(classifier, pixels, tmp_path):
+    path = tmp_path / "softmax_nn.pt"
+    path.write_bytes(model_bytes(classifier, CLASSIFIER))
+    pyfunc = Answer()
+    pyfunc.load_context(types.SimpleNamespace(artifacts={"model": str(path)}))
+
+    assert pyfunc.config == CLASSIFIER
+    pd.testing.assert_frame_equal(pyfunc.predict(None, pixels), answer(classifier, CLASSIFIER, pixels))
