@@ -94,7 +94,7 @@ def trainable(tiny_fashion, linear_data):
             meta = {"name": "fashion-mnist", "classes": list(CLASSES)}
         if validation:
             train_part, validation_part = hold_out(*arrays["train"], validation, seed=0)
-            arrays = {"train": train_part, "validation": validation_part, "test": arrays["test"]}
+            arrays = {"train": train_part, "val": validation_part, "test": arrays["test"]}
         splits = as_splits(arrays, spec.task)
         train_set = splits["train"]
         config = ModelConfig(name, n_features=features(train_set.X[:1]).shape[1],

@@ -45,8 +45,6 @@ def test_images_and_labels_are_read_back_exactly(idx_folder):
     assert np.array_equal(got_labels, labels.numpy())
 
 
-@pytest.mark.xfail(strict=True, reason="torchvision's read_label_file returns int64 (.long()); read_split "
-                                       "passes that on although its docstring promises uint8 labels")
 def test_labels_are_uint8_as_documented(idx_folder):
     folder, _, _ = idx_folder
     assert read_split(folder, "train")[1].dtype == np.uint8

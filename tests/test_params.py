@@ -194,8 +194,6 @@ def test_misspelled_section_is_named_with_a_hint(tmp_path, project_params):
     assert len(problems) == 2
 
 
-@pytest.mark.xfail(strict=True, reason="params._known_keys does not look inside train.<model> (a dict of "
-                                       "sections), so a misspelled key there gets no hint")
 def test_misspelled_key_of_a_model_gets_a_hint(tmp_path, project_params):
     params = copy.deepcopy(project_params)
     params["train"]["linear"]["epoch"] = params["train"]["linear"].pop("epochs")
@@ -205,8 +203,6 @@ def test_misspelled_key_of_a_model_gets_a_hint(tmp_path, project_params):
     assert any("train.linear.epoch = 10" in line and "did you mean 'epochs'?" in line for line in problems)
 
 
-@pytest.mark.xfail(strict=True, reason="the check for all four files runs on the whole `download` section, "
-                                       "so its line is keyed `download` and prints the section's value")
 def test_missing_file_line_is_keyed_download_files_and_short(tmp_path, project_params):
     params = copy.deepcopy(project_params)
     del params["download"]["files"][LABELS]

@@ -24,15 +24,15 @@ def read_csv(data: bytes) -> list[list[str]]:
     return list(csv.reader(io.StringIO(data.decode())))
 
 
-def test_linear_report_has_the_test_mse_and_the_fit_of_w_and_b(trainable):
+def test_linear_report_has_the_test_loss_and_the_fit_of_w_and_b(trainable):
     setup = trainable("linear")
     report, last, _ = report_of(setup)
 
-    assert set(report.metrics) == {"test_mse", "w_0", "w_1", "b", "w_0_error", "w_1_error", "b_error"}
+    assert set(report.metrics) == {"test_loss", "w_0", "w_1", "b", "w_err", "b_err"}  # test_loss: the MSE
     assert all(type(value) is float for value in report.metrics.values())
-    assert report.metrics["test_mse"] == last["test_loss"]
+    assert report.metrics["test_loss"] == last["test_loss"]
     assert report.metrics["w_1"] == pytest.approx(-3.4, abs=0.01)
-    assert report.metrics["b_error"] == pytest.approx(abs(report.metrics["b"] - 4.2))
+    assert report.metrics["b_err"] == pytest.approx(abs(report.metrics["b"] - 4.2))
     rows = read_csv(report.files["predictions.csv"])
     assert rows[0] == ["actual", "predicted"] and len(rows) == 1 + len(setup.splits["test"].y)
 
@@ -43,7 +43,7 @@ def test_classifier_report_has_test_accuracy_and_loss(trainable, name, validatio
     setup = trainable(name, validation=validation)
     report, last, _ = report_of(setup)
 
-    expected = {"test_accuracy", "test_loss"} | ({"validation_accuracy"} if validation else set())
+    expected = {"test_accuracy", "test_loss"} | ({"val_accuracy"} if validation else set())
     assert set(report.metrics) == expected
     assert all(type(value) is float for value in report.metrics.values())
     assert all(report.metrics[key] == last[key] for key in expected)

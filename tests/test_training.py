@@ -31,7 +31,7 @@ def test_history_has_one_record_per_epoch_with_the_task_s_keys(trainable, name, 
     seen = []
     history, outputs = setup.train(on_epoch=seen.append)
 
-    splits = ["validation", "test"] if validation else ["test"]
+    splits = ["val", "test"] if validation else ["test"]
     keys = {"epoch", "train_loss"} | {f"{split}_loss" for split in splits}
     if setup.spec.task == CLASSIFICATION:
         keys |= {"train_accuracy"} | {f"{split}_accuracy" for split in splits}
@@ -50,7 +50,7 @@ def test_last_outputs_are_the_trained_model_s_on_each_split(trainable, name):
     setup = trainable(name, validation=40)
     history, outputs = setup.train()
     with torch.no_grad():
-        for split in ("validation", "test"):
+        for split in ("val", "test"):
             X, y = setup.splits[split]
             expected = setup.model(features(X))
             assert torch.equal(outputs[split], expected)
@@ -162,7 +162,7 @@ def reference_history(setup) -> list[dict]:
         if spec.task == CLASSIFICATION:
             record["train_accuracy"] = hits / n
         with torch.no_grad():
-            for split in ("validation", "test"):
+            for split in ("val", "test"):
                 if split in setup.splits:
                     X, y = setup.splits[split]
                     output = model(features(X))

@@ -41,14 +41,14 @@ def save_dataset(folder: str | Path, splits: dict[str, tuple[np.ndarray, np.ndar
     `meta` gets a `digest`: a hash of every array file's name and bytes, cut to the 32 hex
     digits MLflow keeps for a dataset digest, and the number of rows of each split.
     """
-    files, digest = {}, hashlib.sha256()
+    files = {}
     for split, (X, y) in splits.items():
         if split not in SPLITS or len(X) != len(y):
             raise ValueError(f"bad split {split!r}: {len(X)} rows of X, {len(y)} of y")
-        for role, array in (("X", X), ("y", y)):
-            name = f"{split}_{role}.npy"
-            files[name] = array_bytes(array)
-            digest.update(f"{name}\0".encode() + hashlib.sha256(files[name]).digest())
+        files[f"{split}_X.npy"], files[f"{split}_y.npy"] = array_bytes(X), array_bytes(y)
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(f"{name}\0".encode() + hashlib.sha256(files[name]).digest())
     meta = {**meta, "digest": digest.hexdigest()[:32], "rows": {split: len(X) for split, (X, _) in splits.items()}}
     files[META] = (json.dumps(meta, indent=2) + "\n").encode()
     write_folder_atomic(folder, files)
@@ -57,11 +57,14 @@ def save_dataset(folder: str | Path, splits: dict[str, tuple[np.ndarray, np.ndar
 def read_meta(folder: str | Path) -> dict:
     path = Path(folder) / META
     try:
-        return json.loads(path.read_text())
+        meta = json.loads(path.read_text())
     except FileNotFoundError:
         raise DataError(f"{path}: missing; run `dvc repro` to make the dataset") from None
     except (OSError, ValueError) as error:
         raise DataError(f"{path}: unreadable ({error})") from None
+    if not (isinstance(meta, dict) and isinstance(meta.get("rows"), dict) and "train" in meta["rows"]):
+        raise DataError(f"{path}: not a dataset's meta (no rows of a train split)")
+    return meta
 
 
 def load_split(folder: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -73,8 +76,8 @@ def load_split(folder: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
             arrays.append(np.load(path, allow_pickle=False))
         except FileNotFoundError:
             raise DataError(f"{path}: missing; run `dvc repro` to make the dataset") from None
-        except (OSError, ValueError) as error:
-            raise DataError(f"{path}: not a valid .npy file ({error})") from None
+        except (OSError, ValueError, EOFError) as error:
+            raise DataError(f"{path}: not a valid .npy file ({error or 'empty'})") from None
     X, y = arrays
     if len(X) != len(y):
         raise DataError(f"{folder}: {split} has {len(X)} rows of X but {len(y)} of y")

@@ -27,6 +27,7 @@ def read_split(folder: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     images_name, labels_name = FASHION_MNIST_FILES[split]
     images_path, labels_path = Path(folder) / images_name, Path(folder) / labels_name
     images, labels = read_idx(images_path, read_image_file), read_idx(labels_path, read_label_file)
+    labels = labels.astype(np.uint8)  # torchvision gives int64; the file holds bytes
     if images.shape[1:] != (28, 28):
         raise DataError(f"{images_path}: images are {tuple(images.shape[1:])}, expected 28x28")
     if labels.ndim != 1:

@@ -10,9 +10,9 @@ import difflib
 import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args, get_origin
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from regression import PipelineError
 
@@ -58,12 +58,13 @@ class DownloadParams(_Section):
     timeout_seconds: PositiveFloat  # deadline for one file from one source
     files: dict[FashionMnistFile, ExpectedFile]
 
-    @model_validator(mode="after")
-    def _all_files(self):
-        missing = set(get_args(FashionMnistFile)) - set(self.files)
+    @field_validator("files")
+    @classmethod
+    def _all_files(cls, files):
+        missing = set(get_args(FashionMnistFile)) - set(files)
         if missing:
-            raise ValueError(f"download.files: missing {', '.join(sorted(missing))}")
-        return self
+            raise ValueError(f"missing {', '.join(sorted(missing))}")
+        return files
 
 
 class PrepareParams(_Section):
@@ -152,6 +153,8 @@ def _describe(error: ValidationError) -> str:
             near = difflib.get_close_matches(loc[-1], _known_keys(loc[:-1]), n=1)
             hint = f" (did you mean {near[0]!r}?)" if near else ""
             lines.append(f"  {key} = {problem['input']!r}: unknown key{hint}")
+        elif key and len(repr(problem["input"])) > 80:  # a whole section: the message says enough
+            lines.append(f"  {key}: {message}")
         elif key:
             lines.append(f"  {key} = {problem['input']!r}: {message}")
         else:
@@ -162,9 +165,14 @@ def _describe(error: ValidationError) -> str:
 def _known_keys(loc: list[str]) -> list[str]:
     """The keys a section allows, for 'did you mean' hints."""
     model: type[BaseModel] = Params
-    for part in loc:
+    parts = iter(loc)
+    for part in parts:
         field = model.model_fields.get(part)
         annotation = getattr(field, "annotation", None) if field else None
+        if get_origin(annotation) is dict:  # a table of sections (train.<model>): skip the name
+            annotation = get_args(annotation)[1]
+            if next(parts, None) is None:
+                return []
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             model = annotation
         else:

@@ -36,7 +36,7 @@ def rows(model_input, n_features: int, pixels: bool) -> np.ndarray:
         reject(f"got an array of shape {X.shape}")
     if not (np.issubdtype(X.dtype, np.floating) or np.issubdtype(X.dtype, np.integer)):
         reject(f"got values of type {X.dtype}")
-    X = X.astype(np.float32)
+    X = np.ascontiguousarray(X, dtype=np.float32)  # a DataFrame's values come column-major
     if not np.isfinite(X).all():
         reject("got NaN or infinite values")
     if pixels and len(X) and (X.min() < 0 or X.max() > 1):
