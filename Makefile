@@ -12,7 +12,7 @@ ifneq ($(wildcard $(SHARED_DATA)/train-images-idx3-ubyte.gz),)
 export FASHION_MNIST_SOURCE ?= $(SHARED_DATA)
 endif
 
-.PHONY: run test test-quick ui compare promote benchmark lock
+.PHONY: run test test-quick ui compare promote sweep remote benchmark lock
 
 run: $(VENV)/.installed
 	dvc repro
@@ -36,6 +36,20 @@ promote: $(VENV)/.installed
 # The MLflow UI on http://127.0.0.1:5000: select runs of one model and press "Compare".
 ui: $(VENV)/.installed
 	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+
+# A grid of experiments on DVC's queue (2 workers), ranked by validation accuracy; the best
+# becomes `champion`. Values are DVC grid lists: make sweep LR=0.05,0.1,0.2 EPOCHS=10,30
+sweep: $(VENV)/.installed
+	PYTHONPATH=src python -m regression.sweep --model $(or $(MODEL),softmax_nn) \
+	  $(if $(LR),--lr $(LR)) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(BATCH),--batch-size $(BATCH))
+
+# The DVC remote everyone pushes to and pulls from: a folder or any URL DVC supports. Kept in
+# .dvc/config.local, which git does not track, so that `dvc exp apply` (which restores the
+# committed .dvc/config) never removes it.
+remote: $(VENV)/.installed
+	@test -n "$(URL)" || { echo "usage: make remote URL=<folder or URL, e.g. /mnt/shared/dvc or s3://bucket/path>"; exit 1; }
+	dvc remote add --local --force --default store "$(URL)"
+	@echo "DVC remote 'store' -> $(URL): dvc push / dvc pull / dvc exp push origin <exp>"
 
 # Where the time of `dvc repro` and `dvc exp run` goes (about 3 minutes): prints a table and
 # writes benchmarks/results.json.

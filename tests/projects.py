@@ -26,7 +26,7 @@ from idx_files import write_tiny_fashion_mnist
 from regression.tracking import DEFAULT_EXPERIMENT
 
 PROJECT = Path(__file__).resolve().parents[1]
-COPIED = ["dvc.yaml", "params.yaml", "stages", "src", "Makefile", ".dvc/config", ".dvc/.gitignore",
+COPIED = ["dvc.yaml", "params.yaml", "stages", "src", "Makefile", "requirements.txt", "requirements.lock", ".dvc/config", ".dvc/.gitignore",
           ".dvcignore", ".gitignore", "data/.gitignore", "models/.gitignore"]
 BIN = Path(sys.executable).parent
 MODELS = ["linear", "softmax_scratch", "softmax_nn"]

@@ -163,3 +163,21 @@ def test_stage_params_exist_in_params_yaml(name):
                 lookup(PARAMS, key)
             except (KeyError, TypeError):
                 pytest.fail(f"{name}: params entry {key!r} is not in params.yaml")
+
+
+@pytest.mark.parametrize("key, value", [("train.softmax_nn.lr", 0.1), ("prepare.validation_size", 10000),
+                                        ("train.linear.epochs", 20)])
+def test_dvc_writing_one_param_changes_one_line_of_params_yaml(tmp_path, key, value):
+    """`dvc exp run -S` rewrites params.yaml with DVC's own YAML writer: the diff must be that one line."""
+    from dvc.utils.serialize import modify_yaml
+
+    path = tmp_path / "params.yaml"
+    original = (ROOT / "params.yaml").read_text()
+    path.write_text(original)
+    with modify_yaml(str(path)) as params:
+        *sections, last = key.split(".")
+        lookup(params, ".".join(sections))[last] = value
+    before, after = original.splitlines(), path.read_text().splitlines()
+    assert len(before) == len(after)
+    changed = [(b, a) for b, a in zip(before, after) if b != a]
+    assert len(changed) == 1 and changed[0][1].strip() == f"{last}: {value}", changed

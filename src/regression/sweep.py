@@ -1,0 +1,134 @@
+"""A grid of experiments on DVC's queue, ranked by validation accuracy; the best becomes `champion`.
+
+Usage: python -m regression.sweep [--model softmax_nn] [--lr 0.1,0.2] [--epochs 30] [--batch-size 100]
+                                  [--validation-size 10000] [--jobs 2]        (`make sweep`)
+
+Every combination is queued with DVC's grid syntax (`dvc exp run --queue -S 'k=a,b'`), from
+the committed params.yaml (so a sweep never inherits an experiment applied to the workspace),
+with a validation split held out so the choice is not made on the test set. Only the model's
+stage and what it depends on run. The queue runs on `--jobs` workers; then every experiment
+must have exactly one finished MLflow run, and the ranking, the champion and the sweep's wall
+time are printed.
+"""
+
+import argparse
+import re
+import subprocess
+import sys
+import time
+
+from regression.compare import number
+from regression.params import read_yaml
+from regression.registry import promote
+
+POLL_SECONDS = 2
+QUEUED = re.compile(r"Queued experiment '([^']+)' for future execution")
+
+
+class SweepError(Exception):
+    """The sweep cannot start or did not give one finished run per experiment."""
+
+
+def dvc(*args: str) -> str:
+    result = subprocess.run(["dvc", *args], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SweepError(f"dvc {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
+    return result.stdout
+
+
+def check_committed() -> None:
+    """Queued runs start from the workspace: refuse one whose params or pipeline differ from git."""
+    changed = subprocess.run(["git", "status", "--porcelain", "--", "params.yaml", "dvc.yaml"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    if changed:
+        raise SweepError("params.yaml or dvc.yaml differ from the last commit, and queued experiments "
+                         "would start from them: commit them, or `git checkout params.yaml dvc.yaml` "
+                         "(an applied experiment stays in `dvc exp show`)")
+
+
+def queue(args) -> list[str]:
+    """Queue the grid; the names DVC gave the experiments."""
+    key = f"train.{args.model}"
+    output = dvc("exp", "run", "--queue", f"train@{args.model}",
+                 "-S", f"prepare.validation_size={args.validation_size}",
+                 "-S", f"{key}.lr={args.lr}", "-S", f"{key}.epochs={args.epochs}",
+                 "-S", f"{key}.batch_size={args.batch_size}")
+    return QUEUED.findall(output)
+
+
+def wait_for(names: list[str]) -> dict[str, str]:
+    """Poll `dvc queue status` until none of `names` is queued or running; their final statuses."""
+    while True:
+        statuses = {}
+        for line in dvc("queue", "status").splitlines():
+            fields = line.split()
+            if len(fields) >= 3 and fields[1] in names:
+                statuses[fields[1]] = fields[-1]
+        if len(statuses) == len(names) and not {"Queued", "Running"} & set(statuses.values()):
+            return statuses
+        time.sleep(POLL_SECONDS)
+
+
+def ranking(client, experiment_id: str, model: str, names: list[str]) -> tuple[list, list[str]]:
+    """The sweep's runs, best validation accuracy first, and what is wrong with them if anything."""
+    listed = ", ".join(f"'{name}'" for name in names)
+    runs = client.search_runs([experiment_id], f"tags.model = '{model}' and tags.`dvc.experiment` IN ({listed})",
+                              max_results=10 * len(names))
+    problems = []
+    for name in names:
+        mine = [r for r in runs if r.data.tags["dvc.experiment"] == name]
+        finished = [r for r in mine if r.info.status == "FINISHED"]
+        if len(mine) != 1 or len(finished) != 1:
+            problems.append(f"{name}: {len(mine)} MLflow runs, {len(finished)} finished (expected exactly 1)")
+    ranked = sorted(runs, key=lambda r: (-r.data.metrics.get("val_accuracy", -1),
+                                         -r.data.metrics.get("test_accuracy", -1)))
+    return ranked, problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    from regression.tracking import TrackingError, open_experiment
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="softmax_nn")
+    parser.add_argument("--lr", default="0.1,0.2", help="comma-separated values (DVC's grid syntax)")
+    parser.add_argument("--epochs", default="30")
+    parser.add_argument("--batch-size", default="100")
+    parser.add_argument("--validation-size", type=int, default=10000)
+    parser.add_argument("--jobs", type=int, default=2)
+    args = parser.parse_args(argv)
+    try:
+        experiment_id = open_experiment()  # fails fast on a missing server; sets up a new store once
+        check_committed()
+        started = time.monotonic()
+        names = queue(args)
+        print(f"queued {len(names)} experiments: {', '.join(names)}", flush=True)
+        dvc("queue", "start", "-j", str(args.jobs))
+        statuses = wait_for(names)
+        dvc("queue", "stop")
+        wall = time.monotonic() - started
+    except (SweepError, TrackingError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    ranked, problems = ranking(client, experiment_id, args.model, names)
+    problems += [f"{name}: DVC says {status}" for name, status in statuses.items() if status != "Success"]
+    print(f"\n{'#':3} {'val_acc':8} {'test_acc':8} {'experiment':22} changed params")
+    for i, run in enumerate(ranked, start=1):
+        m = run.data.metrics
+        print(f"{i:<3} {number(m.get('val_accuracy', float('nan'))):8} "
+              f"{number(m.get('test_accuracy', float('nan'))):8} {run.data.tags['dvc.experiment']:22} "
+              f"{run.data.tags.get('dvc.changed_params', '')}")
+    print(f"\n{len(names)} experiments on {args.jobs} workers in {wall:.0f} s; "
+          f"{len(ranked)} MLflow runs, {len(problems)} problems")
+    if ranked:
+        dataset = read_yaml("params.yaml")["train"][args.model]["dataset"]
+        print(promote(client, f"{dataset}-{args.model}"))
+    for problem in problems:
+        print(f"problem: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

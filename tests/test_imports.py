@@ -1,0 +1,32 @@
+"""Each stage imports only what it uses: torch, torchvision, matplotlib and MLflow cost seconds to load.
+
+Each stage script is imported (not run) in a fresh interpreter, and the heavy packages found in
+`sys.modules` afterwards are compared with what the stage needs.
+"""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from projects import PROJECT
+
+HEAVY = ("torch", "torchvision", "matplotlib", "mlflow")
+NEEDS = {
+    "download": set(),
+    "prepare": {"torch", "torchvision"},  # torchvision's IDX reader, once
+    "generate": {"torch"},
+    "samples": {"matplotlib"},
+    "train": {"torch", "matplotlib", "mlflow"},
+}
+
+
+@pytest.mark.parametrize("stage", NEEDS)
+def test_stage_imports_only_what_it_uses(stage):
+    code = (f"import runpy, sys, json; runpy.run_path({str(PROJECT / 'stages' / f'{stage}.py')!r}); "
+            f"print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT, capture_output=True, text=True,
+                            env={"PYTHONPATH": str(PROJECT / "src"), "PATH": "/usr/bin:/bin"}, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert set(json.loads(result.stdout.splitlines()[-1])) == NEEDS[stage]

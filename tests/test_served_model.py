@@ -1,0 +1,76 @@
+"""The registered champion served over HTTP (`mlflow models serve` on 127.0.0.1) answers in the user's terms.
+
+Real-format test images (the tiny IDX data the pipeline prepared, scaled to [0, 1]) are posted
+as float lists and as a float64 DataFrame; the answers must match the evaluation's predictions.
+"""
+
+import json
+import subprocess
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+
+from projects import BIN, environment, free_port, reproduced, run, store_uri, wait_for_http, data_server  # noqa: F401
+
+pytestmark = pytest.mark.slow
+MODEL = "fashion-mnist-softmax_nn"
+
+
+@pytest.fixture(scope="module")
+def served(reproduced):
+    """(URL of the served champion, project path)."""
+    path = reproduced[0]
+    env = environment(MLFLOW_TRACKING_URI=store_uri(path), PYTHONPATH="src")
+    promoted = run(path, "python", "-m", "regression.registry", "--model", MODEL, env=env).stdout
+    assert "champion -> version 1" in promoted and "chosen on the test set" in promoted, promoted
+    port = free_port()
+    server = subprocess.Popen(
+        [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{MODEL}@champion", "--env-manager", "local",
+         "--host", "127.0.0.1", "--port", str(port)],
+        cwd=path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    wait_for_http(f"{url}/ping", server)
+    yield url, path
+    server.terminate()
+    server.wait(timeout=30)
+
+
+def post(url: str, payload: dict) -> tuple[int, dict]:
+    request = urllib.request.Request(f"{url}/invocations", data=json.dumps(payload).encode(),
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_images_get_their_class_names_and_probabilities(served):
+    url, path = served
+    images = np.load(path / "data/fashion-mnist/test_X.npy")[:20]
+    expected = [line.split(",")[1] for line in
+                (path / "metrics/softmax_nn/evaluation/predictions.csv").read_text().splitlines()[1:21]]
+    pixels = images.reshape(len(images), -1) / 255.0  # float64, as numpy gives
+
+    for payload in ({"inputs": pixels.astype(np.float32).tolist()},
+                    {"dataframe_split": {"data": pixels.tolist()}}):
+        status, answer = post(url, payload)
+        assert status == 200, answer
+        predictions = answer["predictions"]
+        assert [p["class"] for p in predictions] == expected
+        for p in predictions:
+            assert len(p["probabilities"]) == 10 and abs(sum(p["probabilities"].values()) - 1) < 1e-6
+            assert max(p["probabilities"], key=p["probabilities"].get) == p["class"]
+
+
+@pytest.mark.parametrize("rows, says", [
+    ([[255] * 784], "divide 0-255 pixels by 255"),
+    ([[0.5] * 783], "only has 783 inputs"),  # MLflow's own schema check
+], ids=["unscaled pixels", "wrong width"])
+def test_bad_input_is_rejected_saying_why(served, rows, says):
+    url, _ = served
+    status, answer = post(url, {"inputs": rows})
+    assert status == 400
+    assert says in answer["message"], answer
