@@ -12,7 +12,7 @@ ifneq ($(wildcard $(SHARED_DATA)/train-images-idx3-ubyte.gz),)
 export FASHION_MNIST_SOURCE ?= $(SHARED_DATA)
 endif
 
-.PHONY: run test test-quick ui compare promote benchmark lock
+.PHONY: run test test-quick ui compare promote benchmark lock server server-stop
 
 run: $(VENV)/.installed
 	dvc repro
@@ -36,6 +36,14 @@ promote: $(VENV)/.installed
 # The MLflow UI on http://127.0.0.1:5000: select runs of one model and press "Compare".
 ui: $(VENV)/.installed
 	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+
+# The team's MLflow server on PostgreSQL, both on 127.0.0.1, kept in .mlflow-server/ (see README):
+# `make server PORT=5001 PG_PORT=5433` (the defaults); `make server-stop` stops both.
+server: $(VENV)/.installed
+	PYTHONPATH=src python -m regression.server start $(if $(PORT),--port $(PORT) )$(if $(PG_PORT),--postgres-port $(PG_PORT))
+
+server-stop: $(VENV)/.installed
+	PYTHONPATH=src python -m regression.server stop
 
 # Where the time of `dvc repro` and `dvc exp run` goes (about 3 minutes): prints a table and
 # writes benchmarks/results.json.
