@@ -12,7 +12,7 @@ ifneq ($(wildcard $(SHARED_DATA)/train-images-idx3-ubyte.gz),)
 export FASHION_MNIST_SOURCE ?= $(SHARED_DATA)
 endif
 
-.PHONY: run test test-quick ui compare promote sweep remote benchmark lock
+.PHONY: run test test-quick ui compare promote sweep remote server server-stop benchmark lock
 
 run: $(VENV)/.installed
 	dvc repro
@@ -50,6 +50,14 @@ remote: $(VENV)/.installed
 	@test -n "$(URL)" || { echo "usage: make remote URL=<folder or URL, e.g. /mnt/shared/dvc or s3://bucket/path>"; exit 1; }
 	dvc remote add --local --force --default store "$(URL)"
 	@echo "DVC remote 'store' -> $(URL): dvc push / dvc pull / dvc exp push origin <exp>"
+
+# The team's MLflow server on PostgreSQL, both on 127.0.0.1, kept in .mlflow-server/ (see README):
+# `make server PORT=5001 PG_PORT=5433` (the defaults); `make server-stop` stops both.
+server: $(VENV)/.installed
+	PYTHONPATH=src python -m regression.server start $(if $(PORT),--port $(PORT) )$(if $(PG_PORT),--postgres-port $(PG_PORT))
+
+server-stop: $(VENV)/.installed
+	PYTHONPATH=src python -m regression.server stop
 
 # Where the time of `dvc repro` and `dvc exp run` goes (about 3 minutes): prints a table and
 # writes benchmarks/results.json.

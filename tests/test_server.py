@@ -1,0 +1,99 @@
+"""The team's tracking server: a stage recording into MLflow on PostgreSQL, and `make server`'s
+`python -m regression.server start|status|stop` in a project folder of its own."""
+
+import shutil
+import urllib.request
+
+import mlflow
+import numpy as np
+import psutil
+import psycopg
+import pytest
+from mlflow import MlflowClient
+
+from postgres import (mlflow_pg_server, postgres_binaries, postgres_server,  # noqa: F401
+                      postgres_tmp_path)
+from projects import (BIN, PROJECT, data_server, environment, free_port, project_copy,  # noqa: F401
+                      reproduced, run, runs_by_model, train_command)
+from regression.server import ended
+
+pytestmark = pytest.mark.slow
+
+EXPERIMENT = "test-server"  # the session's server is shared: this test's runs stay apart
+
+
+def test_a_stage_records_its_run_and_model_into_mlflow_on_postgresql(project_copy, mlflow_pg_server):
+    env = environment(MLFLOW_TRACKING_URI=mlflow_pg_server, MLFLOW_EXPERIMENT_NAME=EXPERIMENT,
+                      PYTHONPATH="src")
+    run(project_copy, *train_command("linear"), env=env)
+    client = MlflowClient(mlflow_pg_server)
+    [r] = runs_by_model(client, EXPERIMENT)["linear"]
+    assert r.info.status == "FINISHED"
+    assert r.data.params["lr"] == "0.05" and r.data.params["epochs"] == "10"
+    assert {"test_loss", "train_loss"} <= set(r.data.metrics)
+    assert [m.step for m in client.get_metric_history(r.info.run_id, "train_loss")] == list(range(1, 11))
+    assert r.info.artifact_uri.startswith("mlflow-artifacts:/")  # stored by the server, not by us
+    [version] = client.search_model_versions(f"run_id = '{r.info.run_id}'")
+    assert version.name == "synthetic-linear" and version.status == "READY"
+    mlflow.set_tracking_uri(mlflow_pg_server)
+    model = mlflow.pyfunc.load_model(f"models:/synthetic-linear/{version.version}")
+    predicted = model.predict(np.ones((2, 2), dtype=np.float32))["prediction"]
+    assert np.allclose(predicted, 2.0 - 3.4 + 4.2, atol=0.05)  # y = Xw + b with the true w and b
+
+
+def server(project, *args: str):
+    return run(project, str(BIN / "python"), "-m", "regression.server", *args,
+               env=environment(PYTHONPATH="src"), check=False, timeout=180)
+
+
+def test_server_starts_once_says_where_and_stops_leaving_nothing_running(postgres_binaries,
+                                                                        postgres_tmp_path):
+    project = postgres_tmp_path / "project"
+    shutil.copytree(PROJECT / "src", project / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    port, postgres_port = free_port(), free_port()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        started = server(project, "start", "--port", str(port), "--postgres-port", str(postgres_port))
+        assert started.returncode == 0, started.stderr
+        assert started.stdout.splitlines()[-1] == f"export MLFLOW_TRACKING_URI={url}"
+        with urllib.request.urlopen(f"{url}/health", timeout=5) as health:
+            assert health.read() == b"OK"
+
+        again = server(project, "start", "--port", str(free_port()))
+        assert again.returncode == 0 and "already running" in again.stdout and url in again.stdout
+
+        status = server(project, "status")
+        assert status.returncode == 0
+        assert status.stdout.splitlines()[0].startswith("MLflow server: running") and url in status.stdout
+        assert "PostgreSQL: running" in status.stdout and f"127.0.0.1:{postgres_port}" in status.stdout
+
+        state = project / ".mlflow-server"
+        with psycopg.connect(host="127.0.0.1", port=postgres_port, user="mlflow", dbname="mlflow",
+                             passfile=str(state / "pgpass")) as db:
+            assert db.execute("SELECT rolsuper FROM pg_roles WHERE rolname = 'mlflow'").fetchone() == (False,)
+            assert db.execute("SELECT count(*) FROM experiments").fetchone()[0] >= 1  # MLflow's tables
+        mlflow_server = psutil.Process(int((state / "mlflow.pid").read_text()))
+        postmaster = psutil.Process(int((state / "postgres/postmaster.pid").read_text().split()[0]))
+        family = [p for root in (mlflow_server, postmaster) for p in (root, *root.children(recursive=True))]
+
+        stopped = server(project, "stop")
+        assert stopped.returncode == 0, stopped.stderr
+        assert stopped.stdout.splitlines() == [f"MLflow server (pid {mlflow_server.pid}) stopped",
+                                               f"PostgreSQL (pid {postmaster.pid}) stopped"]
+        assert all(ended(p) for p in family)
+        after = server(project, "status")
+        assert after.returncode == 3 and after.stdout.splitlines() == ["MLflow server: not running",
+                                                                       "PostgreSQL: not running"]
+    finally:
+        server(project, "stop")
+
+
+def test_server_without_postgresql_fails_in_one_line_naming_the_install_command(tmp_path):
+    shutil.copytree(PROJECT / "src", tmp_path / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "empty").mkdir()
+    result = server(tmp_path, "start", "--postgres-bin", str(tmp_path / "empty"))
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        (f"error: PostgreSQL is not installed (no initdb and pg_ctl in {tmp_path / 'empty'}): "
+         "install it with `sudo apt-get install postgresql`")]
+    assert not (tmp_path / ".mlflow-server").exists()
