@@ -71,9 +71,8 @@ def wait_for(names: list[str]) -> dict[str, str]:
 
 def ranking(client, experiment_id: str, model: str, names: list[str]) -> tuple[list, list[str]]:
     """The sweep's runs, best validation accuracy first, and what is wrong with them if anything."""
-    listed = ", ".join(f"'{name}'" for name in names)
-    runs = client.search_runs([experiment_id], f"tags.model = '{model}' and tags.`dvc.experiment` IN ({listed})",
-                              max_results=10 * len(names))
+    runs = [r for r in client.search_runs([experiment_id], f"tags.model = '{model}'", max_results=50000)
+            if r.data.tags.get("dvc.experiment") in names]
     problems = []
     for name in names:
         mine = [r for r in runs if r.data.tags["dvc.experiment"] == name]
