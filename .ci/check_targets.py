@@ -32,7 +32,8 @@ def check_mlflow_runs() -> list[str]:
         versions = client.search_model_versions(f"run_id = '{run.info.run_id}'")
         if not versions:
             failures.append(f"{model}: MLflow run {run.info.run_id} registered no model version")
-        print(f"{model}: MLflow run '{run.info.run_name}' finished, {metric} = {run.data.metrics[metric]:.4g}, "
+        value = run.data.metrics[metric]
+        print(f"{model}: MLflow run '{run.info.run_name}' finished, {metric} = {value:.4g}, "
               f"model {', '.join(f'{v.name} v{v.version}' for v in versions)}")
     return failures
 

@@ -210,7 +210,7 @@ def report(f: dict) -> dict:
             worst_overhead = max(worst_overhead, extra / torch_s)
         phases = ", ".join(f"{k} {v:.2f}" for k, v in stage["phases"].items() if v >= 0.005)
         print(f"{stage['stage']:34} {stage['wall']:7.2f} {stage['startup']:6.2f} "
-              f"{(f'{extra:.2f}' if is_model else ''):>9} {(f'{extra / torch_s:.2f}' if is_model else ''):>7} "
+              f"{f'{extra:.2f}' if is_model else '':>9} {f'{extra / torch_s:.2f}' if is_model else '':>7} "
               f"{stage['peak_rss_mb']:7.0f}  {phases}")
 
     checks = {
@@ -219,10 +219,12 @@ def report(f: dict) -> dict:
         "no-op repro <= 1 s and runs nothing": f["noop_repro_s"] <= TARGETS["noop_repro_s"]
         and f["noop_stages_run"] == 0,
         "lesson / project loop >= 15x": lesson_s / f["project_loop_s"] >= TARGETS["lesson_x_project"],
-        "accuracy within 0.5 points": abs(f["lesson_accuracy"] - f["project_accuracy"]) <= TARGETS["accuracy_gap"],
+        "accuracy within 0.5 points":
+            abs(f["lesson_accuracy"] - f["project_accuracy"]) <= TARGETS["accuracy_gap"],
         "peak RSS <= 1.0 GB": worst_rss <= TARGETS["peak_rss_mb"],
     }
-    print(f"\nworst model-stage overhead {worst_overhead:.2f}x import torch; worst peak RSS {worst_rss:.0f} MB")
+    print(f"\nworst model-stage overhead {worst_overhead:.2f}x import torch; "
+          f"worst peak RSS {worst_rss:.0f} MB")
     for name, met in checks.items():
         print(f"  {'met    ' if met else 'NOT met'}  {name}")
     return checks

@@ -40,7 +40,8 @@ def main(params, args):
         run = tracking.ModelRun.start(name, p.model_dump() | {"model": name}, data, p.epochs)
     with run:
         def on_epoch(record):
-            print(", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
+            print(", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                            for k, v in record.items()))
             with phases("tracking per epoch"):
                 run.log_epoch(record)
 

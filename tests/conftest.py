@@ -9,6 +9,9 @@ from dataclasses import dataclass
 
 import pytest
 
+# The end-to-end fixtures: project copies, their data server and MLflow servers; PostgreSQL.
+pytest_plugins = ["projects", "postgres"]
+
 TRUE_W, TRUE_B, NOISE_STD = [2.0, -3.4], 4.2, 0.01
 
 # Per task, the params a test trains with unless it says otherwise: the lesson's for the linear

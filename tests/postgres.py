@@ -17,8 +17,18 @@ from pathlib import Path
 import pytest
 
 from projects import BIN, environment, free_port
-from regression.server import (HOST, SERVER_SETTINGS, ServerError, create_database, find_postgres,
-                               healthy, init_cluster, start_postgres, stop_postgres, stop_process)
+from regression.server import (
+    HOST,
+    SERVER_SETTINGS,
+    ServerError,
+    create_database,
+    find_postgres,
+    healthy,
+    init_cluster,
+    start_postgres,
+    stop_postgres,
+    stop_process,
+)
 
 USER, PASSWORD, DATABASE = "lesson", "lesson-password", "lesson"
 

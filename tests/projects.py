@@ -26,7 +26,8 @@ from idx_files import write_tiny_fashion_mnist
 from regression.tracking import DEFAULT_EXPERIMENT
 
 PROJECT = Path(__file__).resolve().parents[1]
-COPIED = ["dvc.yaml", "params.yaml", "stages", "src", "Makefile", "requirements.txt", "requirements.lock", ".dvc/config", ".dvc/.gitignore",
+COPIED = ["dvc.yaml", "params.yaml", "stages", "src", "Makefile", "requirements.txt", "requirements.lock",
+          ".dvc/config", ".dvc/.gitignore",
           ".dvcignore", ".gitignore", "data/.gitignore", "models/.gitignore"]
 BIN = Path(sys.executable).parent
 MODELS = ["linear", "softmax_scratch", "softmax_nn"]
@@ -71,7 +72,8 @@ def expected_files(folder: Path) -> dict:
     files = {}
     for path in sorted(folder.glob("*.gz")):
         data = gzip.decompress(path.read_bytes())
-        files[path.name.removesuffix(".gz")] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+        name = path.name.removesuffix(".gz")
+        files[name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
     return files
 
 
@@ -165,17 +167,26 @@ def wait_for_http(url: str, process: subprocess.Popen, seconds: float = 120) -> 
             time.sleep(0.3)
 
 
-@pytest.fixture
-def mlflow_server(tmp_path):
-    """A real `mlflow server` on 127.0.0.1 over an sqlite store of its own; yields its URL."""
+def start_mlflow_server(folder: Path) -> tuple[subprocess.Popen, str]:
+    """A real `mlflow server` on 127.0.0.1 over an sqlite store in `folder`, answering: (process, URL).
+
+    It leads its own process group, so a test can kill it with everything it started.
+    """
     port = free_port()
     server = subprocess.Popen(
         [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--artifacts-destination", str(tmp_path / "artifacts")],
+         "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
+         "--artifacts-destination", str(folder / "artifacts")],
         env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     wait_for_http(f"{url}/health", server)
+    return server, url
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """A real `mlflow server` on 127.0.0.1 over an sqlite store of its own; yields its URL."""
+    server, url = start_mlflow_server(tmp_path)
     yield url
     server.terminate()
     server.wait(timeout=30)

@@ -1,12 +1,10 @@
-"""regression.evaluation: class-name slugs, scores of a split, the classification and regression reports."""
+"""regression.evaluation: scores of a split, the classification and regression reports."""
 
-import re
 
 import pytest
 import torch
 
-from regression.evaluation import classification_report, regression_report, score, slug
-from regression.fashion_mnist import CLASSES
+from regression.evaluation import classification_report, regression_report, score
 from regression.models import MODELS, LinearRegression, ModelConfig
 
 # A hand-made 3-class example: true classes and the logits a model gave, row by row.
@@ -21,19 +19,6 @@ LOGITS = torch.tensor([
     [7.0, 0.0, 1.0],   # c -> a
     [0.0, 0.0, 3.0],   # c -> c
 ])
-
-
-@pytest.mark.parametrize("name, expected", [
-    ("T-shirt/top", "tshirt_top"), ("Ankle boot", "ankle_boot"), ("Trouser", "trouser"),
-])
-def test_slug_of_a_class_name(name, expected):
-    assert slug(name) == expected
-
-
-def test_slugs_of_the_classes_are_distinct_keys():
-    slugs = [slug(name) for name in CLASSES]
-    assert len(set(slugs)) == len(CLASSES)
-    assert all(re.fullmatch(r"[a-z]+(_[a-z]+)*", s) for s in slugs)
 
 
 def test_classification_report_of_a_hand_made_example():

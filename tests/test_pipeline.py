@@ -8,9 +8,19 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from projects import (MODELS, STAGES, data_server, edit_params, mlflow_server, project_copy,  # noqa: F401
-                      read_json, reproduced, run, runs_by_model, snapshot, stages_run, store_uri,
-                      train_command, environment)
+from projects import (
+    MODELS,
+    STAGES,
+    edit_params,
+    environment,
+    read_json,
+    run,
+    runs_by_model,
+    snapshot,
+    stages_run,
+    store_uri,
+    train_command,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -143,7 +153,7 @@ def test_tracking_to_an_mlflow_server_over_http(project_copy, mlflow_server):
     mlflow.set_tracking_uri(mlflow_server)
     [r] = runs_by_model(MlflowClient(mlflow_server))["linear"]
     assert r.info.status == "FINISHED" and "test_loss" in r.data.metrics
-    model = mlflow.pyfunc.load_model(f"models:/synthetic-linear/1")
+    model = mlflow.pyfunc.load_model("models:/synthetic-linear/1")
     assert list(model.predict(np.ones((2, 2), dtype=np.float32)).columns) == ["prediction"]
 
 

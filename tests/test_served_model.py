@@ -12,7 +12,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from projects import BIN, environment, free_port, reproduced, run, store_uri, wait_for_http, data_server  # noqa: F401
+from projects import BIN, environment, free_port, run, store_uri, wait_for_http
 
 pytestmark = pytest.mark.slow
 MODEL = "fashion-mnist-softmax_nn"

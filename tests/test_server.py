@@ -11,10 +11,7 @@ import psycopg
 import pytest
 from mlflow import MlflowClient
 
-from postgres import (mlflow_pg_server, postgres_binaries, postgres_server,  # noqa: F401
-                      postgres_tmp_path)
-from projects import (BIN, PROJECT, data_server, environment, free_port, project_copy,  # noqa: F401
-                      reproduced, run, runs_by_model, train_command)
+from projects import BIN, PROJECT, environment, free_port, run, runs_by_model, train_command
 from regression.server import ended
 
 pytestmark = pytest.mark.slow

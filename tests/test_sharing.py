@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from projects import data_server, environment, project_copy, reproduced, run, stages_run  # noqa: F401
+from projects import run, stages_run
 
 pytestmark = pytest.mark.slow
 

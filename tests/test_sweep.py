@@ -7,11 +7,11 @@ and against a real MLflow server on PostgreSQL.
 import pytest
 from mlflow import MlflowClient
 
-from postgres import mlflow_pg_server, postgres_binaries, postgres_server  # noqa: F401
-from projects import data_server, environment, project_copy, reproduced, run, store_uri  # noqa: F401
+from projects import environment, run, store_uri
 
 pytestmark = pytest.mark.slow
-GRID = ["--lr", "0.05,0.1", "--epochs", "2,3", "--batch-size", "50", "--validation-size", "100", "--jobs", "2"]
+GRID = ["--lr", "0.05,0.1", "--epochs", "2,3", "--batch-size", "50", "--validation-size", "100",
+        "--jobs", "2"]
 
 
 def sweep(project, uri: str, experiment: str) -> tuple[str, MlflowClient]:

@@ -1,4 +1,4 @@
-"""regression.tracking: run names, the store under concurrency, signals, orphans, dead servers, corrupt stores.
+"""regression.tracking: run names, the store under concurrency, signals, orphans, dead servers, bad stores.
 
 The process tests run `tests/fake_stage.py`: the real stage runner and MLflow run, without
 torch or data, against a tiny sqlite store or a loopback server they stop.
@@ -17,9 +17,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from projects import BIN, PROJECT, environment, free_port, wait_for_http
-from regression.tracking import (TrackingError, changed_params, committed_params, open_experiment,
-                                 run_name)
+from projects import PROJECT, environment, free_port, start_mlflow_server
+from regression.tracking import TrackingError, changed_params, committed_params, open_experiment, run_name
 
 FAKE_STAGE = Path(__file__).with_name("fake_stage.py")
 
@@ -44,7 +43,8 @@ def fake_stage(folder: Path, *args: str, uri: str | None = None, **popen) -> sub
 def started_run(process: subprocess.Popen) -> str:
     """Wait for the fake stage's "started <run id>" line."""
     line = process.stdout.readline()
-    assert line.startswith("started "), f"{line!r}\n{process.stderr.read() if process.poll() is not None else ''}"
+    if not line.startswith("started "):
+        pytest.fail(f"{line!r}\n{process.stderr.read() if process.poll() is not None else ''}")
     return line.split()[1]
 
 
@@ -63,7 +63,8 @@ def test_run_name_says_the_model_and_what_differs():
 
 
 def test_changed_params_are_this_models_and_other_sections_only():
-    committed = {"train": {"a": {"lr": 0.05, "epochs": 10}, "b": {"lr": 0.05}}, "prepare": {"validation_size": 0}}
+    committed = {"train": {"a": {"lr": 0.05, "epochs": 10}, "b": {"lr": 0.05}},
+                 "prepare": {"validation_size": 0}}
     current = {"train": {"a": {"lr": 0.1, "epochs": 10}, "b": {"lr": 0.2}}, "prepare": {"validation_size": 5}}
     assert changed_params(current, committed, "a") == {"lr": 0.1, "prepare.validation_size": 5}
     assert changed_params(current, {}, "a") == {}  # nothing to compare with
@@ -190,14 +191,7 @@ def test_hanging_server_fails_within_seconds(folder):
 
 @pytest.mark.slow
 def test_server_dying_during_training_fails_the_stage_within_30_s(folder, tmp_path):
-    port = free_port()
-    server = subprocess.Popen(
-        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--artifacts-destination", str(tmp_path / "artifacts")],
-        env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
-    wait_for_http(f"{uri}/health", server)
+    server, uri = start_mlflow_server(tmp_path)
     process = fake_stage(folder, "softmax_nn", "1000", "0.2", uri=uri)
     started_run(process)
     os.killpg(server.pid, signal.SIGKILL)

@@ -76,7 +76,8 @@ def summary(client, experiment_id: str, uri: str) -> list[str]:
             "" if runs[0].info.status == "FINISHED" else f" {runs[0].info.status}")
         lines.append(f"{model:16} {shown or 'no metrics yet'}; {run}")
     ui = UI if uri.startswith("sqlite:") else uri
-    lines.append(f"MLflow: {ui}/#/experiments/{experiment_id}" + (" (start it with `make ui`)" if ui == UI else ""))
+    hint = " (start it with `make ui`)" if ui == UI else ""
+    lines.append(f"MLflow: {ui}/#/experiments/{experiment_id}{hint}")
     return [line if len(line) <= WIDTH else line[:WIDTH - 1] + "…" for line in lines]
 
 

@@ -49,7 +49,8 @@ def save_dataset(folder: str | Path, splits: dict[str, tuple[np.ndarray, np.ndar
     digest = hashlib.sha256()
     for name in sorted(files):
         digest.update(f"{name}\0".encode() + hashlib.sha256(files[name]).digest())
-    meta = {**meta, "digest": digest.hexdigest()[:32], "rows": {split: len(X) for split, (X, _) in splits.items()}}
+    rows = {split: len(X) for split, (X, _) in splits.items()}
+    meta = {**meta, "digest": digest.hexdigest()[:32], "rows": rows}
     files[META] = (json.dumps(meta, indent=2) + "\n").encode()
     write_folder_atomic(folder, files)
 

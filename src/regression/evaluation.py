@@ -20,11 +20,6 @@ def score(spec: ModelSpec, outputs: torch.Tensor, y: torch.Tensor) -> dict[str, 
     return scores
 
 
-def slug(name: str) -> str:
-    """A class name as a key: 'T-shirt/top' -> 'tshirt_top', 'Ankle boot' -> 'ankle_boot'."""
-    return "_".join("".join(c for c in part if c.isalnum()) for part in name.lower().replace("/", " ").split())
-
-
 @torch.no_grad()
 def classification_report(outputs: torch.Tensor, y: torch.Tensor, classes: tuple[str, ...]) -> dict:
     """Test metrics, per-class accuracy, the confusion matrix and the predicted class of each example.

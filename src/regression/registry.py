@@ -36,7 +36,7 @@ def promote(client, name: str) -> str:
     version, metric = chosen
     client.set_registered_model_alias(name, ALIAS, version.version)
     client.set_model_version_tag(name, version.version, "champion.selected_by", metric)
-    note = "" if metric == "val_accuracy" else " (no version has a validation accuracy: chosen on the test set)"
+    note = "" if metric == "val_accuracy" else " (no version has a val_accuracy: chosen on the test set)"
     return (f"{name}: {ALIAS} -> version {version.version} ({version.tags.get('run_name', version.run_id)}), "
             f"{metric} {float(version.tags[metric]):.4f}{note}")
 

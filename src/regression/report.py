@@ -46,7 +46,8 @@ def make_report(name: str, spec: ModelSpec, model: nn.Module, last: dict, test_o
         fit = regression_report(model, meta)
         pairs = zip(test_y.reshape(-1).tolist(), test_outputs.reshape(-1).tolist())
         return Report(metrics={"test_loss": last["test_loss"], **fit}, files={
-            "predictions.csv": csv_bytes(("actual", "predicted"), ((f"{a:.6g}", f"{p:.6g}") for a, p in pairs))})
+            "predictions.csv": csv_bytes(("actual", "predicted"),
+                                         ((f"{a:.6g}", f"{p:.6g}") for a, p in pairs))})
 
     classes = config.classes
     result = classification_report(test_outputs, test_y, classes)

@@ -198,7 +198,7 @@ def description(model: str, params: dict, changed: dict, tags: dict, data: dict)
     if tags.get(EXPERIMENT_TAG):
         lines.append(f"- DVC experiment: `{tags[EXPERIMENT_TAG]}`")
     lines.append(f"- git commit: `{tags.get(COMMIT_TAG, 'unknown')}`")
-    lines.append(f"- changed from the committed params.yaml: "
+    lines.append("- changed from the committed params.yaml: "
                  + (", ".join(f"`{k}={v}`" for k, v in changed.items()) or "nothing"))
     lines.append(f"- data: `{data['name']}`, digest `{data['digest']}`")
     lines += ["", "| param | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in params.items()]
