@@ -30,6 +30,17 @@ class Interrupted(BaseException):
         super().__init__(f"interrupted by {signal.Signals(signum).name}")
 
 
+# Called, newest first, when a stage is interrupted: what must end even if the signal lands
+# between two statements of a `with` (e.g. an MLflow run marked KILLED). See `on_interrupt`.
+_on_interrupt: list[Callable[[], None]] = []
+
+
+def on_interrupt(cleanup: Callable[[], None]) -> Callable[[], None]:
+    """Run `cleanup` if the stage is interrupted; returns the function that cancels that."""
+    _on_interrupt.append(cleanup)
+    return lambda: _on_interrupt.remove(cleanup) if cleanup in _on_interrupt else None
+
+
 def _raise_interrupted(signum, frame):
     # From here on, further signals only wait for the clean-up this one starts.
     for s in (signal.SIGTERM, signal.SIGINT):
@@ -52,6 +63,8 @@ def run(main: Callable[[Params, argparse.Namespace], None], parser: argparse.Arg
         print(f"error: {error}", file=sys.stderr)
         code = 1
     except Interrupted as interrupted:
+        for cleanup in reversed(_on_interrupt):
+            cleanup()
         print(f"error: {interrupted}", file=sys.stderr)
         code = 128 + interrupted.signum
     phases.record(os.environ.get("DVC_STAGE") or " ".join(sys.argv[:2]), code)

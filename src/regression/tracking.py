@@ -22,7 +22,7 @@ import urllib.request
 import warnings
 from pathlib import Path
 
-from regression import PipelineError
+from regression import PipelineError, stage
 from regression.params import read_yaml
 
 DEFAULT_EXPERIMENT = "regression-lesson"
@@ -240,6 +240,7 @@ class ModelRun:
     def __init__(self, run_id: str, name: str, tags: dict, epochs: int, data: dict):
         self.run_id, self.name, self.tags, self.epochs, self.data = run_id, name, tags, epochs, data
         self.last_record: dict = {}
+        self.forget_on_interrupt = lambda: None  # set by `start`
 
     @classmethod
     def start(cls, model: str, params: dict, data: dict, epochs: int) -> "ModelRun":
@@ -265,6 +266,7 @@ class ModelRun:
         run_id = client.create_run(experiment, run_name=name, tags=tags | {
             "mlflow.note.content": description(model, params, changed, tags, data)}).info.run_id
         run = cls(run_id, name, tags, epochs, data)
+        run.forget_on_interrupt = stage.on_interrupt(lambda: run.end("KILLED"))
         try:
             mlflow.start_run(run_id=run_id)  # the active run, which log_model logs to
             mlflow.log_params(params)
@@ -279,15 +281,14 @@ class ModelRun:
         return self
 
     def __exit__(self, kind, error, traceback) -> None:
-        from regression.stage import Interrupted
-
-        status = "FINISHED" if kind is None else "KILLED" if issubclass(kind, Interrupted) else "FAILED"
+        status = "FINISHED" if kind is None else "KILLED" if issubclass(kind, stage.Interrupted) else "FAILED"
         self.end(status)
         self.raise_tracking_error(error)
 
     def end(self, status: str) -> None:
         import mlflow
 
+        self.forget_on_interrupt()
         try:
             mlflow.end_run(status)
         except Exception:  # the store is gone: the next start of this stage marks the run
