@@ -1,7 +1,7 @@
 """A grid of experiments on DVC's queue, ranked by validation accuracy; the best becomes `champion`.
 
-Usage: python -m regression.sweep [--model softmax_nn] [--lr 0.1,0.2] [--epochs 30] [--batch-size 100]
-                                  [--validation-size 10000] [--jobs 2]        (`make sweep`)
+Usage: python -m regression.sweep [--model softmax_nn] [--lr 0.05,0.1,0.2] [--epochs 30]
+           [--batch-size 100,500] [--validation-size 10000] [--jobs 2]        (`make sweep`)
 
 Every combination is queued with DVC's grid syntax (`dvc exp run --queue -S 'k=a,b'`), from
 the committed params.yaml (so a sweep never inherits an experiment applied to the workspace),
@@ -89,9 +89,9 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="softmax_nn")
-    parser.add_argument("--lr", default="0.1,0.2", help="comma-separated values (DVC's grid syntax)")
+    parser.add_argument("--lr", default="0.05,0.1,0.2", help="comma-separated values (DVC's grid syntax)")
     parser.add_argument("--epochs", default="30")
-    parser.add_argument("--batch-size", default="100")
+    parser.add_argument("--batch-size", default="100,500")
     parser.add_argument("--validation-size", type=int, default=10000)
     parser.add_argument("--jobs", type=int, default=2)
     args = parser.parse_args(argv)
