@@ -42,21 +42,29 @@ def tiny_fashion() -> dict:
 
 @pytest.fixture(scope="session")
 def linear_data() -> types.SimpleNamespace:
-    """The lesson's y = Xw + b + noise (w = [2, -3.4], b = 4.2, noise std 0.01), as `generate`
-    stores it: .arrays {"train": 1000 rows, "test": 200 rows} of (float32 X (n, 2), float32 y (n, 1))
-    and .meta with the true w and b."""
-    import torch
+    """The lesson's y = Xw + b + noise (w = [2, -3.4], b = 4.2, noise std 0.01), drawn by the
+    `generate` stage's own code: .arrays {"train": 1000 rows, "test": 200 rows} of (float32 X (n, 2),
+    float32 y (n, 1)) and .meta with the true w and b."""
+    import numpy as np
 
-    generator = torch.Generator().manual_seed(0)
-    w = torch.tensor(TRUE_W)
+    synthetic_data = stage_module("generate").synthetic_data
+    rng, w = np.random.default_rng(0), np.asarray(TRUE_W, dtype=np.float32)
+    return types.SimpleNamespace(
+        arrays={"train": synthetic_data(w, TRUE_B, NOISE_STD, 1000, rng),
+                "test": synthetic_data(w, TRUE_B, NOISE_STD, 200, rng)},
+        meta={"name": "synthetic", "true_w": TRUE_W, "true_b": TRUE_B})
 
-    def draw(n):
-        X = torch.normal(0.0, 1.0, (n, len(TRUE_W)), generator=generator)
-        y = X @ w + TRUE_B + torch.normal(0.0, NOISE_STD, (n,), generator=generator)
-        return X.numpy(), y.reshape(-1, 1).numpy()
 
-    return types.SimpleNamespace(arrays={"train": draw(1000), "test": draw(200)},
-                                 meta={"name": "synthetic", "true_w": TRUE_W, "true_b": TRUE_B})
+def stage_module(name: str) -> types.ModuleType:
+    """stages/<name>.py as a module (its `main` not run), to test its functions."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "stages" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"stage_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @dataclass

@@ -16,7 +16,7 @@ HEAVY = ("torch", "torchvision", "matplotlib", "mlflow")
 NEEDS = {
     "download": set(),
     "prepare": {"torch", "torchvision"},  # torchvision's IDX reader, once
-    "generate": {"torch"},
+    "generate": set(),  # numpy draws the synthetic data
     "samples": {"matplotlib"},
     "train": {"torch", "matplotlib", "mlflow"},
 }
