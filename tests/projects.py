@@ -205,10 +205,33 @@ def reproduced(tmp_path_factory, data_server):
     return path, result.stdout + result.stderr, snapshot(path)
 
 
+def copy_of(reproduced_path: Path, dest: Path) -> Path:
+    """A copy of a reproduced project (git repo, DVC cache and outputs) with an empty MLflow store."""
+    shutil.copytree(reproduced_path, dest, symlinks=True,
+                    ignore=shutil.ignore_patterns("mlflow.db*", "mlartifacts"))
+    return dest
+
+
 @pytest.fixture
 def project_copy(reproduced, tmp_path):
-    """A copy of the reproduced project (git repo, DVC cache and outputs) with an empty MLflow store."""
-    path = tmp_path / "project"
-    shutil.copytree(reproduced[0], path, symlinks=True,
-                    ignore=shutil.ignore_patterns("mlflow.db*", "mlartifacts"))
-    return path
+    return copy_of(reproduced[0], tmp_path / "project")
+
+
+# A small grid for `python -m regression.sweep`: 4 experiments of softmax_nn, 2 workers.
+SWEEP_GRID = ["--lr", "0.05,0.1", "--epochs", "2,3", "--batch-size", "50", "--validation-size", "100",
+              "--jobs", "2"]
+
+
+def sweep(project: Path, uri: str, experiment: str) -> str:
+    """Run the sweep in `project` against the store `uri`; its output."""
+    env = environment(PYTHONPATH="src", MLFLOW_TRACKING_URI=uri, MLFLOW_EXPERIMENT_NAME=experiment)
+    result = run(project, "python", "-m", "regression.sweep", *SWEEP_GRID, env=env, timeout=900)
+    return result.stdout + result.stderr
+
+
+@pytest.fixture(scope="session")
+def swept(reproduced, tmp_path_factory):
+    """A copy of the reproduced project after a 4-experiment sweep into a new sqlite store that had
+    no `mlflow.db` before: (path, the sweep's output). Its store holds the 4 runs of softmax_nn."""
+    path = copy_of(reproduced[0], tmp_path_factory.mktemp("swept") / "project")
+    return path, sweep(path, store_uri(path), "sweep-sqlite")

@@ -66,7 +66,9 @@ def test_changed_params_are_this_models_and_other_sections_only():
     committed = {"train": {"a": {"lr": 0.05, "epochs": 10}, "b": {"lr": 0.05}},
                  "prepare": {"validation_size": 0}}
     current = {"train": {"a": {"lr": 0.1, "epochs": 10}, "b": {"lr": 0.2}}, "prepare": {"validation_size": 5}}
-    assert changed_params(current, committed, "a") == {"lr": 0.1, "prepare.validation_size": 5}
+    changed = changed_params(current, committed, "a")
+    assert changed == {"lr": 0.1, "prepare.validation_size": 5}
+    assert list(changed) == ["lr", "prepare.validation_size"]  # the model's own first
     assert changed_params(current, {}, "a") == {}  # nothing to compare with
 
 

@@ -183,7 +183,7 @@ def changed_params(current: dict, committed: dict, model: str) -> dict[str, obje
     """Params that differ from the committed params.yaml and matter to `model`'s stage.
 
     Keys of `train.<model>` are named as is (`lr`); keys of other sections in full
-    (`prepare.validation_size`). Other models' params do not matter to this run. With no
+    (`prepare.validation_size`), after them. Other models' params do not matter to this run. With no
     committed params.yaml to compare with (not a git repo), nothing counts as changed.
     """
     if not committed:
@@ -195,11 +195,9 @@ def changed_params(current: dict, committed: dict, model: str) -> dict[str, obje
 
     now, before = flat(current), flat(committed)
     own = f"train.{model}."
-    changed = {}
-    for key, value in now.items():
-        if before.get(key, object()) != value and (key.startswith(own) or not key.startswith("train.")):
-            changed[key.removeprefix(own)] = value
-    return changed
+    changed = {key: value for key, value in now.items() if before.get(key, object()) != value}
+    return ({key.removeprefix(own): value for key, value in changed.items() if key.startswith(own)}
+            | {key: value for key, value in changed.items() if not key.startswith("train.")})
 
 
 def run_name(model: str, changed: dict, experiment: str | None, commit: str | None) -> str:
