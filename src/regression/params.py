@@ -102,14 +102,20 @@ class Params(_Section):
     train: Annotated[dict[str, TrainParams], Field(min_length=1)]
 
 
-def read_yaml(path: str | Path) -> Any:
-    """A YAML file as DVC reads params.yaml: YAML 1.2 (so `1e-3` is a number), plain types."""
+def parse_yaml(text: str) -> Any:
+    """YAML as DVC reads params.yaml: YAML 1.2 (so `1e-3` is a number), plain types."""
     from ruamel.yaml import YAML
+
+    return YAML(typ="safe", pure=True).load(text)
+
+
+def read_yaml(path: str | Path) -> Any:
+    """A YAML file, read by `parse_yaml`; any failure is a ParamsError naming the file."""
     from ruamel.yaml.error import YAMLError
 
     path = Path(path)
     try:
-        return YAML(typ="safe", pure=True).load(path.read_text())
+        return parse_yaml(path.read_text())
     except (OSError, UnicodeDecodeError, YAMLError) as error:
         raise ParamsError(f"{path}: cannot read params: {' '.join(str(error).split())}") from None
 

@@ -17,13 +17,12 @@ import logging
 import os
 import socket
 import subprocess
-import urllib.error
 import urllib.request
 import warnings
 from pathlib import Path
 
 from regression import PipelineError, stage
-from regression.params import read_yaml
+from regression.params import parse_yaml, read_yaml
 
 DEFAULT_EXPERIMENT = "regression-lesson"
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}  # the UI's model-training view
@@ -173,8 +172,7 @@ def committed_params() -> dict:
     if text is None:
         return {}
     try:
-        from ruamel.yaml import YAML
-        return YAML(typ="safe", pure=True).load(text) or {}
+        return parse_yaml(text) or {}
     except Exception:  # an unreadable committed file only costs the run name its detail
         return {}
 
@@ -182,22 +180,24 @@ def committed_params() -> dict:
 def changed_params(current: dict, committed: dict, model: str) -> dict[str, object]:
     """Params that differ from the committed params.yaml and matter to `model`'s stage.
 
-    Keys of `train.<model>` are named as is (`lr`); keys of other sections in full
-    (`prepare.validation_size`), after them. Other models' params do not matter to this run. With no
+    Keys of `train.<model>` are named as is (`lr`); keys of other sections in full, after them
+    (`prepare.validation_size`). Other models' params do not matter to this run. With no
     committed params.yaml to compare with (not a git repo), nothing counts as changed.
     """
     if not committed:
         return {}
-    def flat(tree, prefix=""):
-        if not isinstance(tree, dict):
-            return {prefix.rstrip("."): tree}
-        return {k: v for key, value in tree.items() for k, v in flat(value, f"{prefix}{key}.").items()}
-
     now, before = flat(current), flat(committed)
     own = f"train.{model}."
     changed = {key: value for key, value in now.items() if before.get(key, object()) != value}
     return ({key.removeprefix(own): value for key, value in changed.items() if key.startswith(own)}
             | {key: value for key, value in changed.items() if not key.startswith("train.")})
+
+
+def flat(tree, prefix: str = "") -> dict:
+    """{'a': {'b': 1}} -> {'a.b': 1}."""
+    if not isinstance(tree, dict):
+        return {prefix.rstrip("."): tree}
+    return {k: v for key, value in tree.items() for k, v in flat(value, f"{prefix}{key}.").items()}
 
 
 def run_name(model: str, changed: dict, experiment: str | None, commit: str | None) -> str:
