@@ -33,9 +33,13 @@ compare: $(VENV)/.installed
 promote: $(VENV)/.installed
 	PYTHONPATH=src python -m regression.registry
 
-# The MLflow UI on http://127.0.0.1:5000: select runs of one model and press "Compare".
+# The MLflow UI on http://127.0.0.1:5000. First prints the link to the run list in the lesson's
+# view (key params and metrics as columns, best test accuracy first); there, tick runs and press
+# "Compare" to see them side by side.
+ui: UI_STORE := sqlite:///$(CURDIR)/mlflow.db
 ui: $(VENV)/.installed
-	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+	MLFLOW_TRACKING_URI=$(UI_STORE) PYTHONPATH=src python -m regression.ui http://127.0.0.1:5000
+	mlflow ui --backend-store-uri $(UI_STORE) --host 127.0.0.1 --port 5000
 
 # A grid of experiments on DVC's queue (2 workers), ranked by validation accuracy; the best
 # becomes `champion`. Values are DVC grid lists: make sweep LR=0.05,0.1,0.2 EPOCHS=10,30

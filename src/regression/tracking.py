@@ -25,7 +25,37 @@ from regression import PipelineError, stage
 from regression.params import parse_yaml, read_yaml
 
 DEFAULT_EXPERIMENT = "regression-lesson"
-EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}  # the UI's model-training view
+
+
+def lesson_view() -> dict[str, str]:
+    """The lesson's saved view of the run list in MLflow's UI, as the experiment tag holding it.
+
+    Which columns the run list shows, and its sort, live in the UI, not in the tracking API; a
+    saved view ships them with the store. MLflow's UI keeps one as the tag
+    `mlflow.sharedViewState.<key>`: a JSON envelope {name, createdAt, state} whose state is the
+    UI's persisted state as a JSON string, naming columns as the UI does (params.`lr`,
+    metrics.`test_accuracy`). The view is listed under "Views" above the run list;
+    `regression.ui.run_list_url` links to it. val_accuracy shows only with a validation split.
+    """
+    import json
+
+    params = [f"params.`{key}`" for key in ("lr", "epochs", "batch_size", "seed")]
+    metrics = [f"metrics.`{key}`" for key in ("val_accuracy", "test_accuracy", "test_loss", "train_loss")]
+    run_name = "attributes.`Run Name`"
+    state = {"selectedColumns": params + metrics,
+             "orderByKey": "metrics.`test_accuracy`", "orderByAsc": False,  # every run has test_accuracy
+             # the run name, the UI's created and duration columns, the params, the metrics; names
+             # and metrics wider than the UI's default (else cut short), params narrower
+             "columnOrder": [run_name, "runDateAndNestInfo", "duration", *params, *metrics],
+             "columnWidths": {run_name: 260} | dict.fromkeys(params, 90) | dict.fromkeys(metrics, 120)}
+    envelope = {"name": "Lesson: key params and metrics, best test accuracy first",
+                "createdAt": 1_795_996_800_000,  # 2026-11-30 in ms: fixed, so every store gets the same tag
+                "state": json.dumps(state)}
+    return {"mlflow.sharedViewState.lesson": json.dumps(envelope)}
+
+
+# The UI's model-training view, and the lesson's saved view (set only where missing: see experiment_id).
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"} | lesson_view()
 # MLflow reads these per request; unset, a dead server costs minutes of retries.
 HTTP_BOUNDS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
                "MLFLOW_HTTP_REQUEST_TIMEOUT": "8"}
@@ -89,7 +119,11 @@ def open_experiment() -> str:
 
 
 def experiment_id(uri: str) -> str:
-    """The id of the experiment (created, with the tags the UI needs, if missing)."""
+    """The id of the experiment (created if missing), with the tags the UI needs.
+
+    EXPERIMENT_TAGS are set where they differ (the UI may guess another kind), but a saved view
+    only where missing: a view the user has overridden in the UI stays as they left it.
+    """
     import mlflow
     from mlflow.exceptions import MlflowException
     from sqlalchemy.exc import SQLAlchemyError
@@ -102,9 +136,10 @@ def experiment_id(uri: str) -> str:
             # An sqlite store keeps artifacts beside its file; a server decides for itself.
             location = (database.resolve().parent / "mlartifacts").as_uri() if database else None
             experiment = mlflow.get_experiment(mlflow.create_experiment(name, location, EXPERIMENT_TAGS))
-        elif any(experiment.tags.get(k) != v for k, v in EXPERIMENT_TAGS.items()):
-            for key, value in EXPERIMENT_TAGS.items():
-                mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, key, value)
+        to_set = {key: value for key, value in EXPERIMENT_TAGS.items() if experiment.tags.get(key) != value
+                  and not (key.startswith("mlflow.sharedViewState.") and key in experiment.tags)}
+        for key, value in to_set.items():
+            mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, key, value)
         return experiment.experiment_id
     except (MlflowException, SQLAlchemyError) as error:
         if database is None:

@@ -1,0 +1,188 @@
+"""The MLflow UI: the lesson's saved view, the links to it, and the UI on real runs in a browser.
+
+The end-to-end test records three `dvc exp run`s of softmax_nn with different learning rates
+into a project copy's store, serves it with `mlflow ui`, and opens the run list in the lesson's
+view and the compare view of the three runs in headless Chromium (tests/browser.py).
+Screenshots land in tests/output/ui/.
+"""
+
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+from urllib.parse import parse_qs, unquote
+
+import pytest
+from mlflow import MlflowClient
+
+from browser import Browser, find_chromium
+from projects import (BIN, data_server, environment, free_port, project_copy, reproduced,  # noqa: F401
+                      run, runs_by_model, store_uri, wait_for_http)
+from regression.tracking import DEFAULT_EXPERIMENT, EXPERIMENT_TAGS, lesson_view, open_experiment
+from regression.ui import VIEW_TAG, compare_url, run_list_url
+
+OUTPUT = Path(__file__).with_name("output") / "ui"
+LEARNING_RATES = ("0.01", "0.02", "0.1")  # not 0.05, params.yaml's: its run name names no lr
+PAGE_SECONDS = 60  # for a page to show its data; it takes 2-5 s
+LR, TEST_ACCURACY, RUN_NAME = "params.`lr`", "metrics.`test_accuracy`", "attributes.`Run Name`"
+# The view's columns these runs have values for (no val_accuracy: the copy has no validation split).
+SHOWN_COLUMNS = [LR, "params.`epochs`", "params.`batch_size`", "params.`seed`",
+                 TEST_ACCURACY, "metrics.`test_loss`", "metrics.`train_loss`"]
+VIEW_PICKER = '[data-component-id="mlflow.experiment_page.saved_views.trigger"]'
+# True when the MLflow Assistant panel (which a first visit opens beside the page) is closed;
+# if it is open, closes it and is false, so the page is looked at again once it has its full width.
+ASSISTANT_CLOSED = """(button => button ? (button.click(), false) : true)(
+  document.querySelector('[data-component-id="mlflow.assistant.chat_panel.close"]'))"""
+# The run list's rows, top to bottom: {column id: text} (a cell holding a link: the link's text).
+RUN_LIST_ROWS = """(() => {
+  const rows = {};
+  for (const cell of document.querySelectorAll('.ag-row [col-id]')) {
+    const index = Number(cell.closest('.ag-row').getAttribute('row-index'));
+    (rows[index] ??= {})[cell.getAttribute('col-id')] = (cell.querySelector('a') || cell).innerText.trim();
+  }
+  return Object.keys(rows).sort((a, b) => a - b).map(index => rows[index]);
+})()"""
+RUN_LIST_COLUMNS = "[...document.querySelectorAll('.ag-header-cell')].map(c => c.getAttribute('col-id'))"
+# A row of the compare view's tables ("Run Name:", "lr", ...): the texts of its cells, or null.
+COMPARE_ROW = """(name => {
+  for (const row of document.querySelectorAll('tr')) {
+    const head = row.querySelector('th');
+    if (head?.innerText.trim() === name) return [...row.querySelectorAll('td')].map(c => c.innerText.trim());
+  }
+  return null;
+})"""
+COMPARED_METRICS = "[...document.querySelectorAll('a[title=\"Plot chart\"]')].map(a => a.innerText.trim())"
+PLOT_DRAWN = "document.querySelector('.js-plotly-plot .parcoords')"
+
+
+# The saved view and the links
+
+
+def view_name() -> str:
+    return json.loads(EXPERIMENT_TAGS[VIEW_TAG])["name"]
+
+
+def test_saved_view_selects_the_lesson_columns_sorted_by_test_accuracy():
+    [(key, value)] = lesson_view().items()
+    assert key == VIEW_TAG == "mlflow.sharedViewState.lesson" and EXPERIMENT_TAGS[key] == value
+    envelope = json.loads(value)
+    assert envelope["name"] == view_name() and isinstance(envelope["createdAt"], int)
+    state = json.loads(envelope["state"])
+    assert state["selectedColumns"] == SHOWN_COLUMNS[:4] + ["metrics.`val_accuracy`"] + SHOWN_COLUMNS[4:]
+    assert (state["orderByKey"], state["orderByAsc"]) == (TEST_ACCURACY, False)
+    assert lesson_view() == lesson_view()  # the same in every store
+
+
+def test_links_open_the_view_and_compare_runs():
+    assert (run_list_url("http://127.0.0.1:5000/", "3") == "http://127.0.0.1:5000/#/experiments/3/runs"
+            "?viewStateShareKey=lesson&workflowType=machine_learning")
+    url = compare_url("http://127.0.0.1:5000", "3", ["a1", "b2"])
+    page, _, query = url.partition("?")
+    assert page == "http://127.0.0.1:5000/#/compare-runs"
+    fields = {key: unquote(value) for key, value in (field.split("=") for field in query.split("&"))}
+    assert fields == {"runs": '["a1", "b2"]', "experiments": '["3"]', "workflowType": "machine_learning"}
+
+
+def test_opening_the_experiment_saves_the_view_once_and_keeps_the_users(tmp_path, monkeypatch):
+    """A view changed in the UI ("Override saved view") stays; a deleted one comes back."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = open_experiment()
+    assert client.get_experiment(experiment).tags[VIEW_TAG] == EXPERIMENT_TAGS[VIEW_TAG]
+    client.set_experiment_tag(experiment, VIEW_TAG, "the user's own")
+    assert open_experiment() == experiment
+    assert client.get_experiment(experiment).tags[VIEW_TAG] == "the user's own"
+    client.delete_experiment_tag(experiment, VIEW_TAG)
+    open_experiment()
+    assert client.get_experiment(experiment).tags[VIEW_TAG] == EXPERIMENT_TAGS[VIEW_TAG]
+
+
+# The UI in a browser, on runs the pipeline made
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Chromium's path; without one the browser test is skipped, or fails when CI is set."""
+    path = find_chromium()
+    if path is None:
+        message = "no Chromium to load the MLflow UI in: apt-get install -y --no-install-recommends chromium"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI is set and there is {message}")
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture
+def lesson_runs(project_copy):
+    """The project copy after `dvc exp run -n nn-lr-<lr> -S train.softmax_nn.lr=<lr>` for each
+    of LEARNING_RATES: (path, {lr: run})."""
+    for lr in LEARNING_RATES:
+        run(project_copy, "dvc", "exp", "run", "-n", f"nn-lr-{lr}", "-S", f"train.softmax_nn.lr={lr}")
+    runs = runs_by_model(MlflowClient(store_uri(project_copy)))["softmax_nn"]
+    return project_copy, {r.data.params["lr"]: r for r in runs}
+
+
+@pytest.fixture
+def mlflow_ui(lesson_runs):
+    """`mlflow ui` on the project copy's store; yields its URL."""
+    path, _ = lesson_runs
+    port = free_port()
+    # One worker and no job runner (GenAI's background tasks): up in seconds, not half a minute.
+    server = subprocess.Popen(
+        [str(BIN / "mlflow"), "ui", "--backend-store-uri", store_uri(path), "--host", "127.0.0.1",
+         "--port", str(port), "--workers", "1"],
+        env=environment(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"), stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    wait_for_http(f"{url}/health", server)
+    yield url
+    os.killpg(server.pid, signal.SIGTERM)  # the server and its uvicorn worker
+    server.wait(timeout=30)
+
+
+def load(browser: Browser, url: str, ready: str, screenshot: str, height: int = 1000):
+    """Open `url`, wait until the JavaScript condition `ready` holds with the Assistant panel
+    closed, and save a screenshot; the page (or a failure showing what it had)."""
+    page = browser.open(url, height=height)
+    loaded = page.wait_for(f"{ASSISTANT_CLOSED} && ({ready})", PAGE_SECONDS)
+    page.screenshot(OUTPUT / screenshot)
+    if not loaded:
+        pytest.fail(f"{url} did not show its data in {PAGE_SECONDS} s (screenshot: {OUTPUT / screenshot}); "
+                    f"it showed:\n{page.text()[:3000]}")
+    return page
+
+
+@pytest.mark.slow
+def test_ui_shows_the_runs_in_the_lesson_view_and_compares_them(chromium, lesson_runs, mlflow_ui):
+    path, runs = lesson_runs
+    experiment = MlflowClient(store_uri(path)).get_experiment_by_name(DEFAULT_EXPERIMENT)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    names = {lr: f"softmax_nn lr={lr} · nn-lr-{lr}" for lr in LEARNING_RATES}
+    assert {lr: r.info.run_name for lr, r in runs.items()} == names
+
+    with Browser(chromium) as browser:
+        filled_rows = f"{RUN_LIST_ROWS}.filter(row => {json.dumps(SHOWN_COLUMNS)}.every(key => row[key]))"
+        run_list = load(browser, run_list_url(mlflow_ui, experiment.experiment_id),
+                        f"{filled_rows}.length === 3", "run-list.png")
+        hash_path, _, query = run_list.evaluate("location.hash").partition("?")
+        assert hash_path == f"#/experiments/{experiment.experiment_id}/runs"  # not GenAI's overview or traces
+        heading = run_list.evaluate("document.querySelector('h2').innerText")
+        assert heading == "Runs"  # in GenAI's workflow: "Training runs"
+        assert run_list.evaluate(f"document.querySelector('{VIEW_PICKER}').innerText") == view_name()
+        order = parse_qs(query)
+        assert (order["orderByKey"], order["orderByAsc"]) == ([TEST_ACCURACY], ["false"])
+        columns = run_list.evaluate(RUN_LIST_COLUMNS)
+        assert set(SHOWN_COLUMNS) <= set(columns) and columns.index(LR) < columns.index(TEST_ACCURACY)
+        rows = run_list.evaluate(RUN_LIST_ROWS)
+        assert {row[RUN_NAME]: row[LR] for row in rows} == {name: lr for lr, name in names.items()}
+        accuracies = [float(row[TEST_ACCURACY]) for row in rows]
+        assert accuracies == sorted(accuracies, reverse=True), "not sorted by test accuracy, best first"
+
+        ids = [runs[lr].info.run_id for lr in LEARNING_RATES]
+        compare = load(browser, compare_url(mlflow_ui, experiment.experiment_id, ids),
+                       f"{COMPARE_ROW}('lr')?.length === 3 && {PLOT_DRAWN}", "compare-runs.png", height=2000)
+        assert "Comparing 3 Runs" in compare.text()
+        assert compare.evaluate(f"{COMPARE_ROW}('Run Name:')") == [names[lr] for lr in LEARNING_RATES]
+        assert compare.evaluate(f"{COMPARE_ROW}('lr')") == list(LEARNING_RATES)
+        assert {"test_accuracy", "test_loss", "train_loss"} <= set(compare.evaluate(COMPARED_METRICS))
