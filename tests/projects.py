@@ -217,9 +217,11 @@ def project_copy(reproduced, tmp_path):
     return copy_of(reproduced[0], tmp_path / "project")
 
 
-# A small grid for `python -m regression.sweep`: 4 experiments of softmax_nn, 2 workers.
-SWEEP_GRID = ["--lr", "0.05,0.1", "--epochs", "2,3", "--batch-size", "50", "--validation-size", "100",
-              "--jobs", "2"]
+# A small grid for `python -m regression.sweep`: 4 experiments of softmax_nn, each with its own
+# learning rate (none is params.yaml's 0.05, so every run name shows its lr), on 2 workers.
+SWEEP_LEARNING_RATES = ("0.1", "0.2", "0.3", "0.4")
+SWEEP_GRID = ["--lr", ",".join(SWEEP_LEARNING_RATES), "--epochs", "2", "--batch-size", "100",
+              "--validation-size", "100", "--jobs", "2"]
 
 
 def sweep(project: Path, uri: str, experiment: str) -> str:

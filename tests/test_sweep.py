@@ -7,7 +7,7 @@ and against a real MLflow server on PostgreSQL.
 import pytest
 from mlflow import MlflowClient
 
-from projects import SWEEP_GRID, environment, run, store_uri, sweep
+from projects import SWEEP_GRID, SWEEP_LEARNING_RATES, environment, run, store_uri, sweep
 
 pytestmark = pytest.mark.slow
 def check(output: str, client: MlflowClient, experiment: str) -> None:
@@ -19,11 +19,10 @@ def check(output: str, client: MlflowClient, experiment: str) -> None:
     assert len(runs) == 4 and len(set(names)) == 4, names
     assert {r.info.status for r in runs} == {"FINISHED"}
     for r in runs:  # named after the model, what differs from params.yaml, and the DVC experiment
-        lr = "" if r.data.params["lr"] == "0.05" else f" lr={r.data.params['lr']}"
-        assert r.info.run_name == (f"softmax_nn{lr} batch_size=50 epochs={r.data.params['epochs']} "
+        assert r.info.run_name == (f"softmax_nn lr={r.data.params['lr']} epochs=2 "
                                    f"prepare.validation_size=100 · {r.data.tags['dvc.experiment']}")
     assert all({"val_accuracy", "test_accuracy"} <= set(r.data.metrics) for r in runs)
-    assert {r.data.params["lr"] for r in runs} == {"0.05", "0.1"}
+    assert {r.data.params["lr"] for r in runs} == set(SWEEP_LEARNING_RATES)
     best = max(runs, key=lambda r: (r.data.metrics["val_accuracy"], -r.info.start_time))
     versions = {v.run_id: v for v in client.search_model_versions("name = 'fashion-mnist-softmax_nn'")}
     champion = client.get_model_version_by_alias("fashion-mnist-softmax_nn", "champion")

@@ -1,9 +1,9 @@
 """The MLflow UI: the lesson's saved view, the links to it, and the UI on real runs in a browser.
 
-The end-to-end test records three `dvc exp run`s of softmax_nn with different learning rates
-into a project copy's store, serves it with `mlflow ui`, and opens the run list in the lesson's
-view and the compare view of the three runs in headless Chromium (tests/browser.py).
-Screenshots land in tests/output/ui/.
+The end-to-end test takes the store of the shared sweep (four queued experiments of softmax_nn,
+each with its own learning rate: tests/projects.py `swept`), serves it with `mlflow ui`, and
+opens the run list in the lesson's view and the compare view of three runs in headless Chromium
+(tests/browser.py). Screenshots land in tests/output/ui/.
 """
 
 import json
@@ -17,17 +17,24 @@ import pytest
 from mlflow import MlflowClient
 
 from browser import Browser, find_chromium
-from projects import (BIN, data_server, environment, free_port, project_copy, reproduced,  # noqa: F401
-                      run, runs_by_model, store_uri, wait_for_http)
-from regression.tracking import DEFAULT_EXPERIMENT, EXPERIMENT_TAGS, lesson_view, open_experiment
+from projects import (
+    BIN,
+    SWEEP_LEARNING_RATES,
+    environment,
+    free_port,
+    runs_by_model,
+    store_uri,
+    wait_for_http,
+)
+from regression.tracking import EXPERIMENT_TAGS, lesson_view, open_experiment
 from regression.ui import VIEW_TAG, compare_url, run_list_url
 
 OUTPUT = Path(__file__).with_name("output") / "ui"
-LEARNING_RATES = ("0.01", "0.02", "0.1")  # not 0.05, params.yaml's: its run name names no lr
+SWEPT_EXPERIMENT = "sweep-sqlite"  # the experiment the shared sweep records into
 PAGE_SECONDS = 60  # for a page to show its data; it takes 2-5 s
 LR, TEST_ACCURACY, RUN_NAME = "params.`lr`", "metrics.`test_accuracy`", "attributes.`Run Name`"
-# The view's columns these runs have values for (no val_accuracy: the copy has no validation split).
-SHOWN_COLUMNS = [LR, "params.`epochs`", "params.`batch_size`", "params.`seed`",
+# The view's columns, all of which the swept runs have values for (they hold out a validation split).
+SHOWN_COLUMNS = [LR, "params.`epochs`", "params.`batch_size`", "params.`seed`", "metrics.`val_accuracy`",
                  TEST_ACCURACY, "metrics.`test_loss`", "metrics.`train_loss`"]
 VIEW_PICKER = '[data-component-id="mlflow.experiment_page.saved_views.trigger"]'
 # True when the MLflow Assistant panel (which a first visit opens beside the page) is closed;
@@ -69,7 +76,7 @@ def test_saved_view_selects_the_lesson_columns_sorted_by_test_accuracy():
     envelope = json.loads(value)
     assert envelope["name"] == view_name() and isinstance(envelope["createdAt"], int)
     state = json.loads(envelope["state"])
-    assert state["selectedColumns"] == SHOWN_COLUMNS[:4] + ["metrics.`val_accuracy`"] + SHOWN_COLUMNS[4:]
+    assert state["selectedColumns"] == SHOWN_COLUMNS
     assert (state["orderByKey"], state["orderByAsc"]) == (TEST_ACCURACY, False)
     assert lesson_view() == lesson_view()  # the same in every store
 
@@ -114,13 +121,11 @@ def chromium() -> str:
 
 
 @pytest.fixture
-def lesson_runs(project_copy):
-    """The project copy after `dvc exp run -n nn-lr-<lr> -S train.softmax_nn.lr=<lr>` for each
-    of LEARNING_RATES: (path, {lr: run})."""
-    for lr in LEARNING_RATES:
-        run(project_copy, "dvc", "exp", "run", "-n", f"nn-lr-{lr}", "-S", f"train.softmax_nn.lr={lr}")
-    runs = runs_by_model(MlflowClient(store_uri(project_copy)))["softmax_nn"]
-    return project_copy, {r.data.params["lr"]: r for r in runs}
+def lesson_runs(swept):
+    """The swept project and its runs: (path, {lr: run})."""
+    path, _ = swept
+    runs = runs_by_model(MlflowClient(store_uri(path)), SWEPT_EXPERIMENT)["softmax_nn"]
+    return path, {r.data.params["lr"]: r for r in runs}
 
 
 @pytest.fixture
@@ -156,15 +161,17 @@ def load(browser: Browser, url: str, ready: str, screenshot: str, height: int = 
 @pytest.mark.slow
 def test_ui_shows_the_runs_in_the_lesson_view_and_compares_them(chromium, lesson_runs, mlflow_ui):
     path, runs = lesson_runs
-    experiment = MlflowClient(store_uri(path)).get_experiment_by_name(DEFAULT_EXPERIMENT)
+    experiment = MlflowClient(store_uri(path)).get_experiment_by_name(SWEPT_EXPERIMENT)
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
-    names = {lr: f"softmax_nn lr={lr} · nn-lr-{lr}" for lr in LEARNING_RATES}
-    assert {lr: r.info.run_name for lr, r in runs.items()} == names
+    names = {lr: r.info.run_name for lr, r in runs.items()}
+    assert set(names) == set(SWEEP_LEARNING_RATES)
+    assert all(name.startswith(f"softmax_nn lr={lr} ") for lr, name in names.items())
+    assert len(set(names.values())) == len(names)  # four names, each its own
 
     with Browser(chromium) as browser:
         filled_rows = f"{RUN_LIST_ROWS}.filter(row => {json.dumps(SHOWN_COLUMNS)}.every(key => row[key]))"
         run_list = load(browser, run_list_url(mlflow_ui, experiment.experiment_id),
-                        f"{filled_rows}.length === 3", "run-list.png")
+                        f"{filled_rows}.length === {len(runs)}", "run-list.png")
         hash_path, _, query = run_list.evaluate("location.hash").partition("?")
         assert hash_path == f"#/experiments/{experiment.experiment_id}/runs"  # not GenAI's overview or traces
         heading = run_list.evaluate("document.querySelector('h2').innerText")
@@ -179,10 +186,11 @@ def test_ui_shows_the_runs_in_the_lesson_view_and_compares_them(chromium, lesson
         accuracies = [float(row[TEST_ACCURACY]) for row in rows]
         assert accuracies == sorted(accuracies, reverse=True), "not sorted by test accuracy, best first"
 
-        ids = [runs[lr].info.run_id for lr in LEARNING_RATES]
+        compared = SWEEP_LEARNING_RATES[:3]
+        ids = [runs[lr].info.run_id for lr in compared]
         compare = load(browser, compare_url(mlflow_ui, experiment.experiment_id, ids),
                        f"{COMPARE_ROW}('lr')?.length === 3 && {PLOT_DRAWN}", "compare-runs.png", height=2000)
         assert "Comparing 3 Runs" in compare.text()
-        assert compare.evaluate(f"{COMPARE_ROW}('Run Name:')") == [names[lr] for lr in LEARNING_RATES]
-        assert compare.evaluate(f"{COMPARE_ROW}('lr')") == list(LEARNING_RATES)
+        assert compare.evaluate(f"{COMPARE_ROW}('Run Name:')") == [names[lr] for lr in compared]
+        assert compare.evaluate(f"{COMPARE_ROW}('lr')") == list(compared)
         assert {"test_accuracy", "test_loss", "train_loss"} <= set(compare.evaluate(COMPARED_METRICS))

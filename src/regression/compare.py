@@ -12,8 +12,9 @@ import json
 import sys
 from pathlib import Path
 
+from regression.ui import DEFAULT_BASE_URL, run_list_url
+
 WIDTH = 120
-UI = "http://127.0.0.1:5000"  # where `make ui` serves the default sqlite store
 
 
 def rank_key(run) -> tuple:
@@ -75,9 +76,10 @@ def summary(client, experiment_id: str, uri: str) -> list[str]:
         run = "no MLflow run" if not runs else f"run '{runs[0].info.run_name}'" + (
             "" if runs[0].info.status == "FINISHED" else f" {runs[0].info.status}")
         lines.append(f"{model:16} {shown or 'no metrics yet'}; {run}")
-    ui = UI if uri.startswith("sqlite:") else uri
-    hint = " (start it with `make ui`)" if ui == UI else ""
-    lines.append(f"MLflow: {ui}/#/experiments/{experiment_id}{hint}")
+    local = uri.startswith("sqlite:")  # shown by `make ui`; a server shows its own UI
+    ui = DEFAULT_BASE_URL if local else uri
+    hint = " (start it with `make ui`)" if local else ""
+    lines.append(f"MLflow: {run_list_url(ui, experiment_id)}{hint}")
     return [line if len(line) <= WIDTH else line[:WIDTH - 1] + "…" for line in lines]
 
 
