@@ -10,6 +10,7 @@ import http.server
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -23,6 +24,7 @@ import yaml
 from mlflow import MlflowClient
 
 from idx_files import write_tiny_fashion_mnist
+from regression.server import stop_process
 from regression.tracking import DEFAULT_EXPERIMENT
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -188,8 +190,13 @@ def mlflow_server(tmp_path):
     """A real `mlflow server` on 127.0.0.1 over an sqlite store of its own; yields its URL."""
     server, url = start_mlflow_server(tmp_path)
     yield url
-    server.terminate()
-    server.wait(timeout=30)
+    stop(server)
+
+
+def stop(process: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    """End a server and every process it started (SIGKILL: at once), and reap it."""
+    stop_process(process.pid, sig, seconds=0 if sig == signal.SIGKILL else 30)
+    process.wait(timeout=30)
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from projects import BIN, environment, free_port, run, store_uri, wait_for_http
+from projects import BIN, environment, free_port, run, stop, store_uri, wait_for_http
 
 pytestmark = pytest.mark.slow
 MODEL = "fashion-mnist-softmax_nn"
@@ -33,8 +33,7 @@ def served(reproduced):
     url = f"http://127.0.0.1:{port}"
     wait_for_http(f"{url}/ping", server)
     yield url, path
-    server.terminate()
-    server.wait(timeout=30)
+    stop(server)
 
 
 def post(url: str, payload: dict) -> tuple[int, dict]:

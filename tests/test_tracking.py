@@ -4,7 +4,6 @@ The process tests run `tests/fake_stage.py`: the real stage runner and MLflow ru
 torch or data, against a tiny sqlite store or a loopback server they stop.
 """
 
-import os
 import shutil
 import signal
 import socket
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from projects import PROJECT, environment, free_port, start_mlflow_server
+from projects import PROJECT, environment, free_port, start_mlflow_server, stop
 from regression.tracking import TrackingError, changed_params, committed_params, open_experiment, run_name
 
 FAKE_STAGE = Path(__file__).with_name("fake_stage.py")
@@ -196,8 +195,7 @@ def test_server_dying_during_training_fails_the_stage_within_30_s(folder, tmp_pa
     server, uri = start_mlflow_server(tmp_path)
     process = fake_stage(folder, "softmax_nn", "1000", "0.2", uri=uri)
     started_run(process)
-    os.killpg(server.pid, signal.SIGKILL)
-    server.wait()
+    stop(server, signal.SIGKILL)
     died = time.monotonic()
     _, err = process.communicate(timeout=120)
     assert time.monotonic() - died < 30

@@ -8,7 +8,6 @@ opens the run list in the lesson's view and the compare view of three runs in he
 
 import json
 import os
-import signal
 import subprocess
 from pathlib import Path
 from urllib.parse import parse_qs, unquote
@@ -17,15 +16,8 @@ import pytest
 from mlflow import MlflowClient
 
 from browser import Browser, find_chromium
-from projects import (
-    BIN,
-    SWEEP_LEARNING_RATES,
-    environment,
-    free_port,
-    runs_by_model,
-    store_uri,
-    wait_for_http,
-)
+from projects import (BIN, SWEEP_LEARNING_RATES, environment, free_port, runs_by_model, stop, store_uri,
+                      wait_for_http)
 from regression.tracking import EXPERIMENT_TAGS, lesson_view, open_experiment
 from regression.ui import VIEW_TAG, compare_url, run_list_url
 
@@ -142,8 +134,7 @@ def mlflow_ui(lesson_runs):
     url = f"http://127.0.0.1:{port}"
     wait_for_http(f"{url}/health", server)
     yield url
-    os.killpg(server.pid, signal.SIGTERM)  # the server and its uvicorn worker
-    server.wait(timeout=30)
+    stop(server)
 
 
 def load(browser: Browser, url: str, ready: str, screenshot: str, height: int = 1000):
