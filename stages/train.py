@@ -4,6 +4,11 @@ Usage: python stages/train.py <model> --data <dataset folder> --model-file <.pt>
            --metrics <.json> --history <.json> --evaluation <folder>
 """
 
+# ruff: noqa: E402 - the collector is off before the imports (see regression.stage.collect_garbage_from_here)
+import gc
+
+gc.disable()
+
 from pathlib import Path
 
 import torch
