@@ -47,6 +47,12 @@ def features(X: torch.Tensor) -> torch.Tensor:
     return X
 
 
+@torch.no_grad()
+def outputs_of(model: nn.Module, X: torch.Tensor, rows: int = 2000) -> torch.Tensor:
+    """The model's outputs for all of X, `rows` at a time: no float copy of a whole split in memory."""
+    return torch.cat([model(features(X[start:start + rows])) for start in range(0, len(X), rows)])
+
+
 def minibatches(n: int, batch_size: int, generator: torch.Generator):
     """Index tensors of one shuffled pass over n examples (the last batch may be short)."""
     order = torch.randperm(n, generator=generator)
@@ -98,7 +104,6 @@ def train(name: str, spec: ModelSpec, model: nn.Module, splits: dict[str, Split]
     step = make_step(spec, model, params.lr)
     train_set = splits["train"]
     n = len(train_set.y)
-    evaluated = {split: Split(features(s.X), s.y) for split, s in splits.items() if split != "train"}
     classifies = spec.task == CLASSIFICATION
     first_loss, history = None, []
     for epoch in range(1, params.epochs + 1):
@@ -123,11 +128,10 @@ def train(name: str, spec: ModelSpec, model: nn.Module, splits: dict[str, Split]
         record = {"epoch": epoch, "train_loss": (batch_losses @ sizes).item() / n}
         if classifies:
             record["train_accuracy"] = (torch.cat(predictions) == train_set.y[order]).sum().item() / n
-        outputs = {}
-        with torch.no_grad():
-            for split, (X, y) in evaluated.items():
-                outputs[split] = model(X)
-                record |= {f"{split}_{key}": value for key, value in score(spec, outputs[split], y).items()}
+        outputs = {split: outputs_of(model, s.X) for split, s in splits.items() if split != "train"}
+        for split, split_outputs in outputs.items():
+            scores = score(spec, split_outputs, splits[split].y)
+            record |= {f"{split}_{key}": value for key, value in scores.items()}
         # The last update of an epoch is only seen here: check the weights and the losses too.
         if not (all(math.isfinite(v) for v in record.values())
                 and all(p.isfinite().all() for p in model.parameters())):
