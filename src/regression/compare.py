@@ -77,9 +77,8 @@ def summary(client, experiment_id: str, uri: str) -> list[str]:
             "" if runs[0].info.status == "FINISHED" else f" {runs[0].info.status}")
         lines.append(f"{model:16} {shown or 'no metrics yet'}; {run}")
     local = uri.startswith("sqlite:")  # shown by `make ui`; a server shows its own UI
-    ui = DEFAULT_BASE_URL if local else uri
-    hint = " (start it with `make ui`)" if local else ""
-    lines.append(f"MLflow: {run_list_url(ui, experiment_id)}{hint}")
+    where = "MLflow (make ui)" if local else "MLflow"
+    lines.append(f"{where}: {run_list_url(DEFAULT_BASE_URL if local else uri, experiment_id)}")
     return [line if len(line) <= WIDTH else line[:WIDTH - 1] + "…" for line in lines]
 
 
