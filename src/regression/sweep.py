@@ -12,6 +12,7 @@ time are printed.
 """
 
 import argparse
+import os
 import re
 import subprocess
 import sys
@@ -29,8 +30,8 @@ class SweepError(Exception):
     """The sweep cannot start or did not give one finished run per experiment."""
 
 
-def dvc(*args: str) -> str:
-    result = subprocess.run(["dvc", *args], capture_output=True, text=True)
+def dvc(*args: str, env: dict | None = None) -> str:
+    result = subprocess.run(["dvc", *args], capture_output=True, text=True, env=env)
     if result.returncode != 0:
         raise SweepError(f"dvc {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
     return result.stdout
@@ -46,6 +47,13 @@ def check_committed() -> None:
                          "(an applied experiment stays in `dvc exp show`)")
 
 
+def worker_environment(jobs: int) -> dict:
+    """The workers' environment: the cores shared out between them (torch's threads of several
+    processes fighting over the same cores make each many times slower)."""
+    threads = str(max(1, (os.cpu_count() or 1) // jobs))
+    return os.environ | {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", threads)}
+
+
 def queue(args) -> list[str]:
     """Queue the grid; the names DVC gave the experiments."""
     key = f"train.{args.model}"
@@ -56,16 +64,25 @@ def queue(args) -> list[str]:
     return QUEUED.findall(output)
 
 
-def wait_for(names: list[str]) -> dict[str, str]:
-    """Poll `dvc queue status` until none of `names` is queued or running; their final statuses."""
+def run_queue(names: list[str], jobs: int) -> dict[str, str]:
+    """Start `jobs` workers and poll `dvc queue status` until none of `names` is queued or
+    running; their final statuses.
+
+    DVC's workers stop by themselves a minute after the queue runs dry; one still stopping when
+    the queue is started again keeps a new one from starting, and then leaves tasks queued with
+    no worker. So whenever tasks wait and no worker is up, the workers are started again.
+    """
     while True:
+        output = dvc("queue", "status")
         statuses = {}
-        for line in dvc("queue", "status").splitlines():
+        for line in output.splitlines():
             fields = line.split()
             if len(fields) >= 3 and fields[1] in names:
                 statuses[fields[1]] = fields[-1]
         if len(statuses) == len(names) and not {"Queued", "Running"} & set(statuses.values()):
             return statuses
+        if "Queued" in statuses.values() and "Worker status: 0 active, 0 idle" in output:
+            dvc("queue", "start", "-j", str(jobs), env=worker_environment(jobs))
         time.sleep(POLL_SECONDS)
 
 
@@ -101,9 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.monotonic()
         names = queue(args)
         print(f"queued {len(names)} experiments: {', '.join(names)}", flush=True)
-        dvc("queue", "start", "-j", str(args.jobs))
-        statuses = wait_for(names)
-        dvc("queue", "stop")
+        statuses = run_queue(names, args.jobs)
         wall = time.monotonic() - started
     except (SweepError, TrackingError) as error:
         print(f"error: {error}", file=sys.stderr)
