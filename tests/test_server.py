@@ -1,7 +1,9 @@
 """The team's tracking server: a stage recording into MLflow on PostgreSQL, and `make server`'s
 `python -m regression.server start|status|stop` in a project folder of its own."""
 
+import secrets
 import shutil
+import threading
 import urllib.request
 
 import mlflow
@@ -13,6 +15,7 @@ from mlflow import MlflowClient
 
 from projects import BIN, PROJECT, environment, free_port, run, runs_by_model, train_command
 from regression.server import ended
+from regression.tracking import dataset, log_datasets
 
 pytestmark = pytest.mark.slow
 
@@ -41,6 +44,40 @@ def test_a_stage_records_its_run_and_model_into_mlflow_on_postgresql(project_cop
 def server(project, *args: str):
     return run(project, str(BIN / "python"), "-m", "regression.server", *args,
                env=environment(PYTHONPATH="src"), check=False, timeout=180)
+
+
+def test_runs_logging_the_same_datasets_at_the_same_moment_all_get_them(mlflow_pg_server, tmp_path):
+    """A sweep's workers log one dataset in the same instant; MLflow inserts it twice and one
+    insert fails on the table's key (measured: 17 of 40 such pairs). Every run must still get it."""
+    client = MlflowClient(mlflow_pg_server)
+    mlflow.set_tracking_uri(mlflow_pg_server)
+    rounds, workers = 8, 3
+    barrier = threading.Barrier(workers)
+    errors = []
+
+    def worker(experiments: list[str], runs: list[str]) -> None:
+        for experiment in experiments:
+            run_id = client.create_run(experiment).info.run_id
+            runs.append(run_id)
+            datasets = {split: dataset("tiny", split, "d1g3st", tmp_path) for split in ("train", "test")}
+            try:
+                with mlflow.start_run(run_id=run_id):
+                    barrier.wait(timeout=30)
+                    log_datasets(datasets)
+            except Exception as error:  # noqa: BLE001 - the assertion below reports it
+                errors.append(error)
+
+    experiments = [client.create_experiment(f"datasets-race-{secrets.token_hex(4)}") for _ in range(rounds)]
+    runs: list[list[str]] = [[] for _ in range(workers)]
+    threads = [threading.Thread(target=worker, args=(experiments, runs[i])) for i in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors, errors
+    for run_id in [run_id for mine in runs for run_id in mine]:
+        inputs = client.get_run(run_id).inputs.dataset_inputs
+        assert sorted(i.dataset.name for i in inputs) == ["tiny-test", "tiny-train"]
 
 
 def test_server_starts_once_says_where_and_stops_leaving_nothing_running(postgres_binaries,

@@ -86,6 +86,13 @@ def run_queue(names: list[str], jobs: int) -> dict[str, str]:
         time.sleep(POLL_SECONDS)
 
 
+def failure_tail(name: str, lines: int = 8) -> str:
+    """The last lines of a failed experiment's log (`dvc queue logs`), indented."""
+    result = subprocess.run(["dvc", "queue", "logs", name], capture_output=True, text=True, check=False)
+    tail = (result.stdout + result.stderr).strip().splitlines()[-lines:]
+    return "".join(f"\n    {line}" for line in tail)
+
+
 def ranking(client, experiment_id: str, model: str, names: list[str]) -> tuple[list, list[str]]:
     """The sweep's runs, best validation accuracy first, and what is wrong with them if anything."""
     runs = [r for r in client.search_runs([experiment_id], f"tags.model = '{model}'", max_results=50000)
@@ -127,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
 
     client = MlflowClient()
     ranked, problems = ranking(client, experiment_id, args.model, names)
-    problems += [f"{name}: DVC says {status}" for name, status in statuses.items() if status != "Success"]
+    problems += [f"{name}: DVC says {status} (`dvc queue logs {name}`):{failure_tail(name)}"
+                 for name, status in statuses.items() if status != "Success"]
     print(f"\n{'#':3} {'val_acc':8} {'test_acc':8} {'experiment':22} changed params")
     for i, run in enumerate(ranked, start=1):
         m = run.data.metrics

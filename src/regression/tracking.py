@@ -17,6 +17,7 @@ import logging
 import os
 import socket
 import subprocess
+import time
 import urllib.request
 import warnings
 from pathlib import Path
@@ -97,11 +98,12 @@ def open_experiment() -> str:
         os.environ.setdefault(key, value)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    logging.getLogger("mlflow").setLevel(logging.WARNING)  # its INFO lines say what we print ourselves
     uri = tracking_uri()
     if uri.startswith(("http://", "https://")):
         check_server(uri)
     import mlflow
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # its INFO lines say what we print ourselves
 
     mlflow.set_tracking_uri(uri)
     database = sqlite_path(uri)
@@ -321,8 +323,7 @@ class ModelRun:
         try:
             mlflow.start_run(run_id=run_id)  # the active run, which log_model logs to
             mlflow.log_params(params)
-            for split, dataset in data["datasets"].items():
-                mlflow.log_input(dataset, context=split)
+            log_datasets(data["datasets"])
         except BaseException as error:
             run.__exit__(type(error), error, error.__traceback__)
             raise
@@ -385,6 +386,26 @@ class ModelRun:
             **{key: self.tags[key] for key in (EXPERIMENT_TAG, COMMIT_TAG) if key in self.tags},
             **{key: f"{value:.6g}" for key, value in version_tags.items()}})
         return version.version
+
+
+def log_datasets(datasets: dict, attempts: int = 4) -> None:
+    """Log the active run's datasets ({split: dataset}), again if another run got there first.
+
+    MLflow looks a dataset up and inserts it if missing; two runs of one experiment logging the
+    same dataset at the same moment (a sweep's workers) both insert it, and the loser's request
+    fails on the table's unique key. Tried again, it finds the row and links it.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(attempts):
+        try:
+            mlflow.log_inputs(list(datasets.values()), contexts=list(datasets), tags_list=[None] * len(datasets))
+            return
+        except MlflowException:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 def dataset(name: str, split: str, digest: str, folder: Path):
