@@ -9,7 +9,9 @@ import pytest
 from mlflow import MlflowClient
 
 from projects import (
+    BIN,
     MODELS,
+    PROJECT,
     STAGES,
     edit_params,
     environment,
@@ -155,3 +157,23 @@ def test_exploding_loss_fails_the_run_before_it_is_nan_and_writes_no_model(proje
     assert (project_copy / "models/linear.pt").read_bytes() == before
     [failed] = runs_by_model(MlflowClient(store_uri(project_copy)))["linear"]
     assert failed.info.status == "FAILED"
+
+
+CHECK_LOCK = PROJECT / ".ci" / "check_lock.py"
+
+
+def test_ci_lock_check_passes_a_lock_from_the_current_code(reproduced):
+    result = run(reproduced[0], str(BIN / "python"), str(CHECK_LOCK), check=False)
+    assert result.returncode == 0, result.stderr
+
+
+def test_ci_lock_check_names_the_code_and_params_the_lock_is_not_from(project_copy):
+    with (project_copy / "src/regression/training.py").open("a") as code:
+        code.write("# changed\n")
+    edit_params(project_copy, lambda params: params["train"]["softmax_nn"].update(lr=0.2))
+    result = run(project_copy, str(BIN / "python"), str(CHECK_LOCK), check=False)
+    assert result.returncode == 1
+    assert "stale dvc.lock: train@softmax_nn: src/regression/training.py modified" in result.stderr
+    assert "stale dvc.lock: train@softmax_nn: params.yaml train.softmax_nn modified" in result.stderr
+    assert "train@linear: params.yaml" not in result.stderr  # linear's params did not change
+    assert "run `make run` and commit dvc.lock and metrics/" in result.stderr
