@@ -30,9 +30,9 @@ from regression.download import (
     decompress_and_verify,
     download_all,
     file_url,
-    signals_held,
     sources_with_override,
 )
+from regression.files import signals_held
 from regression.params import ExpectedFile, read_yaml
 
 PROJECT = Path(__file__).resolve().parents[1]

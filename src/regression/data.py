@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from regression import PipelineError
-from regression.files import write_folder_atomic
+from regression.files import json_bytes, write_folder_atomic
 
 SPLITS = ("train", "val", "test")  # val: held out from train, to choose settings on
 META = "meta.json"
@@ -51,7 +51,7 @@ def save_dataset(folder: str | Path, splits: dict[str, tuple[np.ndarray, np.ndar
         digest.update(f"{name}\0".encode() + hashlib.sha256(files[name]).digest())
     rows = {split: len(X) for split, (X, _) in splits.items()}
     meta = {**meta, "digest": digest.hexdigest()[:32], "rows": rows}
-    files[META] = (json.dumps(meta, indent=2) + "\n").encode()
+    files[META] = json_bytes(meta)
     write_folder_atomic(folder, files)
 
 

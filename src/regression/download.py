@@ -14,14 +14,10 @@ torchvision's `download_url` is not used: it has no time-out, fetches each URL t
 writes straight to its destination. Its IDX reader is used to load the files (data.py).
 """
 
-import contextlib
 import gzip
 import hashlib
 import http.client
 import os
-import secrets
-import shutil
-import signal
 import time
 import urllib.error
 import urllib.parse
@@ -33,6 +29,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from regression import PipelineError
+from regression.files import folder_replaced
 from regression.params import ExpectedFile
 
 SOURCE_ENV = "FASHION_MNIST_SOURCE"
@@ -174,48 +171,13 @@ def download_file(name: str, expected: ExpectedFile, sources: list[str], down: d
                         + f"\nSet {SOURCE_ENV} to a folder or URL that holds {name}.gz to try it first.")
 
 
-@contextlib.contextmanager
-def signals_held():
-    """Defer SIGTERM and SIGINT until the block is done, then raise the first one again, so the
-    stage runner's `Interrupted` cannot land in the middle of it. Main thread only.
-
-    Python-level handlers, not a signal mask: a masked signal would go to another thread (tqdm
-    runs one), and the main thread would still run the handler.
-    """
-    pending, previous = [], {}
-    try:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            previous[signum] = signal.signal(signum, lambda number, frame: pending.append(number))
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        if pending:
-            signal.raise_signal(pending[0])
-
-
 def download_all(files: Mapping[str, ExpectedFile], sources: list[str], out_dir: str | Path,
                  timeout: float) -> list[str]:
-    """Download every file into `out_dir`, all or nothing. Returns the failures met on the way.
-
-    On a failure or an interruption, the temporary folder is removed and an earlier `out_dir`
-    is left as it was.
-    """
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    # Named before `try` and created inside it, so no signal lands between creating and owning it.
-    workdir = out_dir.with_name(f".{out_dir.name}.{secrets.token_hex(8)}.tmp")
+    """Download every file into `out_dir`, all or nothing (`files.folder_replaced`). Returns the
+    failures met on the way."""
     down: dict[str, str] = {}
     failures = []
-    try:
-        workdir.mkdir()
+    with folder_replaced(out_dir) as workdir:
         for name, expected in files.items():
             failures += download_file(name, expected, sources, down, workdir, timeout)
-        with signals_held():  # the old folder goes and the new one takes its place, or neither
-            if out_dir.exists():
-                shutil.rmtree(out_dir)
-            workdir.rename(out_dir)
-    finally:
-        with signals_held():
-            shutil.rmtree(workdir, ignore_errors=True)
     return failures

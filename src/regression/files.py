@@ -1,10 +1,18 @@
 """Writing outputs so that a reader never sees a half-written file or folder."""
 
+import contextlib
 import json
 import os
+import secrets
 import shutil
+import signal
 import tempfile
 from pathlib import Path
+
+
+def json_bytes(obj) -> bytes:
+    """JSON as every output of the project writes it: indented, ending with a newline."""
+    return (json.dumps(obj, indent=2) + "\n").encode()
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
@@ -23,20 +31,54 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
 
 
 def write_json(path: str | Path, obj) -> None:
-    write_bytes_atomic(path, (json.dumps(obj, indent=2) + "\n").encode())
+    write_bytes_atomic(path, json_bytes(obj))
+
+
+@contextlib.contextmanager
+def signals_held():
+    """Defer SIGTERM and SIGINT until the block is done, then raise the first one again, so the
+    stage runner's `Interrupted` cannot land in the middle of it. Main thread only.
+
+    Python-level handlers, not a signal mask: a masked signal would go to another thread (tqdm
+    runs one), and the main thread would still run the handler.
+    """
+    pending, previous = [], {}
+    try:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.signal(signum, lambda number, frame: pending.append(number))
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if pending:
+            signal.raise_signal(pending[0])
+
+
+@contextlib.contextmanager
+def folder_replaced(folder: str | Path):
+    """Yield an empty folder beside `folder` to fill; if the block succeeds, it replaces `folder`.
+
+    On an error or an interruption the new folder is removed and an earlier `folder` is left as
+    it was: the old folder goes and the new one takes its place, or neither.
+    """
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    # Named before `try` and created inside it, so no signal lands between creating and owning it.
+    work = folder.with_name(f".{folder.name}.{secrets.token_hex(8)}.tmp")
+    try:
+        work.mkdir()
+        yield work
+        with signals_held():
+            if folder.exists():
+                shutil.rmtree(folder)
+            work.rename(folder)
+    finally:
+        with signals_held():
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def write_folder_atomic(folder: str | Path, files: dict[str, bytes]) -> None:
-    """Replace `folder` by one holding exactly `files` (name -> bytes): built beside it, then renamed."""
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
-    try:
+    """Replace `folder` by one holding exactly `files` (name -> bytes); see `folder_replaced`."""
+    with folder_replaced(folder) as work:
         for name, data in files.items():
             (work / name).write_bytes(data)
-        work.chmod(0o755)  # mkdtemp makes it owner-only
-        if folder.exists():
-            shutil.rmtree(folder)
-        work.rename(folder)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)

@@ -7,7 +7,6 @@ files go to the model's evaluation folder (for `dvc plots`) and to its MLflow ru
 
 import csv
 import io
-import json
 from dataclasses import dataclass
 
 import torch
@@ -15,6 +14,7 @@ from torch import nn
 
 from regression import figures
 from regression.evaluation import classification_report, regression_report
+from regression.files import json_bytes
 from regression.models import CLASSIFICATION, ModelConfig, ModelSpec
 
 GRID_IMAGES = 24  # test images shown with their predicted class
@@ -33,10 +33,6 @@ def csv_bytes(header: tuple, rows) -> bytes:
     writer.writerow(header)
     writer.writerows(rows)
     return text.getvalue().encode()
-
-
-def json_bytes(obj) -> bytes:
-    return (json.dumps(obj, indent=2) + "\n").encode()
 
 
 def make_report(name: str, spec: ModelSpec, model: nn.Module, last: dict, test_outputs: torch.Tensor,
