@@ -107,10 +107,9 @@ def train(name: str, spec: ModelSpec, model: nn.Module, splits: dict[str, Split]
     classifies = spec.task == CLASSIFICATION
     first_loss, history = None, []
     for epoch in range(1, params.epochs + 1):
-        order = torch.randperm(n, generator=generator)
+        batches = list(minibatches(n, params.batch_size, generator))
         losses, predictions = [], []
-        for start in range(0, n, params.batch_size):
-            index = order[start:start + params.batch_size]
+        for index in batches:
             y = train_set.y.index_select(0, index)  # index_select: cheaper than y[index] here
             output, loss = step(features(train_set.X.index_select(0, index)), y)
             losses.append(loss)
@@ -123,11 +122,10 @@ def train(name: str, spec: ModelSpec, model: nn.Module, splits: dict[str, Split]
         if not math.isfinite(worst) or worst > DIVERGENCE_FACTOR * first_loss:
             raise diverged(name, params, f"a batch loss of epoch {epoch} reached {worst:.4g}, "
                            f"from {first_loss:.4g} at the start")
-        sizes = torch.full_like(batch_losses, params.batch_size)
-        sizes[-1] = n - params.batch_size * (len(losses) - 1)
+        sizes = torch.tensor([len(index) for index in batches], dtype=batch_losses.dtype)
         record = {"epoch": epoch, "train_loss": (batch_losses @ sizes).item() / n}
         if classifies:
-            record["train_accuracy"] = (torch.cat(predictions) == train_set.y[order]).sum().item() / n
+            record["train_accuracy"] = (torch.cat(predictions) == train_set.y[torch.cat(batches)]).sum().item() / n
         outputs = {split: outputs_of(model, s.X) for split, s in splits.items() if split != "train"}
         for split, split_outputs in outputs.items():
             scores = score(spec, split_outputs, splits[split].y)
