@@ -113,17 +113,15 @@ def run_lesson(raw: Path, p, tmp: str) -> dict:
 
 def run_project(dataset: Path, p) -> dict:
     """This project's data load and training of softmax_nn, as its stage does them."""
-    import torch
-
     from regression.data import load_dataset
-    from regression.models import MODELS, ModelConfig, build_model
-    from regression.training import as_splits, train
+    from regression.models import MODELS
+    from regression.training import as_splits, new_model, train
 
     spec = MODELS["softmax_nn"]
     meta, arrays = load_dataset(dataset)
-    model = build_model(ModelConfig("softmax_nn", 784, 10, tuple(meta["classes"])))
-    model.initialise_(p.init_std, torch.Generator().manual_seed(p.seed))
-    history, _ = train("softmax_nn", spec, model, as_splits(arrays, spec.task), p)
+    splits = as_splits(arrays, spec.task)
+    model, _ = new_model("softmax_nn", splits["train"], tuple(meta["classes"]), p)
+    history, _ = train("softmax_nn", spec, model, splits, p)
     return history[-1]
 
 

@@ -11,16 +11,14 @@ gc.disable()
 
 from pathlib import Path
 
-import torch
-
 from regression import stage, tracking
 from regression.data import load_dataset
 from regression.files import write_bytes_atomic, write_folder_atomic, write_json
-from regression.models import MODELS, ModelConfig, build_model, model_bytes
+from regression.models import MODELS, model_bytes
 from regression.params import ParamsError
 from regression.report import draw_figures, make_report
 from regression.serving import answer
-from regression.training import as_splits, features, train
+from regression.training import as_splits, features, new_model, train
 
 
 def main(params, args):
@@ -34,10 +32,7 @@ def main(params, args):
         splits = as_splits(arrays, spec.task)
         train_set, test_set = splits["train"], splits["test"]
         classes = tuple(meta.get("classes", ()))
-        config = ModelConfig(name, n_features=features(train_set.X[:1]).shape[1],
-                             n_outputs=len(classes) or train_set.y.shape[1], classes=classes)
-    model = build_model(config)
-    model.initialise_(p.init_std, torch.Generator().manual_seed(p.seed))
+    model, config = new_model(name, train_set, classes, p)
 
     with phases("tracking setup"):
         data = meta | {"datasets": {split: tracking.dataset(meta["name"], split, meta["digest"], args.data)

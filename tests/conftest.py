@@ -88,13 +88,11 @@ class Trainable:
 def trainable(tiny_fashion, linear_data):
     """make(name, validation=0, **params) -> a fresh Trainable; `validation` rows of the training
     data are held out (seed 0) as a validation split; params override TRAIN_PARAMS."""
-    import torch
-
     from regression.data import hold_out
     from regression.fashion_mnist import CLASSES
-    from regression.models import MODELS, REGRESSION, ModelConfig, build_model
+    from regression.models import MODELS, REGRESSION
     from regression.params import TrainParams
-    from regression.training import as_splits, features
+    from regression.training import as_splits, new_model
 
     def make(name: str, validation: int = 0, **params) -> Trainable:
         spec = MODELS[name]
@@ -107,12 +105,8 @@ def trainable(tiny_fashion, linear_data):
             train_part, validation_part = hold_out(*arrays["train"], validation, seed=0)
             arrays = {"train": train_part, "val": validation_part, "test": arrays["test"]}
         splits = as_splits(arrays, spec.task)
-        train_set = splits["train"]
-        config = ModelConfig(name, n_features=features(train_set.X[:1]).shape[1],
-                             n_outputs=len(classes) or train_set.y.shape[1], classes=classes)
         p = TrainParams(**(TRAIN_PARAMS[spec.task] | params))
-        model = build_model(config)
-        model.initialise_(p.init_std, torch.Generator().manual_seed(p.seed))
+        model, config = new_model(name, splits["train"], classes, p)
         return Trainable(name, spec, config, model, splits, p, meta)
 
     return make

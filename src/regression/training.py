@@ -15,7 +15,7 @@ from torch import nn, optim
 
 from regression import PipelineError
 from regression.evaluation import score
-from regression.models import CLASSIFICATION, ModelSpec
+from regression.models import CLASSIFICATION, ModelConfig, ModelSpec, build_model
 from regression.params import TrainParams
 
 # Training stops as diverged when a batch loss is not finite or exceeds this many times the
@@ -45,6 +45,17 @@ def features(X: torch.Tensor) -> torch.Tensor:
     if X.dtype == torch.uint8:
         return X.reshape(len(X), -1).to(torch.float32).div_(255.0)
     return X
+
+
+def new_model(name: str, train_set: Split, classes: tuple[str, ...], params: TrainParams
+              ) -> tuple[nn.Module, ModelConfig]:
+    """Model `name` shaped for `train_set`'s features and outputs (a class each, for a
+    classifier), initialised as `params` say; and its config."""
+    config = ModelConfig(name, n_features=features(train_set.X[:1]).shape[1],
+                         n_outputs=len(classes) or train_set.y.shape[1], classes=classes)
+    model = build_model(config)
+    model.initialise_(params.init_std, torch.Generator().manual_seed(params.seed))
+    return model, config
 
 
 @torch.no_grad()
