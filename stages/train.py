@@ -48,7 +48,7 @@ def main(params, args):
         with phases("training"):
             history, outputs = train(name, spec, model, splits, p, on_epoch)
         with phases("evaluation"):
-            report = make_report(name, spec, model, history[-1], outputs["test"], test_set.y, config, meta)
+            report = make_report(spec, model, history[-1], outputs["test"], test_set.y, config, meta)
         with phases("figures"):
             files = report.files | draw_figures(name, spec, report, outputs["test"], test_set.X, test_set.y,
                                                 classes)

@@ -15,7 +15,7 @@ def report_of(setup):
     """Train `setup`; return (report, last record, test outputs)."""
     history, outputs = setup.train()
     test_y = setup.splits["test"].y
-    report = make_report(setup.name, setup.spec, setup.model, history[-1], outputs["test"], test_y,
+    report = make_report(setup.spec, setup.model, history[-1], outputs["test"], test_y,
                          setup.config, setup.meta)
     return report, history[-1], outputs["test"]
 

@@ -24,7 +24,7 @@ GRID_IMAGES = 24  # test images shown with their predicted class
 class Report:
     metrics: dict[str, float]  # the headline numbers
     files: dict[str, bytes]    # file name -> content
-    classes: dict | None = None  # a classifier's evaluation.classification_report
+    classification: dict | None = None  # a classifier's evaluation.classification_report
 
 
 def csv_bytes(header: tuple, rows) -> bytes:
@@ -35,7 +35,7 @@ def csv_bytes(header: tuple, rows) -> bytes:
     return text.getvalue().encode()
 
 
-def make_report(name: str, spec: ModelSpec, model: nn.Module, last: dict, test_outputs: torch.Tensor,
+def make_report(spec: ModelSpec, model: nn.Module, last: dict, test_outputs: torch.Tensor,
                 test_y: torch.Tensor, config: ModelConfig, meta: dict) -> Report:
     """Headline metrics and data files; `last` is the last epoch's record."""
     if spec.task != CLASSIFICATION:
@@ -55,7 +55,7 @@ def make_report(name: str, spec: ModelSpec, model: nn.Module, last: dict, test_o
                                                for c, a in result["per_class_accuracy"].items()]),
         "confusion_matrix.json": json_bytes({"classes": list(classes),
                                              "rows_true_columns_predicted": result["confusion"]}),
-    }, classes=result)
+    }, classification=result)
 
 
 def draw_figures(name: str, spec: ModelSpec, report: Report, test_outputs: torch.Tensor, test_X,
@@ -68,10 +68,10 @@ def draw_figures(name: str, spec: ModelSpec, report: Report, test_outputs: torch
     shown = slice(GRID_IMAGES)
     return {
         "confusion_matrix.png": figures.png_bytes(figures.confusion_figure(
-            report.classes["confusion"], classes, f"{name}: test set confusion matrix")),
+            report.classification["confusion"], classes, f"{name}: test set confusion matrix")),
         "per_class_accuracy.png": figures.png_bytes(figures.per_class_figure(
-            report.classes["per_class_accuracy"], f"{name}: test accuracy per class")),
+            report.classification["per_class_accuracy"], f"{name}: test accuracy per class")),
         "test_predictions.png": figures.png_bytes(figures.prediction_grid(
-            test_X[shown].numpy(), test_y[shown].tolist(), report.classes["predicted"][shown],
+            test_X[shown].numpy(), test_y[shown].tolist(), report.classification["predicted"][shown],
             classes, f"{name}: the first {GRID_IMAGES} test images")),
     }
