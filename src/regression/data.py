@@ -88,7 +88,7 @@ def load_split(folder: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
 def load_dataset(folder: str | Path) -> tuple[dict, dict[str, tuple[np.ndarray, np.ndarray]]]:
     """(meta, {split: (X, y)}) for every split the folder holds."""
     meta = read_meta(folder)
-    return meta, {split: load_split(folder, split) for split in SPLITS if split in meta.get("rows", {})}
+    return meta, {split: load_split(folder, split) for split in SPLITS if split in meta["rows"]}
 
 
 def hold_out(X: np.ndarray, y: np.ndarray, size: int, seed: int):

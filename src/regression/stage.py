@@ -132,10 +132,11 @@ class Phases:
         path = os.environ.get("STAGE_TIMINGS")
         if not path:
             return
+        start = process_start_time()
         with open(path, "a") as f:
             f.write(json.dumps({
-                "stage": stage, "exit_code": exit_code, "startup": self.started - process_start_time(),
-                "phases": self.seconds, "wall": time.time() - process_start_time(),
+                "stage": stage, "exit_code": exit_code, "startup": self.started - start,
+                "phases": self.seconds, "wall": time.time() - start,
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             }) + "\n")
 
