@@ -24,6 +24,7 @@ import yaml
 from mlflow import MlflowClient
 
 from idx_files import write_tiny_fashion_mnist
+from regression.params import read_yaml
 from regression.server import stop_process
 from regression.tracking import DEFAULT_EXPERIMENT
 
@@ -61,7 +62,7 @@ def stages_run(output: str) -> set[str]:
 
 def train_command(model: str) -> list[str]:
     """The stage command of train@<model> as dvc.yaml gives it, for running it by hand."""
-    dataset = "synthetic" if model == "linear" else "fashion-mnist"
+    dataset = read_yaml(PROJECT / "params.yaml")["train"][model]["dataset"]
     return ["python", "stages/train.py", model, "--data", f"data/{dataset}",
             "--model-file", f"models/{model}.pt", "--metrics", f"metrics/{model}.json",
             "--history", f"metrics/{model}/history.json", "--evaluation", f"metrics/{model}/evaluation"]
