@@ -97,6 +97,26 @@ def test_parallel_first_use_of_a_new_store_loses_no_run(folder):
     assert len(MlflowClient(store(folder)).search_experiments()) == 2  # Default and the project's
 
 
+def test_an_experiment_another_stage_creates_first_is_the_one_used(folder, monkeypatch):
+    """Two stages find no experiment and both create it (on a server, where no file lock keeps them
+    apart): the one that loses uses the experiment the other made."""
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store(folder))
+    monkeypatch.chdir(folder)
+    first = open_experiment()
+    lookups = []
+    real_lookup = mlflow.get_experiment_by_name
+
+    def not_yet_created_on_first_lookup(name):  # the other stage creates it just after our lookup
+        lookups.append(name)
+        return None if len(lookups) == 1 else real_lookup(name)
+
+    monkeypatch.setattr(mlflow, "get_experiment_by_name", not_yet_created_on_first_lookup)
+    assert open_experiment() == first
+    assert len(lookups) == 2
+
+
 @pytest.mark.parametrize("damage", ["garbage", "truncated"])
 def test_corrupt_store_is_one_line_naming_the_file_and_the_way_out(folder, damage, monkeypatch):
     database = folder / "mlflow.db"

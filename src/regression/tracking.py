@@ -137,7 +137,12 @@ def experiment_id(uri: str) -> str:
         if experiment is None:
             # An sqlite store keeps artifacts beside its file; a server decides for itself.
             location = (database.resolve().parent / "mlartifacts").as_uri() if database else None
-            experiment = mlflow.get_experiment(mlflow.create_experiment(name, location, EXPERIMENT_TAGS))
+            try:
+                experiment = mlflow.get_experiment(mlflow.create_experiment(name, location, EXPERIMENT_TAGS))
+            except MlflowException:  # on a server, a stage on another worker may create it first
+                experiment = mlflow.get_experiment_by_name(name)
+                if experiment is None:
+                    raise
         to_set = {key: value for key, value in EXPERIMENT_TAGS.items() if experiment.tags.get(key) != value
                   and not (key.startswith("mlflow.sharedViewState.") and key in experiment.tags)}
         for key, value in to_set.items():
