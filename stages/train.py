@@ -17,7 +17,7 @@ from regression.files import write_bytes_atomic, write_folder_atomic, write_json
 from regression.models import MODELS, model_bytes
 from regression.params import ParamsError
 from regression.report import draw_figures, make_report
-from regression.serving import answer
+from regression.serving import signature
 from regression.training import as_splits, features, new_model, train
 
 
@@ -62,17 +62,6 @@ def main(params, args):
                                  sorted(args.evaluation.iterdir()), f"{meta['name']}-{name}", report.metrics)
         write_json(args.metrics, report.metrics)
     print(f"{args.model_file}, {args.metrics} written; model version {version} of {meta['name']}-{name}")
-
-
-def signature(model, config, example):
-    """Input: one unnamed number column per feature, so that float32 and float64 rows, lists and
-    DataFrames all pass MLflow's schema check (a float32 tensor spec rejects float64). Output:
-    what `answer` gives."""
-    from mlflow.models import ModelSignature, infer_signature
-    from mlflow.types.schema import ColSpec, Schema
-
-    inputs = Schema([ColSpec("double") for _ in range(config.n_features)])
-    return ModelSignature(inputs, infer_signature(example, answer(model, config, example)).outputs)
 
 
 if __name__ == "__main__":

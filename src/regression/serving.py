@@ -14,8 +14,10 @@ import numpy as np
 import pandas as pd
 import torch
 from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature, infer_signature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
+from mlflow.types.schema import ColSpec, Schema
 
 from regression.models import CLASSIFICATION, MODELS, ModelConfig, load_model, softmax
 
@@ -57,6 +59,14 @@ def answer(model: torch.nn.Module, config: ModelConfig, model_input) -> pd.DataF
         "class": [config.classes[i] for i in outputs.argmax(dim=1).tolist()],
         "probabilities": [dict(zip(config.classes, map(float, row))) for row in probabilities],
     })
+
+
+def signature(model: torch.nn.Module, config: ModelConfig, example: np.ndarray):
+    """Input: one unnamed number column per feature, so that float32 and float64 rows, lists and
+    DataFrames all pass MLflow's schema check (a float32 tensor spec rejects float64). Output:
+    what `answer` gives."""
+    inputs = Schema([ColSpec("double") for _ in range(config.n_features)])
+    return ModelSignature(inputs, infer_signature(example, answer(model, config, example)).outputs)
 
 
 class Answer(PythonModel):
