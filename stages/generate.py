@@ -12,10 +12,15 @@ from regression.data import save_dataset
 def synthetic_data(w: np.ndarray, b: float, noise_std: float, n: int, rng: np.random.Generator):
     """The lesson's data: X ~ N(0, 1), y = Xw + b + N(0, noise_std), as float32 with y a column.
 
-    numpy draws it (seeded), so this stage needs no torch.
+    numpy draws it (seeded), so this stage needs no torch. Xw is summed column by column, each
+    product and sum rounded on its own: a BLAS product (`X @ w`) would round as the CPU's kernel
+    does (fused multiply-adds on some CPUs, not on others), and the bytes would differ by machine.
     """
     X = rng.standard_normal((n, len(w)), dtype=np.float32)
-    y = X @ w + np.float32(b) + rng.normal(0.0, noise_std, n).astype(np.float32)
+    y = X[:, 0] * w[0]
+    for j in range(1, len(w)):
+        y = y + X[:, j] * w[j]
+    y = y + np.float32(b) + rng.normal(0.0, noise_std, n).astype(np.float32)
     return X, y.reshape(-1, 1)
 
 

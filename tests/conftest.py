@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import pytest
 
+import regression  # noqa: F401 - pins torch's numerics before any test imports torch
+
 # The end-to-end fixtures: project copies, their data server and MLflow servers; PostgreSQL.
 pytest_plugins = ["projects", "postgres"]
 

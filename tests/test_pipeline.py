@@ -119,6 +119,9 @@ def test_fresh_clone_reproduces_identical_outputs(project_copy, reproduced, tmp_
     assert not (again / ".dvc/cache").exists() and not (again / "mlflow.db").exists()
     result = run(again, "dvc", "repro")
     assert {f"train@{m}" for m in MODELS} <= stages_run(result.stdout), result.stdout
+    # CI's check after its cold run: the committed dvc.lock and metrics/ re-made byte for byte.
+    check = run(again, str(BIN / "python"), str(PROJECT / ".ci" / "check_reproduced.py"), check=False)
+    assert check.returncode == 0, check.stderr
     second = snapshot(again)
     assert second["outs"] == first["outs"]
     assert second["metrics"].keys() == first["metrics"].keys()
