@@ -12,7 +12,7 @@ ifneq ($(wildcard $(SHARED_DATA)/train-images-idx3-ubyte.gz),)
 export FASHION_MNIST_SOURCE ?= $(SHARED_DATA)
 endif
 
-.PHONY: run test test-quick ui compare promote sweep remote server server-stop benchmark lock
+.PHONY: run test test-quick exps ui compare promote sweep remote server server-stop benchmark lock
 
 run: $(VENV)/.installed
 	dvc repro
@@ -24,6 +24,11 @@ test: $(VENV)/.installed
 # The quick loop: everything but the end-to-end tests (real DVC runs, servers, browser).
 test-quick: $(VENV)/.installed
 	python -m pytest -m "not slow"
+
+# DVC's experiments as a table that fits 120 columns: the params that vary, each model's headline
+# metric (`dvc exp show` shows every param and dependency hash). ARGS=-A for every commit's.
+exps: $(VENV)/.installed
+	PYTHONPATH=src python -m regression.experiments $(ARGS)
 
 # The MLflow runs side by side, best first (MODEL=softmax_nn for one model).
 compare: $(VENV)/.installed

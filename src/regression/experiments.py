@@ -1,0 +1,127 @@
+"""`make exps`: DVC's experiments as a table a person reads: the params that vary and each model's headline metric.
+
+`dvc exp show` prints every param and every dependency's hash (75 columns, 1,000 wide here).
+This reads its JSON and keeps, per experiment (and the commit it was run from), its name, the
+params whose values differ between the rows shown, and one number per model: test accuracy for
+a model that reports one, else its test loss. The table fits in `--width` columns (120);
+params that do not fit are named below it.
+
+Usage: python -m regression.experiments [--width 120] [-A]   (-A: experiments of every commit)
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+PARAMS_FILE = "params.yaml"
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat |= flatten(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = json.dumps(value) if isinstance(value, list) else value
+    return flat
+
+
+def headline(metrics: dict) -> dict[str, float]:
+    """{model: its headline number} from metrics files named metrics/<model>.json (or deeper)."""
+    numbers = {}
+    for path, content in metrics.items():
+        data = (content or {}).get("data") or {}
+        name = Path(path).with_suffix("").as_posix().removeprefix("metrics/")
+        for key in ("test_accuracy", "test_loss"):
+            if isinstance(data.get(key), (int, float)):
+                numbers[f"{name} {'acc' if key == 'test_accuracy' else 'loss'}"] = data[key]
+                break
+    return numbers
+
+
+def rows_of(show: list[dict]) -> list[dict]:
+    """One row per commit and experiment in `dvc exp show --json`: name, flat params, headline metrics."""
+    rows = []
+    for commit in show:
+        if commit.get("rev") == "workspace" or not commit.get("data"):
+            continue
+        for name, data in [(commit.get("name") or commit["rev"][:7], commit["data"])] + [
+                (experiment.get("name") or rev["rev"][:7], rev.get("data"))
+                for experiment in commit.get("experiments") or [] for rev in experiment["revs"]]:
+            if data:
+                params = ((data.get("params") or {}).get(PARAMS_FILE) or {}).get("data") or {}
+                rows.append({"name": name, "params": flatten(params),
+                             "metrics": headline(data.get("metrics") or {})})
+    return rows
+
+
+def short_names(keys: list[str]) -> dict[str, str]:
+    """Each dotted key cut to its shortest ending that no other key shares (`softmax_nn.lr`)."""
+    names = {}
+    for key in keys:
+        parts = key.split(".")
+        for n in range(1, len(parts) + 1):
+            ending = ".".join(parts[-n:])
+            if not any(other != key and (other == ending or other.endswith("." + ending)) for other in keys):
+                break
+        names[key] = ending
+    return names
+
+
+def metric_cell(value) -> str:
+    if not isinstance(value, (int, float)):
+        return ""
+    return f"{value:.4f}" if abs(value) >= 1e-3 else f"{value:.2e}"
+
+
+def param_cell(value) -> str:
+    return "" if value is None else str(value)
+
+
+def table(rows: list[dict], width: int = 120) -> list[str]:
+    """The lines to print: a header, one line per row, and the params left out for width."""
+    if not rows:
+        return ["no experiments yet: `dvc exp run -S train.softmax_nn.lr=0.1` makes one"]
+    keys = sorted({k for row in rows for k in row["params"]})
+    varying = [k for k in keys if len({json.dumps(row["params"].get(k)) for row in rows}) > 1]
+    metric_names = sorted({k for row in rows for k in row["metrics"]})
+    names = short_names(keys)  # unique among all params: `softmax_nn.lr`, not `lr`
+    columns = [("experiment", [row["name"] for row in rows])]
+    columns += [(m, [metric_cell(row["metrics"].get(m)) for row in rows]) for m in metric_names]
+    params = [(names[k], [param_cell(row["params"].get(k)) for row in rows]) for k in varying]
+    widths, used, left_out = [], 0, []
+    for title, values in columns + params:
+        w = max(len(title), *(len(v) for v in values))
+        if used + w + 2 > width and len(widths) >= 1 + len(metric_names):
+            left_out.append(title)
+            continue
+        widths.append((title, values, w))
+        used += w + 2
+    lines = ["  ".join(title.ljust(w) if i == 0 else title.rjust(w) for i, (title, _, w) in enumerate(widths))
+             .rstrip()]
+    for r in range(len(rows)):
+        lines.append("  ".join(values[r].ljust(w) if i == 0 else values[r].rjust(w)
+                               for i, (_, values, w) in enumerate(widths)).rstrip())
+    if left_out:
+        lines.append(f"(not shown, for width: {', '.join(left_out)})")
+    return [line[:width] for line in lines]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--width", type=int, default=120, help="columns to fit in (default 120)")
+    parser.add_argument("-A", "--all-commits", action="store_true", help="experiments of every commit")
+    args = parser.parse_args(argv)
+    command = ["dvc", "exp", "show", "--json", *(["-A"] if args.all_commits else [])]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        print(f"error: {' '.join(command)} failed: {result.stderr.strip()}", file=sys.stderr)
+        return 1
+    print("\n".join(table(rows_of(json.loads(result.stdout or "[]")), args.width)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""`make exps`: DVC's experiments table cut to what a person reads, within 120 columns."""
+
+import pytest
+
+from regression.experiments import rows_of, short_names, table
+
+
+def show_json(experiments: dict[str, dict]) -> list[dict]:
+    """`dvc exp show --json` as DVC 3 prints it: the workspace, then the commit with its experiments."""
+    def data(train: dict, accuracy: float) -> dict:
+        params = {"prepare": {"seed": 0, "validation_size": 0},
+                  "download": {"files": {"a": {"sha256": "f" * 64}}}, "train": train}
+        metrics = {"metrics/softmax_nn.json": {"data": {"test_accuracy": accuracy, "test_loss": 0.5}},
+                   "metrics/linear.json": {"data": {"test_loss": 1.0259e-4, "w_0": 2.0}}}
+        return {"params": {"params.yaml": {"data": params}}, "metrics": metrics, "deps": {"x": {"hash": "0" * 32}}}
+
+    base = {"softmax_nn": {"lr": 0.05, "epochs": 10}, "linear": {"lr": 0.05, "epochs": 10}}
+    return [{"rev": "workspace", "name": None, "data": data(base, 0.8331), "experiments": None},
+            {"rev": "a" * 40, "name": "main", "data": data(base, 0.8331), "experiments": [
+                {"name": name, "revs": [{"rev": "b" * 40, "name": name,
+                                         "data": data({**base, "softmax_nn": base["softmax_nn"] | change}, acc)}]}
+                for name, (change, acc) in experiments.items()]}]
+
+
+def test_the_table_shows_names_varying_params_and_headline_metrics_only():
+    lines = table(rows_of(show_json({"nn-lr-0.1": ({"lr": 0.1}, 0.8409), "nn-30": ({"epochs": 30}, 0.84)})))
+    assert lines[0].split() == ["experiment", "linear", "loss", "softmax_nn", "acc", "softmax_nn.epochs",
+                                "softmax_nn.lr"]
+    assert [line.split() for line in lines[1:]] == [["main", "1.03e-04", "0.8331", "10", "0.05"],
+                                                    ["nn-lr-0.1", "1.03e-04", "0.8409", "10", "0.1"],
+                                                    ["nn-30", "1.03e-04", "0.8400", "30", "0.05"]]
+    assert not any("sha256" in line or "validation_size" in line for line in lines)  # the same in every row
+
+
+def test_the_table_fits_its_width_and_names_what_it_left_out():
+    many = {f"exp-{i}": ({f"param_with_a_long_name_{j}": i * j for j in range(12)}, 0.8) for i in range(3)}
+    lines = table(rows_of(show_json(many)), width=120)
+    assert max(map(len, lines)) <= 120
+    assert lines[-1].startswith("(not shown, for width: ") and "param_with_a_long_name_" in lines[-1]
+
+
+def test_short_names_are_unique_endings():
+    assert short_names(["train.linear.lr", "train.softmax_nn.lr", "generate.seed"]) == {
+        "train.linear.lr": "linear.lr", "train.softmax_nn.lr": "softmax_nn.lr", "generate.seed": "seed"}
+
+
+@pytest.mark.slow
+def test_make_exps_shows_a_real_experiment(project_copy):
+    from projects import environment, run
+
+    run(project_copy, "dvc", "exp", "run", "-n", "nn-lr-0.1", "-S", "train.softmax_nn.lr=0.1")
+    result = run(project_copy, "python", "-m", "regression.experiments", env=environment(PYTHONPATH="src"))
+    lines = result.stdout.splitlines()
+    assert max(map(len, lines)) <= 120, result.stdout
+    assert "softmax_nn.lr" in lines[0].split() and "softmax_nn" in lines[0]
+    [row] = [line.split() for line in lines if line.startswith("nn-lr-0.1 ")]
+    assert row[-1] == "0.1"
