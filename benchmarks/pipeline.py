@@ -12,7 +12,7 @@ Measured in one run, on the real Fashion-MNIST files, in a temporary git copy of
                  train loss/accuracy and test accuracy per epoch, data loading included
   project loop   this project's data load + training.train for softmax_nn, the same settings
 
-Every stage reports its phases and peak RSS through $STAGE_TIMINGS (regression.stage.Phases).
+Every stage reports its phases and peak RSS through $STAGE_TIMINGS (regression.timing.Phases).
 Targets (ratios measured in the same run, since the machine is noisy):
   a model stage's wall time minus training and evaluation <= 2.5 x import torch
   cold repro <= 0.75 x lesson loop; no-op repro <= 1 s
@@ -119,7 +119,7 @@ def run_project(dataset: Path, p) -> dict:
 
     spec = MODELS["softmax_nn"]
     meta, arrays = load_dataset(dataset)
-    splits = as_splits(arrays, spec.task)
+    splits = as_splits(arrays, spec)
     model, _ = new_model("softmax_nn", splits["train"], tuple(meta["classes"]), p)
     history, _ = train("softmax_nn", spec, model, splits, p)
     return history[-1]
