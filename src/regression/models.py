@@ -26,7 +26,7 @@ REGRESSION, CLASSIFICATION = "regression", "classification"
 @dataclass(frozen=True)
 class ModelConfig:
     """Everything needed to rebuild a model before loading its weights."""
-    kind: str                     # a key of MODELS
+    kind: str                     # the model's name: a key of MODELS and of `train` in params.yaml
     n_features: int
     n_outputs: int
     classes: tuple[str, ...] = ()  # class names in output order, for classifiers

@@ -1,15 +1,11 @@
-"""params.yaml, read as DVC reads it (YAML 1.2), each section checked by the stage that reads it.
+"""params.yaml, read as DVC reads it (YAML 1.2), each section checked by the stage that owns it.
 
-A stage owns its section (`download`, ..., `train.<model>` for train@<model>), as in dvc.yaml:
-before it does any work, it parses the whole file and checks its own section (`load_section`),
-so a mistake is reported by the stage whose key it is, and by no other. A wrong type, an
-out-of-range value, a missing or unknown key each give one line naming the key and the value,
-before any output is written or any MLflow run is opened. A section no stage reads (a
-misspelled `trian:` beside `train:`) would pass `dvc repro` unnoticed, since no stage depends
-on it: `make run` first runs `python -m regression.params`, which refuses one
-(`check_unread`). `load_params` checks everything at once.
-Which model names exist is the model table's business (`models.MODELS`): the train stage
-passes it in, so this module stays free of torch.
+A stage owns its section as dvc.yaml lists it (`download`, ..., `train.<model>`): before any
+work it parses the file and checks that section (`load_section`), so a mistake is reported by
+the stage whose key it is. A wrong type, an out-of-range value, a missing or unknown key each
+give one line naming the key and the value. A section no stage reads (`trian:` beside `train:`)
+would pass `dvc repro` unnoticed: `make run` first refuses it (`python -m regression.params`).
+Model names are the model table's business: the train stage passes it in (no torch here).
 """
 
 import difflib
@@ -172,12 +168,14 @@ def check_unread(path: str | Path = "params.yaml") -> None:
     """Refuse a section that no stage reads: one line each, with the section it may be a misspelling of."""
     path = Path(path)
     raw = _read_sections(path)
-    _raise_if(path, [_unread(key, value) for key, value in raw.items() if key not in Params.model_fields])
+    _raise_if(path, [_unknown([key], value) for key, value in raw.items() if key not in Params.model_fields])
 
 
-def _unread(key: str, value: Any) -> str:
-    near = difflib.get_close_matches(key, list(Params.model_fields), n=1)
-    return f"  {key} = {value!r}: no stage reads it" + (f" (did you mean {near[0]!r}?)" if near else "")
+def _unknown(loc: list[str], value: Any) -> str:
+    """An unknown key (a section: one no stage reads), with the known one it may be a misspelling of."""
+    near = difflib.get_close_matches(loc[-1], _known_keys(loc[:-1]), n=1)
+    what = "no stage reads it" if len(loc) == 1 else "unknown key"
+    return f"  {'.'.join(loc)} = {value!r}: {what}" + (f" (did you mean {near[0]!r}?)" if near else "")
 
 
 def _read_sections(path: Path) -> dict:
@@ -214,12 +212,8 @@ def _describe(error: ValidationError, where: tuple[str, ...] = ()) -> str:
         message = problem["msg"].removeprefix("Value error, ")
         if problem["type"] == "missing":
             lines.append(f"  {key}: missing key")
-        elif problem["type"] == "extra_forbidden" and len(loc) == 1:
-            lines.append(_unread(key, problem["input"]))
         elif problem["type"] == "extra_forbidden":
-            near = difflib.get_close_matches(loc[-1], _known_keys(loc[:-1]), n=1)
-            hint = f" (did you mean {near[0]!r}?)" if near else ""
-            lines.append(f"  {key} = {problem['input']!r}: unknown key{hint}")
+            lines.append(_unknown(loc, problem["input"]))
         elif key and len(repr(problem["input"])) > 80:  # a whole section: the message says enough
             lines.append(f"  {key}: {message}")
         elif key:
@@ -247,15 +241,8 @@ def _known_keys(loc: list[str]) -> list[str]:
     return list(model.model_fields)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m regression.params [params.yaml]`: refuse a section no stage reads (`make run` does first)."""
+if __name__ == "__main__":  # python -m regression.params [params.yaml]: what `make run` checks first
     try:
-        check_unread(*(sys.argv[1:] if argv is None else argv))
+        check_unread(*sys.argv[1:])
     except ParamsError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        sys.exit(f"error: {error}")

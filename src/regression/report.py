@@ -38,18 +38,18 @@ def csv_bytes(header: tuple, rows) -> bytes:
 
 def make_report(spec: ModelSpec, model: nn.Module, last: dict, test_outputs: torch.Tensor,
                 test_y: torch.Tensor, config: ModelConfig, meta: dict) -> Report:
-    """Headline metrics and data files; `last` is the last epoch's record."""
+    """Headline metrics (a regression model's fit after them) and data files; `last` is the last
+    epoch's record."""
+    metrics = {key: last[key] for key in HEADLINE if key in last}
     if not spec.classifies:
-        fit = regression_report(model, meta)
         pairs = zip(test_y.reshape(-1).tolist(), test_outputs.reshape(-1).tolist())
-        return Report(metrics={"test_loss": last["test_loss"], **fit}, files={
+        return Report(metrics=metrics | regression_report(model, meta), files={
             "predictions.csv": csv_bytes(("actual", "predicted"),
                                          ((f"{a:.6g}", f"{p:.6g}") for a, p in pairs))})
 
     classes = config.classes
     result = classification_report(test_outputs, test_y, classes)
     pairs = zip(test_y.tolist(), result["predicted"])
-    metrics = {key: last[key] for key in HEADLINE if key in last}
     return Report(metrics=metrics, files={
         "predictions.csv": csv_bytes(("actual", "predicted"), ((classes[a], classes[p]) for a, p in pairs)),
         "per_class_accuracy.json": json_bytes([{"class": c, "accuracy": a}
