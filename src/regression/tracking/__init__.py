@@ -7,9 +7,9 @@ What the stages and CI call, here:
 
 One module per job:
     store       where the store is, opening it with its experiment, its health, bounded HTTP
-    naming      the tag names, and run names from the params' diff
+    naming      the tag names, run names from the params' diff, the registered model's name
     run         the run: params, epochs, datasets, model logging, registration, orphans
-    registry    the registered model's name, the ranking rule, the `champion` alias (`make promote`)
+    registry    the ranking rule, the `champion` alias (`make promote`)
     served      what a logged model answers; logged_model.py is the code MLflow loads it with
     compare     `make compare` and the summary of `make run`
     ui          `make ui`, and links into the UI

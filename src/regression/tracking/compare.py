@@ -72,7 +72,8 @@ def summary(client, experiment_id: str, uri: str) -> list[str]:
     for model in read_yaml("params.yaml").get("train", {}):
         path = metrics_file(model)
         metrics = json.loads(path.read_text()) if path.exists() else {}
-        shown = ", ".join(f"{k} {number(v)}" for k, v in metrics.items())
+        # w and b say how good the fit is: their errors would only push the run off the line
+        shown = ", ".join(f"{k} {number(v)}" for k, v in metrics.items() if not k.endswith("_err"))
         runs = runs_of(client, experiment_id, model, max_results=1, order_by=["attributes.start_time DESC"])
         run = "no MLflow run" if not runs else f"run '{runs[0].info.run_name}'" + (
             "" if runs[0].info.status == "FINISHED" else f" {runs[0].info.status}")

@@ -1,8 +1,9 @@
-"""What a model stage's run is called and tagged: the tag names, and a name from the params' diff.
+"""What a model stage's run is called and tagged, and the name its model is registered under.
 
 A run is named after its model and what makes it different: inside `dvc exp run`, the params
 that differ from the committed params.yaml and the DVC experiment, else the commit. Its tags tie
-it to DVC and git; `runs_of` finds a model's runs by them.
+it to DVC and git; `runs_of` finds a model's runs by them. Its model is registered as a new
+version of `<dataset>-<model>` (`registered_name`).
 """
 
 import os
@@ -14,6 +15,12 @@ MODEL_TAG, STAGE_TAG, EXPERIMENT_TAG, DIGEST_TAG = "model", "dvc.stage", "dvc.ex
 CHANGED_TAG, COMMIT_TAG = "dvc.changed_params", "mlflow.source.git.commit"
 HOST_TAG, PID_TAG = "process.host", "process.pid"
 STATUS_REASON_TAG = "mlflow.runStatusReason"
+RUN_NAME_TAG = "run_name"  # a registered model version's: the run it came from
+
+
+def registered_name(dataset: str, model: str) -> str:
+    """The registered model a model's versions go to: `<dataset>-<model>`."""
+    return f"{dataset}-{model}"
 
 
 def runs_of(client, experiment_id: str, model: str | None, status: str | None = None, **search) -> list:

@@ -1,7 +1,7 @@
-"""The registry: each model's registered name, the one ranking rule, and the `champion` alias.
+"""The registry: the one ranking rule, and the `champion` alias of each registered model.
 
 Every model stage registers its model as a new version of `<dataset>-<model>` (e.g.
-`fashion-mnist-softmax_nn`, `registered_name`), tagged with its run, DVC experiment, data digest,
+`fashion-mnist-softmax_nn`, `naming.registered_name`), tagged with its run, DVC experiment, data digest,
 git commit and headline metrics. Runs and versions rank by the first headline metric they have
 (`rank_key`: validation accuracy, then test accuracy, then the lowest test loss; see
 `regression.headline`); `make compare` and `make sweep` list runs in that order, and `promote`
@@ -15,14 +15,11 @@ import argparse
 import sys
 
 from regression.headline import HEADLINE
+from regression.tracking.naming import RUN_NAME_TAG
 from regression.tracking.store import opened
 
 ALIAS = "champion"
-RUN_NAME_TAG, SELECTED_BY_TAG = "run_name", "champion.selected_by"  # version tags
-
-
-def registered_name(dataset: str, model: str) -> str:
-    return f"{dataset}-{model}"
+SELECTED_BY_TAG = "champion.selected_by"  # the version tag saying which metric chose the champion
 
 
 def rank_key(metrics: dict[str, float]) -> tuple:

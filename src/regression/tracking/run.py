@@ -4,7 +4,7 @@
 starts a run named and tagged as `naming` says, with the stage's params and its datasets (each
 split of the dataset folder, with the data's digest). `log_epoch` records each epoch's metrics;
 `finish` logs the model (`served`), links the last epoch's metrics to it and its datasets,
-attaches the evaluation files and registers the model (`registry.registered_name`).
+attaches the evaluation files and registers the model (`naming.registered_name`).
 """
 
 import os
@@ -25,16 +25,17 @@ from regression.tracking.naming import (
     HOST_TAG,
     MODEL_TAG,
     PID_TAG,
+    RUN_NAME_TAG,
     STAGE_TAG,
     STATUS_REASON_TAG,
     changed_params,
     committed_params,
     description,
     git,
+    registered_name,
     run_name,
     runs_of,
 )
-from regression.tracking.registry import RUN_NAME_TAG, registered_name
 from regression.tracking.store import TrackingError, one_line, open_experiment, tracking_uri
 
 # The logged model's code (models-from-code), logged with the whole `regression` package beside it.

@@ -20,8 +20,8 @@ import time
 
 from regression.params import read_yaml
 from regression.tracking.compare import table
-from regression.tracking.naming import EXPERIMENT_TAG, runs_of
-from regression.tracking.registry import promote, rank_key, registered_name
+from regression.tracking.naming import EXPERIMENT_TAG, registered_name, runs_of
+from regression.tracking.registry import promote, rank_key
 from regression.tracking.store import opened
 
 POLL_SECONDS = 2
