@@ -1,6 +1,6 @@
-"""Fashion-MNIST's class names and the names of its four IDX files (no torch: params and `download` read them).
+"""Fashion-MNIST's class names and the names of its four IDX files (`idx.py` reads the files).
 
-`idx.py` reads the files.
+No torch here: params and the `download` stage read the names.
 """
 
 # The four IDX files, by split: (images, labels). `download.files` must name these.

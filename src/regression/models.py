@@ -2,9 +2,10 @@
 
 `MODELS` is the one place that says, for each model, the data it learns from, its task (and so
 whether it classifies), how it is built, its loss and how it steps; training, evaluation, the
-report, the train stage's params check and the served model read these fields. A model's shape is its `ModelConfig`, saved with its weights (`model_bytes`), so that
-anything can rebuild it from the file alone (`load_model`). How it starts (`init_std`, the
-seed) is training's business: `initialise_`.
+report, the train stage's params check and the served model read these fields. A model's
+shape is its `ModelConfig`, saved with its weights (`model_bytes`), so that anything can
+rebuild it from the file alone (`load_model`). How it starts (`init_std`, the seed) is
+training's business: `initialise_`.
 """
 
 import dataclasses

@@ -15,7 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
+                      field_validator)
 
 from regression import PipelineError
 from regression.data import DATASETS
@@ -123,7 +124,7 @@ def read_yaml(path: str | Path) -> Any:
 
 
 def load_params(path: str | Path = "params.yaml", models: Mapping[str, Any] | None = None) -> Params:
-    """params.yaml, every section checked; with `models` (name -> spec with a `dataset`), `train` keys are too."""
+    """params.yaml, all checked; with `models` (name -> spec with a `dataset`), `train` keys are too."""
     path = Path(path)
     raw = read_yaml(path)
     try:

@@ -54,8 +54,8 @@ def promote(client, name: str) -> str:
     client.set_model_version_tag(name, version.version, SELECTED_BY_TAG, metric)
     first = next(iter(HEADLINE))
     note = "" if metric == first else f" (no version has a {first}: chosen on the test set)"
-    return (f"{name}: {ALIAS} -> version {version.version} ({version.tags.get(RUN_NAME_TAG, version.run_id)}), "
-            f"{metric} {float(version.tags[metric]):.4f}{note}")
+    run, value = version.tags.get(RUN_NAME_TAG, version.run_id), float(version.tags[metric])
+    return f"{name}: {ALIAS} -> version {version.version} ({run}), {metric} {value:.4f}{note}"
 
 
 def main(argv: list[str] | None = None) -> int:

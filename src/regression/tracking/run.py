@@ -171,13 +171,13 @@ class ModelRun:
         """Log the model (answering as `served` says, `example` its input example), the last epoch's
         metrics linked to it (by split, with its dataset) and the evaluation `files`; register it as
         a new version of `<dataset>-<model>`, tagged with the headline `metrics`. That version."""
-        from regression.tracking.served import signature
+        from regression.tracking.served import MODEL_ARTIFACT, signature
 
         spare_mlflow_package_scan()
         with warnings.catch_warnings():  # MLflow suggests type hints where a signature is given
             warnings.simplefilter("ignore", UserWarning)
             info = mlflow.pyfunc.log_model(
-                name=config.kind, python_model=str(SERVING_CODE), artifacts={"model": str(model_path)},
+                name=config.kind, python_model=str(SERVING_CODE), artifacts={MODEL_ARTIFACT: str(model_path)},
                 code_paths=[str(PACKAGE)], signature=signature(model, config, example), input_example=example,
                 pip_requirements=model_requirements(), step=self.epochs)
         for split, dataset in self.datasets.items():

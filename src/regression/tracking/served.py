@@ -21,6 +21,8 @@ from mlflow.types.schema import ColSpec, Schema
 
 from regression.models import MODELS, ModelConfig, load_model, softmax
 
+MODEL_ARTIFACT = "model"  # the logged model's artifact holding the model file
+
 
 def rows(model_input, n_features: int, pixels: bool) -> np.ndarray:
     """The input as a float32 (n, n_features) array; anything else is rejected, saying why."""
@@ -70,10 +72,10 @@ def signature(model: torch.nn.Module, config: ModelConfig, example: np.ndarray):
 
 
 class Answer(PythonModel):
-    """The pyfunc model: loads the model file logged as the artifact `model`."""
+    """The pyfunc model: loads the model file logged as the artifact MODEL_ARTIFACT."""
 
     def load_context(self, context):
-        self.model, self.config = load_model(context.artifacts["model"])
+        self.model, self.config = load_model(context.artifacts[MODEL_ARTIFACT])
 
     def predict(self, context, model_input: np.ndarray, params=None) -> pd.DataFrame:
         return answer(self.model, self.config, model_input)

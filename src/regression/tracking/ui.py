@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     store = os.environ["MLFLOW_TRACKING_URI"] = local_store_uri()
     if (experiment_id := opened()) is None:
         return 1
-    print(f"The runs, key params and metrics, best first: {run_list_url(local_ui_url(args.port), experiment_id)}")
+    link = run_list_url(local_ui_url(args.port), experiment_id)
+    print(f"The runs, key params and metrics, best first: {link}")
     print("To compare runs there: tick them and press Compare.", flush=True)
     if args.link_only:
         return 0
