@@ -14,9 +14,11 @@ endif
 
 .PHONY: run test test-quick exps ui compare promote sweep remote server server-stop benchmark lock
 
+# params.yaml is checked first for a section no stage reads (a misspelling DVC would pass over).
 run: $(VENV)/.installed
+	PYTHONPATH=src python -m regression.params params.yaml
 	dvc repro
-	PYTHONPATH=src python -m regression.compare --summary
+	PYTHONPATH=src python -m regression.tracking.compare --summary
 
 test: $(VENV)/.installed
 	python -m pytest
@@ -32,24 +34,22 @@ exps: $(VENV)/.installed
 
 # The MLflow runs side by side, best first (MODEL=softmax_nn for one model).
 compare: $(VENV)/.installed
-	PYTHONPATH=src python -m regression.compare $(if $(MODEL),--model $(MODEL))
+	PYTHONPATH=src python -m regression.tracking.compare $(if $(MODEL),--model $(MODEL))
 
 # Point each registered model's `champion` alias at its best version.
 promote: $(VENV)/.installed
-	PYTHONPATH=src python -m regression.registry
+	PYTHONPATH=src python -m regression.tracking.registry
 
 # The MLflow UI on http://127.0.0.1:5000. First prints the link to the run list in the lesson's
 # view (key params and metrics as columns, best test accuracy first); there, tick runs and press
 # "Compare" to see them side by side.
-ui: UI_STORE := sqlite:///$(CURDIR)/mlflow.db
 ui: $(VENV)/.installed
-	MLFLOW_TRACKING_URI=$(UI_STORE) PYTHONPATH=src python -m regression.ui http://127.0.0.1:5000
-	mlflow ui --backend-store-uri $(UI_STORE) --host 127.0.0.1 --port 5000
+	PYTHONPATH=src python -m regression.tracking.ui
 
 # A grid of experiments on DVC's queue (2 workers), ranked by validation accuracy; the best
 # becomes `champion`. Values are DVC grid lists: make sweep LR=0.05,0.1,0.2 EPOCHS=10,30
 sweep: $(VENV)/.installed
-	PYTHONPATH=src python -m regression.sweep --model $(or $(MODEL),softmax_nn) \
+	PYTHONPATH=src python -m regression.tracking.sweep --model $(or $(MODEL),softmax_nn) \
 	  $(if $(LR),--lr $(LR)) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(BATCH),--batch-size $(BATCH))
 
 # The DVC remote everyone pushes to and pulls from: a folder or any URL DVC supports. Kept in
@@ -63,10 +63,10 @@ remote: $(VENV)/.installed
 # The team's MLflow server on PostgreSQL, both on 127.0.0.1, kept in .mlflow-server/ (see README):
 # `make server PORT=5001 PG_PORT=5433` (the defaults); `make server-stop` stops both.
 server: $(VENV)/.installed
-	PYTHONPATH=src python -m regression.server start $(if $(PORT),--port $(PORT) )$(if $(PG_PORT),--postgres-port $(PG_PORT))
+	PYTHONPATH=src python -m regression.tracking.server start $(if $(PORT),--port $(PORT) )$(if $(PG_PORT),--postgres-port $(PG_PORT))
 
 server-stop: $(VENV)/.installed
-	PYTHONPATH=src python -m regression.server stop
+	PYTHONPATH=src python -m regression.tracking.server stop
 
 # Where the time of `dvc repro` and `dvc exp run` goes (about 3 minutes): prints a table and
 # writes benchmarks/results.json.

@@ -23,8 +23,8 @@ def check_mlflow_runs() -> list[str]:
     client = MlflowClient()
     failures = []
     for model, metric in MODELS.items():
-        runs = client.search_runs([experiment_id], f"tags.model = '{model}'",
-                                  order_by=["attributes.start_time DESC"], max_results=1)
+        runs = tracking.runs_of(client, experiment_id, model, order_by=["attributes.start_time DESC"],
+                                max_results=1)
         if not runs or runs[0].info.status != "FINISHED" or metric not in runs[0].data.metrics:
             failures.append(f"{model}: latest MLflow run missing, unfinished or without {metric}")
             continue
@@ -39,13 +39,15 @@ def check_mlflow_runs() -> list[str]:
 
 
 def main() -> int:
+    from regression.tracking.compare import metrics_file
+
     failures = []
     for model in ("softmax_scratch", "softmax_nn"):
-        accuracy = json.loads(Path(f"metrics/{model}.json").read_text())["test_accuracy"]
+        accuracy = json.loads(metrics_file(model).read_text())["test_accuracy"]
         print(f"{model}: test accuracy {accuracy:.4f} (target >= {MIN_ACCURACY})")
         if accuracy < MIN_ACCURACY:
             failures.append(f"{model} test accuracy {accuracy:.4f} < {MIN_ACCURACY}")
-    linear = json.loads(Path("metrics/linear.json").read_text())
+    linear = json.loads(metrics_file("linear").read_text())
     print(f"linear: w [{linear['w_0']:.4f}, {linear['w_1']:.4f}], b {linear['b']:.4f}")
     for key in ("w_err", "b_err"):
         if linear[key] > MAX_LINEAR_ERROR:

@@ -15,7 +15,7 @@ Measured in one run, on the real Fashion-MNIST files, in a temporary git copy of
                  (regression/numerics.py: one thread, AVX2 kernels, MKL's portable path) and
                  with the machine's own (every core, torch's and MKL's own choice of kernels)
 
-Every stage reports its phases and peak RSS through $STAGE_TIMINGS (regression.stage.Phases).
+Every stage reports its phases and peak RSS through $STAGE_TIMINGS (regression.timing.Phases).
 Targets (ratios measured in the same run, since the machine is noisy):
   a model stage's wall time minus training and evaluation <= 2.5 x import torch
   a one-param `dvc exp run` <= 4.5 x import torch
@@ -125,7 +125,7 @@ def run_project(dataset: Path, p) -> dict:
 
     spec = MODELS["softmax_nn"]
     meta, arrays = load_dataset(dataset)
-    splits = as_splits(arrays, spec.task)
+    splits = as_splits(arrays, spec)
     model, _ = new_model("softmax_nn", splits["train"], tuple(meta["classes"]), p)
     history, _ = train("softmax_nn", spec, model, splits, p)
     return history[-1]

@@ -18,4 +18,4 @@ def main(params, args):
 if __name__ == "__main__":
     parser = stage.parser(__doc__)
     parser.add_argument("out", help="folder to write the decompressed IDX files to")
-    stage.run(main, parser)
+    stage.run(main, parser, owns="download")

@@ -37,4 +37,4 @@ def main(params, args):
 if __name__ == "__main__":
     parser = stage.parser(__doc__)
     parser.add_argument("out", help="dataset folder to write")
-    stage.run(main, parser)
+    stage.run(main, parser, owns="generate")

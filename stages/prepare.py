@@ -10,7 +10,8 @@ gc.disable()
 
 from regression import stage
 from regression.data import hold_out, save_dataset
-from regression.fashion_mnist import CLASSES, read_split
+from regression.fashion_mnist import CLASSES
+from regression.idx import read_split
 from regression.params import ParamsError
 
 
@@ -32,4 +33,4 @@ if __name__ == "__main__":
     parser = stage.parser(__doc__)
     parser.add_argument("raw", help="folder holding the four decompressed IDX files")
     parser.add_argument("out", help="dataset folder to write")
-    stage.run(main, parser)
+    stage.run(main, parser, owns="prepare")

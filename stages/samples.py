@@ -21,4 +21,4 @@ if __name__ == "__main__":
     parser = stage.parser(__doc__)
     parser.add_argument("data", help="dataset folder (as `prepare` writes it)")
     parser.add_argument("out", help="PNG to write")
-    stage.run(main, parser)
+    stage.run(main, parser, owns="samples")

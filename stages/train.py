@@ -15,29 +15,24 @@ from regression import stage, tracking
 from regression.data import load_dataset
 from regression.files import write_bytes_atomic, write_folder_atomic, write_json
 from regression.models import MODELS, model_bytes
-from regression.params import ParamsError
 from regression.report import draw_figures, make_report
-from regression.serving import signature
+from regression.timing import phases
 from regression.training import as_splits, features, new_model, train
 
 
 def main(params, args):
     name = args.model
-    if name not in params.train:
-        raise ParamsError(f"train.{name}: not in params.yaml (its models: {', '.join(params.train)})")
     spec, p = MODELS[name], params.train[name]
-    phases = stage.phases
     with phases("data load"):
         meta, arrays = load_dataset(args.data)
-        splits = as_splits(arrays, spec.task)
+        splits = as_splits(arrays, spec)
         train_set, test_set = splits["train"], splits["test"]
         classes = tuple(meta.get("classes", ()))
     model, config = new_model(name, train_set, classes, p)
 
     with phases("tracking setup"):
-        data = meta | {"datasets": {split: tracking.dataset(meta["name"], split, meta["digest"], args.data)
-                                    for split in splits}}
-        run = tracking.ModelRun.start(name, p.model_dump() | {"model": name}, data, p.epochs)
+        run = tracking.ModelRun.start(name, p.model_dump() | {"model": name}, meta, p.epochs,
+                                      folder=args.data, splits=tuple(splits))
     with run:
         def on_epoch(record):
             print(", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
@@ -57,11 +52,10 @@ def main(params, args):
             write_json(args.history, history)
             write_folder_atomic(args.evaluation, files)
         with phases("model logging"):
-            example = features(test_set.X[:5]).numpy()
-            version = run.finish(name, args.model_file, signature(model, config, example), example,
-                                 sorted(args.evaluation.iterdir()), f"{meta['name']}-{name}", report.metrics)
+            version = run.finish(model, config, args.model_file, features(test_set.X[:5]).numpy(),
+                                 sorted(args.evaluation.iterdir()), report.metrics)
         write_json(args.metrics, report.metrics)
-    print(f"{args.model_file}, {args.metrics} written; model version {version} of {meta['name']}-{name}")
+    print(f"{args.model_file}, {args.metrics} written; model version {version.version} of {version.name}")
 
 
 if __name__ == "__main__":
@@ -73,4 +67,4 @@ if __name__ == "__main__":
     parser.add_argument("--history", type=Path, required=True, help="per-epoch metrics (JSON)")
     parser.add_argument("--evaluation", type=Path, required=True,
                         help="folder for the test-set predictions and figures")
-    stage.run(main, parser, models=MODELS)
+    stage.run(main, parser, owns=lambda args: f"train.{args.model}", models=MODELS)

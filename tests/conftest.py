@@ -106,7 +106,7 @@ def trainable(tiny_fashion, linear_data):
         if validation:
             train_part, validation_part = hold_out(*arrays["train"], validation, seed=0)
             arrays = {"train": train_part, "val": validation_part, "test": arrays["test"]}
-        splits = as_splits(arrays, spec.task)
+        splits = as_splits(arrays, spec)
         p = TrainParams(**(TRAIN_PARAMS[spec.task] | params))
         model, config = new_model(name, splits["train"], classes, p)
         return Trainable(name, spec, config, model, splits, p, meta)

@@ -25,8 +25,8 @@ from mlflow import MlflowClient
 
 from idx_files import write_tiny_fashion_mnist
 from regression.params import read_yaml
-from regression.server import stop_process
-from regression.tracking import DEFAULT_EXPERIMENT
+from regression.tracking.postgres import stop_process
+from regression.tracking.store import DEFAULT_EXPERIMENT
 
 PROJECT = Path(__file__).resolve().parents[1]
 COPIED = ["dvc.yaml", "params.yaml", "stages", "src", "Makefile", "requirements.txt", "requirements.lock",
@@ -225,7 +225,7 @@ def project_copy(reproduced, tmp_path):
     return copy_of(reproduced[0], tmp_path / "project")
 
 
-# A small grid for `python -m regression.sweep`: 4 experiments of softmax_nn, each with its own
+# A small grid for `python -m regression.tracking.sweep`: 4 experiments of softmax_nn, each with its own
 # learning rate (none is params.yaml's 0.05, so every run name shows its lr), on 2 workers.
 SWEEP_LEARNING_RATES = ("0.1", "0.2", "0.3", "0.4")
 SWEEP_GRID = ["--lr", ",".join(SWEEP_LEARNING_RATES), "--epochs", "2", "--batch-size", "100",
@@ -235,7 +235,7 @@ SWEEP_GRID = ["--lr", ",".join(SWEEP_LEARNING_RATES), "--epochs", "2", "--batch-
 def sweep(project: Path, uri: str, experiment: str) -> str:
     """Run the sweep in `project` against the store `uri`; its output."""
     env = environment(PYTHONPATH="src", MLFLOW_TRACKING_URI=uri, MLFLOW_EXPERIMENT_NAME=experiment)
-    result = run(project, "python", "-m", "regression.sweep", *SWEEP_GRID, env=env, timeout=900)
+    result = run(project, "python", "-m", "regression.tracking.sweep", *SWEEP_GRID, env=env, timeout=900)
     return result.stdout + result.stderr
 
 

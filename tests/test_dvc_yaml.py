@@ -66,8 +66,27 @@ def stage_script(stage: dict) -> str:
     return scripts[0]
 
 
-def imported_modules(path: Path) -> set[str]:
-    """Names of the regression submodules a file imports directly, e.g. {'data', 'stage'}."""
+def module_files(name: str) -> set[Path]:
+    """The files of src/regression that importing `name` loads: each package's __init__.py on
+    the way, and the module's file; nothing for a name that is not a module (`regression.X`)."""
+    parts = name.split(".")
+    found, folder = set(), PACKAGE
+    if parts[0] != "regression":
+        return found
+    for part in parts[1:]:
+        if (folder / part / "__init__.py").is_file():
+            folder = folder / part
+            found.add(folder / "__init__.py")
+        elif (folder / f"{part}.py").is_file():
+            found.add(folder / f"{part}.py")
+            break
+        else:
+            break
+    return found
+
+
+def imported_modules(path: Path) -> set[Path]:
+    """The src/regression files a file imports directly, e.g. {.../data.py, .../stage.py}."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
         if isinstance(node, ast.Import):
@@ -82,22 +101,20 @@ def imported_modules(path: Path) -> set[str]:
         else:
             continue
         for name in names:
-            parts = name.split(".")
-            if parts[0] == "regression" and len(parts) > 1 and (PACKAGE / f"{parts[1]}.py").is_file():
-                found.add(parts[1])
+            found |= module_files(name)
     return found
 
 
 def code_closure(script: Path) -> set[str]:
-    """Every src/regression module file the script loads, directly or through other modules."""
-    pending = imported_modules(script) | {"__init__"}
+    """Every src/regression file the script loads, directly or through other modules."""
+    pending = imported_modules(script) | {PACKAGE / "__init__.py"}
     seen = set()
     while pending:
         module = pending.pop()
         if module not in seen:
             seen.add(module)
-            pending |= imported_modules(PACKAGE / f"{module}.py")
-    return {f"src/regression/{module}.py" for module in seen}
+            pending |= imported_modules(module)
+    return {str(module.relative_to(ROOT)) for module in seen}
 
 
 def test_dvc_yaml_has_the_expected_stages():
@@ -108,7 +125,7 @@ def test_dvc_yaml_has_the_expected_stages():
 
 def test_import_follower_sees_indirect_imports():
     """Control: samples.py reaches params.py only through stage.py."""
-    assert "params" not in imported_modules(ROOT / "stages" / "samples.py")
+    assert PACKAGE / "params.py" not in imported_modules(ROOT / "stages" / "samples.py")
     assert "src/regression/params.py" in code_closure(ROOT / "stages" / "samples.py")
 
 

@@ -13,7 +13,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from regression.models import MODELS
-from regression.params import DATASETS, ParamsError, load_params, read_yaml
+from regression.params import DATASETS, ParamsError, check_unread, load_params, load_section, read_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 PARAMS_YAML = ROOT / "params.yaml"
@@ -302,17 +302,17 @@ def assert_failed_before_any_work(result: subprocess.CompletedProcess, root: Pat
     assert mlflow_runs(root / "mlflow.db") == 0
 
 
-@pytest.mark.parametrize("mutate, key, value", [
-    (set_value("train", "softmax_nn", "lr", -0.5), "train.softmax_nn.lr", "-0.5"),
-    (add_model("resnet"), "train.resnet", "'resnet'"),
+@pytest.mark.parametrize("model, mutate, key, value", [
+    ("softmax_nn", set_value("train", "softmax_nn", "lr", -0.5), "train.softmax_nn.lr", "-0.5"),
+    ("resnet", add_model("resnet"), "train.resnet", "'resnet'"),
 ], ids=["negative lr", "unknown model in params"])
-def test_stage_with_a_bad_param_fails_cleanly_before_any_work(project_copy, project_params, mutate, key,
-                                                              value):
+def test_stage_with_a_bad_param_fails_cleanly_before_any_work(project_copy, project_params, model, mutate,
+                                                              key, value):
     params = copy.deepcopy(project_params)
     mutate(params)
     write_params(project_copy, params)
 
-    result = run_stage(project_copy, "stages/train.py", "softmax_nn", *TRAIN_ARGS)
+    result = run_stage(project_copy, "stages/train.py", model, *TRAIN_ARGS)
 
     assert_failed_before_any_work(result, project_copy)
     naming = [line for line in result.stderr.splitlines() if key in line]
@@ -326,3 +326,74 @@ def test_stage_with_an_unknown_model_names_the_known_ones(project_copy):
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "no_such_model" in result.stderr
     assert all(name in result.stderr for name in MODELS)
+
+
+# Each stage checks the params it owns
+
+
+def problems_of_section(path: Path, key: str) -> list[str]:
+    with pytest.raises(ParamsError) as caught:
+        load_section(path, key, models=MODELS)
+    return str(caught.value).splitlines()[1:]
+
+
+@pytest.mark.parametrize("mutate, owner, key", [
+    (set_value("train", "softmax_nn", "lr", -0.05), "train.softmax_nn", "train.softmax_nn.lr"),
+    (set_value("train", "linear", "dataset", "fashion-mnist"), "train.linear", "train.linear.dataset"),
+    (set_value("prepare", "validaton_size", 5), "prepare", "prepare.validaton_size"),
+    (delete("samples"), "samples", "samples"),
+    (set_value("download", "timeout_seconds", 0), "download", "download.timeout_seconds"),
+], ids=["a model's lr", "a model's dataset", "misspelled key", "missing section", "download"])
+def test_a_bad_key_is_reported_by_its_stage_alone(tmp_path, project_params, mutate, owner, key):
+    params = copy.deepcopy(project_params)
+    mutate(params)
+    path = write_params(tmp_path, params)
+
+    [problem] = problems_of_section(path, owner)
+
+    assert problem.startswith(f"  {key}")
+    others = ["download", "prepare", "generate", "samples", *(f"train.{m}" for m in params.get("train", {}))]
+    for other in others:
+        if other != owner:
+            load_section(path, other, models=MODELS)  # every other stage goes on
+
+
+def test_a_stage_gets_its_own_section_only(tmp_path):
+    params = load_section(PARAMS_YAML, "train.linear", models=MODELS)
+    assert list(params.train) == ["linear"] and params.train["linear"].dataset == "synthetic"
+    assert load_section(PARAMS_YAML, "samples").samples.count > 0
+    with pytest.raises(AttributeError):
+        params.download  # noqa: B018 - not the train stage's
+
+
+def test_a_stage_checks_the_files_syntax(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text(PARAMS_YAML.read_text() + "trian: [\n")
+    with pytest.raises(ParamsError, match="cannot read params"):
+        load_section(path, "download")
+
+
+def test_a_model_missing_from_params_is_named_with_the_ones_there():
+    with pytest.raises(ParamsError, match=r"train.mlp: not in params.yaml \(its models: linear, "):
+        load_section(PARAMS_YAML, "train.mlp", models=MODELS)
+
+
+def test_a_section_no_stage_reads_is_refused_with_a_hint(tmp_path, project_params):
+    check_unread(PARAMS_YAML)
+    params = copy.deepcopy(project_params)
+    add_section("trian", "train")(params)
+    path = write_params(tmp_path, params)
+    for stage in ("download", "train.linear"):
+        load_section(path, stage, models=MODELS)  # no stage reads it, so none would say a word
+
+    with pytest.raises(ParamsError) as caught:
+        check_unread(path)
+    [problem] = str(caught.value).splitlines()[1:]
+    assert problem.startswith("  trian = {") and "no stage reads it" in problem
+    assert problem.endswith("(did you mean 'train'?)")
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    result = subprocess.run([sys.executable, "-m", "regression.params", str(path)], capture_output=True,
+                            text=True, env=env, timeout=60)
+    assert result.returncode == 1 and result.stderr.startswith(f"error: {path}: invalid params:")
+    assert "trian" in result.stderr and "Traceback" not in result.stderr

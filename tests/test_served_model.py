@@ -23,7 +23,7 @@ def served(reproduced):
     """(URL of the served champion, project path)."""
     path = reproduced[0]
     env = environment(MLFLOW_TRACKING_URI=store_uri(path), PYTHONPATH="src")
-    promoted = run(path, "python", "-m", "regression.registry", "--model", MODEL, env=env).stdout
+    promoted = run(path, "python", "-m", "regression.tracking.registry", "--model", MODEL, env=env).stdout
     assert "champion -> version 1" in promoted and "chosen on the test set" in promoted, promoted
     port = free_port()
     server = subprocess.Popen(

@@ -1,5 +1,5 @@
 """The team's tracking server: a stage recording into MLflow on PostgreSQL, and `make server`'s
-`python -m regression.server start|status|stop` in a project folder of its own."""
+`python -m regression.tracking.server start|status|stop` in a project folder of its own."""
 
 import secrets
 import shutil
@@ -14,8 +14,8 @@ import pytest
 from mlflow import MlflowClient
 
 from projects import BIN, PROJECT, environment, free_port, run, runs_by_model, train_command
-from regression.server import ended
-from regression.tracking import dataset, log_datasets
+from regression.tracking.postgres import ended
+from regression.tracking.run import log_datasets, split_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +42,7 @@ def test_a_stage_records_its_run_and_model_into_mlflow_on_postgresql(project_cop
 
 
 def server(project, *args: str):
-    return run(project, str(BIN / "python"), "-m", "regression.server", *args,
+    return run(project, str(BIN / "python"), "-m", "regression.tracking.server", *args,
                env=environment(PYTHONPATH="src"), check=False, timeout=180)
 
 
@@ -59,7 +59,7 @@ def test_runs_logging_the_same_datasets_at_the_same_moment_all_get_them(mlflow_p
         for experiment in experiments:
             run_id = client.create_run(experiment).info.run_id
             runs.append(run_id)
-            datasets = {split: dataset("tiny", split, "d1g3st", tmp_path) for split in ("train", "test")}
+            datasets = {split: split_dataset("tiny", split, "d1g3st", tmp_path) for split in ("train", "test")}
             try:
                 with mlflow.start_run(run_id=run_id):
                     barrier.wait(timeout=30)

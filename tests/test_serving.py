@@ -1,4 +1,4 @@
-"""regression.serving: what a logged model answers, and how it rejects input it cannot answer."""
+"""regression.tracking.served: what a logged model answers, and how it rejects input it cannot answer."""
 
 import types
 
@@ -10,7 +10,7 @@ from mlflow.exceptions import MlflowException
 
 from regression.fashion_mnist import CLASSES
 from regression.models import ModelConfig, build_model, model_bytes
-from regression.serving import Answer, answer
+from regression.tracking.served import Answer, answer
 
 CLASSIFIER = ModelConfig("softmax_nn", n_features=784, n_outputs=10, classes=CLASSES)
 LINEAR = ModelConfig("linear", n_features=2, n_outputs=1)

@@ -44,7 +44,7 @@ def test_sweep_on_an_mlflow_server_on_postgresql(project_copy, mlflow_pg_server)
 def test_sweep_refuses_a_workspace_whose_params_differ_from_the_commit(project_copy):
     (project_copy / "params.yaml").write_text((project_copy / "params.yaml").read_text() + "\n")
     env = environment(PYTHONPATH="src", MLFLOW_TRACKING_URI=store_uri(project_copy))
-    result = run(project_copy, "python", "-m", "regression.sweep", *SWEEP_GRID, env=env, check=False)
+    result = run(project_copy, "python", "-m", "regression.tracking.sweep", *SWEEP_GRID, env=env, check=False)
     assert result.returncode == 1 and "commit them" in result.stderr
     assert "Queued" not in run(project_copy, "dvc", "queue", "status").stdout
 
@@ -52,7 +52,7 @@ def test_sweep_refuses_a_workspace_whose_params_differ_from_the_commit(project_c
 def test_a_failed_experiment_is_named_with_the_end_of_its_log(project_copy):
     env = environment(PYTHONPATH="src", MLFLOW_TRACKING_URI=store_uri(project_copy))
     grid = ["--lr", "0.1,-1", "--epochs", "1", "--batch-size", "100", "--validation-size", "100", "--jobs", "2"]
-    result = run(project_copy, "python", "-m", "regression.sweep", *grid, env=env, check=False, timeout=600)
+    result = run(project_copy, "python", "-m", "regression.tracking.sweep", *grid, env=env, check=False, timeout=600)
     assert result.returncode == 1, result.stdout + result.stderr
     [problem] = [line for line in result.stderr.splitlines() if "DVC says" in line]
     assert problem.endswith("DVC says Failed (`dvc queue logs " + problem.split()[1].rstrip(":") + "`):")

@@ -17,7 +17,8 @@ import pytest
 from mlflow import MlflowClient
 
 from projects import PROJECT, environment, free_port, start_mlflow_server, stop
-from regression.tracking import TrackingError, changed_params, committed_params, open_experiment, run_name
+from regression.tracking import TrackingError, open_experiment
+from regression.tracking.naming import changed_params, committed_params, run_name
 
 FAKE_STAGE = Path(__file__).with_name("fake_stage.py")
 

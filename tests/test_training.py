@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from regression import PipelineError
-from regression.models import CLASSIFICATION, REGRESSION
+from regression.models import CLASSIFICATION, MODELS
 from regression.training import TrainingDiverged, as_splits, features, minibatches
 
 MODEL_NAMES = ["linear", "softmax_scratch", "softmax_nn"]
@@ -251,9 +251,9 @@ def test_features_leave_float_rows_as_they_are():
 
 
 def test_as_splits_gives_tensors_over_the_arrays(tiny_fashion, linear_data):
-    fashion = as_splits(tiny_fashion, CLASSIFICATION)
+    fashion = as_splits(tiny_fashion, MODELS["softmax_nn"])
     assert fashion["train"].X.dtype == torch.uint8 and fashion["train"].y.dtype == torch.int64
     assert np.shares_memory(fashion["train"].X.numpy(), tiny_fashion["train"][0])  # no copy of the images
-    linear = as_splits(linear_data.arrays, REGRESSION)
+    linear = as_splits(linear_data.arrays, MODELS["linear"])
     assert linear["test"].y.dtype == torch.float32 and linear["test"].y.shape == (200, 1)
     assert set(linear) == {"train", "test"}

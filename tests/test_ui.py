@@ -18,8 +18,8 @@ from mlflow import MlflowClient
 from browser import Browser, find_chromium
 from projects import (BIN, SWEEP_LEARNING_RATES, environment, free_port, runs_by_model, stop, store_uri,
                       wait_for_http)
-from regression.tracking import EXPERIMENT_TAGS, lesson_view, open_experiment
-from regression.ui import VIEW_TAG, compare_url, run_list_url
+from regression.tracking.store import EXPERIMENT_TAGS, VIEW_TAG, lesson_view, open_experiment
+from regression.tracking.ui import compare_url, run_list_url
 
 OUTPUT = Path(__file__).with_name("output") / "ui"
 SWEPT_EXPERIMENT = "sweep-sqlite"  # the experiment the shared sweep records into

@@ -20,6 +20,7 @@ import numpy as np
 from regression import PipelineError
 from regression.files import json_bytes, write_folder_atomic
 
+DATASETS = ("synthetic", "fashion-mnist")  # the dataset folders under data/ that a model can learn from
 SPLITS = ("train", "val", "test")  # val: held out from train, to choose settings on
 META = "meta.json"
 

@@ -11,7 +11,7 @@ remaining files (one that served a bad file still is); and neither the download 
 decompressed bytes may grow much past the expected size.
 
 torchvision's `download_url` is not used: it has no time-out, fetches each URL twice and
-writes straight to its destination. Its IDX reader is used to load the files (data.py).
+writes straight to its destination. Its IDX reader is used to load the files (idx.py).
 """
 
 import gzip

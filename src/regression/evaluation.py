@@ -8,14 +8,14 @@ predicted class; regression reports the test MSE and the learned w and b against
 import torch
 from torch import nn
 
-from regression.models import CLASSIFICATION, ModelSpec
+from regression.models import ModelSpec
 
 
 @torch.no_grad()
 def score(spec: ModelSpec, outputs: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
     """Mean loss and, for a classifier, accuracy."""
     scores = {"loss": spec.loss(outputs, y).mean().item()}
-    if spec.task == CLASSIFICATION:
+    if spec.classifies:
         scores["accuracy"] = (outputs.argmax(dim=1) == y).sum().item() / len(y)
     return scores
 

@@ -1,39 +1,10 @@
-"""Fashion-MNIST's class names, and its IDX files read by torchvision's reader (imported only here)."""
+"""Fashion-MNIST's class names and the names of its four IDX files (`idx.py` reads the files).
 
-from pathlib import Path
+No torch here: params and the `download` stage read the names.
+"""
 
-import numpy as np
-from torchvision.datasets.mnist import read_image_file, read_label_file
-
-from regression.data import DataError
-from regression.params import FASHION_MNIST_FILES
-
+# The four IDX files, by split: (images, labels). `download.files` must name these.
+FASHION_MNIST_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+                       "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
            "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
-
-
-def read_idx(path: Path, reader) -> np.ndarray:
-    """One IDX file through torchvision's reader; a bad file becomes a DataError naming it."""
-    if not path.is_file():
-        raise DataError(f"{path}: missing; run `dvc repro download` first")
-    try:
-        return reader(str(path)).numpy()
-    except Exception as error:  # torchvision raises assorted types for malformed files
-        raise DataError(f"{path}: not a valid IDX file ({type(error).__name__}: {error})") from None
-
-
-def read_split(folder: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """The uint8 images (n, 28, 28) and uint8 labels (n,) of "train" or "test"."""
-    images_name, labels_name = FASHION_MNIST_FILES[split]
-    images_path, labels_path = Path(folder) / images_name, Path(folder) / labels_name
-    images, labels = read_idx(images_path, read_image_file), read_idx(labels_path, read_label_file)
-    labels = labels.astype(np.uint8)  # torchvision gives int64; the file holds bytes
-    if images.shape[1:] != (28, 28):
-        raise DataError(f"{images_path}: images are {tuple(images.shape[1:])}, expected 28x28")
-    if labels.ndim != 1:
-        raise DataError(f"{labels_path}: not a labels file (shape {labels.shape})")
-    if len(images) != len(labels):
-        raise DataError(f"{images_path}: {len(images)} images but {labels_path}: {len(labels)} labels")
-    if len(labels) and labels.max() >= len(CLASSES):
-        raise DataError(f"{labels_path}: label {labels.max()} is not a Fashion-MNIST class (0-9)")
-    return images, labels

@@ -1,10 +1,11 @@
 """The model table, the three models, and the softmax and cross-entropy written by hand.
 
-`MODELS` is the one place that says, for each model, the data it learns from, its task, how
-it is built, its loss and how it steps; training, evaluation, params and tracking read these
-fields. A model's shape is its `ModelConfig`, saved with its weights (`model_bytes`), so that
-anything can rebuild it from the file alone (`load_model`). How it starts (`init_std`, the
-seed) is training's business: `initialise_`.
+`MODELS` is the one place that says, for each model, the data it learns from, its task (and so
+whether it classifies), how it is built, its loss and how it steps; training, evaluation, the
+report, the train stage's params check and the served model read these fields. A model's
+shape is its `ModelConfig`, saved with its weights (`model_bytes`), so that anything can
+rebuild it from the file alone (`load_model`). How it starts (`init_std`, the seed) is
+training's business: `initialise_`.
 """
 
 import dataclasses
@@ -26,7 +27,7 @@ REGRESSION, CLASSIFICATION = "regression", "classification"
 @dataclass(frozen=True)
 class ModelConfig:
     """Everything needed to rebuild a model before loading its weights."""
-    kind: str                     # a key of MODELS
+    kind: str                     # the model's name: a key of MODELS and of `train` in params.yaml
     n_features: int
     n_outputs: int
     classes: tuple[str, ...] = ()  # class names in output order, for classifiers
@@ -55,15 +56,12 @@ def _normal_(weight: torch.Tensor, init_std: float, generator: torch.Generator) 
     weight.copy_(torch.normal(0.0, init_std, weight.shape, generator=generator))
 
 
-class LinearRegression(nn.Module):
-    """Linear regression the concise way: nn.Linear(n_features, 1)."""
+class _Concise(nn.Module):
+    """A model the concise way: one nn.Linear(n_features, n_outputs), started as the lesson starts."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.linear = nn.Linear(config.n_features, config.n_outputs)
-
-    def forward(self, X: torch.Tensor) -> torch.Tensor:
-        return self.linear(X)
 
     @torch.no_grad()
     def initialise_(self, init_std: float, generator: torch.Generator) -> None:
@@ -72,7 +70,14 @@ class LinearRegression(nn.Module):
         self.linear.bias.zero_()
 
 
-class SoftmaxRegression(LinearRegression):
+class LinearRegression(_Concise):
+    """Linear regression the concise way: nn.Linear(n_features, 1)."""
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        return self.linear(X)
+
+
+class SoftmaxRegression(_Concise):
     """Softmax regression the concise way: flatten, then nn.Linear(784, 10) giving logits."""
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
@@ -113,6 +118,11 @@ class ModelSpec:
     build: Callable[[ModelConfig], nn.Module]
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # per-example loss
     sgd_by_hand: bool  # summed loss and a hand-written SGD step, or mean loss and optim.SGD
+
+    @property
+    def classifies(self) -> bool:
+        """A classifier (class labels, accuracy, class names), or a regressor: asked of the table."""
+        return self.task == CLASSIFICATION
 
 
 MODELS = {

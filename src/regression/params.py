@@ -1,25 +1,28 @@
-"""params.yaml, read as DVC reads it (YAML 1.2) and checked in full before a stage does any work.
+"""params.yaml, read as DVC reads it (YAML 1.2), each section checked by the stage that owns it.
 
-A wrong type, an out-of-range value, a missing or unknown key or section each give one line
-naming the key and the value, before any output is written or any MLflow run is opened.
-Which model names exist is the model table's business (`models.MODELS`): the stages that
-train pass it in, so this module stays free of torch.
+A stage owns its section as dvc.yaml lists it (`download`, ..., `train.<model>`): before any
+work it parses the file and checks that section (`load_section`), so a mistake is reported by
+the stage whose key it is. A wrong type, an out-of-range value, a missing or unknown key each
+give one line naming the key and the value. A section no stage reads (`trian:` beside `train:`)
+would pass `dvc repro` unnoticed: `make run` first refuses it (`python -m regression.params`).
+Model names are the model table's business: the train stage passes it in (no torch here).
 """
 
 import difflib
+import sys
 import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
+                      field_validator)
 
 from regression import PipelineError
+from regression.data import DATASETS
+from regression.fashion_mnist import FASHION_MNIST_FILES
 
-DATASETS = ("synthetic", "fashion-mnist")  # folders under data/ that a model can learn from
-# Fashion-MNIST's four IDX files, by split: (images, labels). `download.files` must name these.
-FASHION_MNIST_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-                       "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+# `download.files` must name Fashion-MNIST's four files.
 FashionMnistFile = Literal[tuple(name for pair in FASHION_MNIST_FILES.values() for name in pair)]
 URL_SCHEMES = ("http", "https", "file")
 
@@ -121,22 +124,76 @@ def read_yaml(path: str | Path) -> Any:
 
 
 def load_params(path: str | Path = "params.yaml", models: Mapping[str, Any] | None = None) -> Params:
-    """params.yaml, checked; with `models` (name -> spec with a `dataset`), `train` keys are too."""
+    """params.yaml, all checked; with `models` (name -> spec with a `dataset`), `train` keys are too."""
     path = Path(path)
     raw = read_yaml(path)
     try:
         params = Params.model_validate(raw)
     except ValidationError as error:
         raise ParamsError(f"{path}: invalid params:\n" + _describe(error)) from None
-    problems = _model_problems(params, models) if models is not None else []
-    if problems:
-        raise ParamsError(f"{path}: invalid params:\n" + "\n".join(problems))
+    _raise_if(path, _model_problems(params.train, models) if models is not None else [])
     return params
 
 
-def _model_problems(params: Params, models: Mapping[str, Any]) -> list[str]:
+def load_section(path: str | Path = "params.yaml", key: str | None = None,
+                 models: Mapping[str, Any] | None = None) -> Params:
+    """The params a stage owns: the file parsed, and its section `key` (`download`, ...,
+    `train.<model>`; None for none) checked, in a Params holding that section alone. With
+    `models`, the model of a `train.<model>` key is checked against the table."""
+    path = Path(path)
+    raw = _read_sections(path)
+    if key is None:
+        return Params.model_construct()
+    section, _, model = key.partition(".")
+    if section not in raw:
+        _raise_if(path, [f"  {section}: missing key"])
+    value, where = raw[section], (section,)
+    if model:  # one model's entry of a table: `train.<model>`
+        if not isinstance(value, dict) or model not in value:
+            raise ParamsError(f"{key}: not in params.yaml (its models: "
+                              f"{', '.join(value) if isinstance(value, dict) else 'none'})")
+        value, where = value[model], (section, model)
+    annotation = Params.model_fields[section].annotation
+    adapter = TypeAdapter(get_args(annotation)[1] if model else annotation)
+    try:
+        checked = adapter.validate_python(value, strict=True)
+    except ValidationError as error:
+        raise ParamsError(f"{path}: invalid params:\n" + _describe(error, where)) from None
+    if model:
+        checked = {model: checked}
+        _raise_if(path, _model_problems(checked, models) if models is not None else [])
+    return Params.model_construct(**{section: checked})
+
+
+def check_unread(path: str | Path = "params.yaml") -> None:
+    """Refuse a section that no stage reads: one line each, with the section it may be a misspelling of."""
+    path = Path(path)
+    raw = _read_sections(path)
+    _raise_if(path, [_unknown([key], value) for key, value in raw.items() if key not in Params.model_fields])
+
+
+def _unknown(loc: list[str], value: Any) -> str:
+    """An unknown key (a section: one no stage reads), with the known one it may be a misspelling of."""
+    near = difflib.get_close_matches(loc[-1], _known_keys(loc[:-1]), n=1)
+    what = "no stage reads it" if len(loc) == 1 else "unknown key"
+    return f"  {'.'.join(loc)} = {value!r}: {what}" + (f" (did you mean {near[0]!r}?)" if near else "")
+
+
+def _read_sections(path: Path) -> dict:
+    raw = read_yaml(path)
+    if not isinstance(raw, dict):
+        _raise_if(path, [f"  not a mapping of sections but {type(raw).__name__}: {raw!r:.80}"])
+    return raw
+
+
+def _raise_if(path: Path, problems: list[str]) -> None:
+    if problems:
+        raise ParamsError(f"{path}: invalid params:\n" + "\n".join(problems))
+
+
+def _model_problems(train: dict[str, TrainParams], models: Mapping[str, Any]) -> list[str]:
     problems = []
-    for name, p in params.train.items():
+    for name, p in train.items():
         if name not in models:
             problems.append(f"  train.{name}: unknown model {name!r} (known models: {', '.join(models)})")
         elif p.dataset != models[name].dataset:
@@ -145,10 +202,11 @@ def _model_problems(params: Params, models: Mapping[str, Any]) -> list[str]:
     return problems
 
 
-def _describe(error: ValidationError) -> str:
+def _describe(error: ValidationError, where: tuple[str, ...] = ()) -> str:
+    """One line per problem; `where` is the key of what was validated."""
     lines = []
     for problem in error.errors():
-        loc = [str(part) for part in problem["loc"]]
+        loc = [*where, *(str(part) for part in problem["loc"])]
         if loc and loc[-1].startswith(("function-after", "str")):  # pydantic's validator steps
             loc = loc[:-1]
         key = ".".join(loc)
@@ -156,9 +214,7 @@ def _describe(error: ValidationError) -> str:
         if problem["type"] == "missing":
             lines.append(f"  {key}: missing key")
         elif problem["type"] == "extra_forbidden":
-            near = difflib.get_close_matches(loc[-1], _known_keys(loc[:-1]), n=1)
-            hint = f" (did you mean {near[0]!r}?)" if near else ""
-            lines.append(f"  {key} = {problem['input']!r}: unknown key{hint}")
+            lines.append(_unknown(loc, problem["input"]))
         elif key and len(repr(problem["input"])) > 80:  # a whole section: the message says enough
             lines.append(f"  {key}: {message}")
         elif key:
@@ -184,3 +240,10 @@ def _known_keys(loc: list[str]) -> list[str]:
         else:
             return []
     return list(model.model_fields)
+
+
+if __name__ == "__main__":  # python -m regression.params [params.yaml]: what `make run` checks first
+    try:
+        check_unread(*sys.argv[1:])
+    except ParamsError as error:
+        sys.exit(f"error: {error}")

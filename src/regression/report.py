@@ -15,7 +15,8 @@ from torch import nn
 from regression import figures
 from regression.evaluation import classification_report, regression_report
 from regression.files import json_bytes
-from regression.models import CLASSIFICATION, ModelConfig, ModelSpec
+from regression.headline import HEADLINE
+from regression.models import ModelConfig, ModelSpec
 
 GRID_IMAGES = 24  # test images shown with their predicted class
 
@@ -37,18 +38,18 @@ def csv_bytes(header: tuple, rows) -> bytes:
 
 def make_report(spec: ModelSpec, model: nn.Module, last: dict, test_outputs: torch.Tensor,
                 test_y: torch.Tensor, config: ModelConfig, meta: dict) -> Report:
-    """Headline metrics and data files; `last` is the last epoch's record."""
-    if spec.task != CLASSIFICATION:
-        fit = regression_report(model, meta)
+    """Headline metrics (a regression model's fit after them) and data files; `last` is the last
+    epoch's record."""
+    metrics = {key: last[key] for key in HEADLINE if key in last}
+    if not spec.classifies:
         pairs = zip(test_y.reshape(-1).tolist(), test_outputs.reshape(-1).tolist())
-        return Report(metrics={"test_loss": last["test_loss"], **fit}, files={
+        return Report(metrics=metrics | regression_report(model, meta), files={
             "predictions.csv": csv_bytes(("actual", "predicted"),
                                          ((f"{a:.6g}", f"{p:.6g}") for a, p in pairs))})
 
     classes = config.classes
     result = classification_report(test_outputs, test_y, classes)
     pairs = zip(test_y.tolist(), result["predicted"])
-    metrics = {key: last[key] for key in ("test_accuracy", "test_loss", "val_accuracy") if key in last}
     return Report(metrics=metrics, files={
         "predictions.csv": csv_bytes(("actual", "predicted"), ((classes[a], classes[p]) for a, p in pairs)),
         "per_class_accuracy.json": json_bytes([{"class": c, "accuracy": a}
@@ -61,7 +62,7 @@ def make_report(spec: ModelSpec, model: nn.Module, last: dict, test_outputs: tor
 def draw_figures(name: str, spec: ModelSpec, report: Report, test_outputs: torch.Tensor, test_X,
                  test_y: torch.Tensor, classes) -> dict[str, bytes]:
     """The report's pictures as PNG files; `test_X` are the test inputs as stored (images)."""
-    if spec.task != CLASSIFICATION:
+    if not spec.classifies:
         return {"fit.png": figures.png_bytes(figures.fit_figure(
             test_y.reshape(-1).numpy(), test_outputs.reshape(-1).numpy(),
             f"{name}: test set, predicted against true"))}

@@ -1,6 +1,7 @@
 """What every stage script shares: arguments and params first, signals as exceptions, one-line failures.
 
-`run` checks the arguments and all of params.yaml before `main` does any work. SIGTERM (what
+`run` checks the arguments, the syntax of params.yaml and the params the stage owns (its
+section; see `params.load_section`) before `main` does any work. SIGTERM (what
 `timeout`, CI cancellation and container stops send) and SIGINT raise `Interrupted` in the main
 thread, so `finally` blocks and context managers clean up; a second signal during that clean-up
 is noted, not raised, so the clean-up finishes. A `PipelineError` becomes one line on stderr
@@ -9,18 +10,16 @@ and exit status 1; an interruption exits 128 + the signal number, as a shell rep
 
 import argparse
 import gc
-import json
 import os
-import resource
 import signal
 import sys
 import time
 from collections.abc import Callable, Mapping
-from contextlib import contextmanager
 from typing import Any
 
 from regression import PipelineError
-from regression.params import Params, load_params
+from regression.params import Params, load_section
+from regression.timing import phases
 
 
 class Interrupted(BaseException):
@@ -50,14 +49,19 @@ def _raise_interrupted(signum, frame):
 
 
 def run(main: Callable[[Params, argparse.Namespace], None], parser: argparse.ArgumentParser,
+        owns: str | Callable[[argparse.Namespace], str] | None = None,
         models: Mapping[str, Any] | None = None) -> None:
-    """Parse arguments, load params (model names checked against `models` if given), call main."""
+    """Parse arguments, load the params the stage owns, call main with them.
+
+    `owns` is the stage's section of params.yaml, or a function of the arguments giving it (e.g.
+    `train.<model>`); `models`, if given, is the table a `train.<model>` key is checked against.
+    """
     for s in (signal.SIGTERM, signal.SIGINT):
         signal.signal(s, _raise_interrupted)
     code = 0
     try:
         args = parser.parse_args()
-        params = load_params(models=models)
+        params = load_section("params.yaml", owns(args) if callable(owns) else owns, models=models)
         collect_garbage_from_here()
         phases.started = time.time()
         main(params, args)
@@ -96,61 +100,6 @@ def exit_now(code: int) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
-
-
-class Phases:
-    """Where a stage's time goes, for the benchmark (`benchmarks/pipeline.py`).
-
-    `with phases("training"):` adds the block's wall time to "training"; a phase entered inside
-    another pauses the outer one. With $STAGE_TIMINGS set to a file, `record` appends one JSON
-    line: the stage, its phases, the time from process start to `main` (interpreter start,
-    imports and params), the whole wall time and the peak RSS.
-    """
-
-    def __init__(self):
-        self.seconds: dict[str, float] = {}
-        self.stack: list[tuple[str, float]] = []
-        self.started = time.time()  # when `main` starts: the end of startup
-
-    @contextmanager
-    def __call__(self, name: str):
-        now = time.perf_counter()
-        if self.stack:
-            outer, since = self.stack[-1]
-            self.seconds[outer] = self.seconds.get(outer, 0.0) + now - since
-        self.stack.append((name, now))
-        try:
-            yield
-        finally:
-            name, since = self.stack.pop()
-            now = time.perf_counter()
-            self.seconds[name] = self.seconds.get(name, 0.0) + now - since
-            if self.stack:
-                self.stack[-1] = (self.stack[-1][0], now)
-
-    def record(self, stage: str, exit_code: int) -> None:
-        path = os.environ.get("STAGE_TIMINGS")
-        if not path:
-            return
-        start = process_start_time()
-        with open(path, "a") as f:
-            f.write(json.dumps({
-                "stage": stage, "exit_code": exit_code, "startup": self.started - start,
-                "phases": self.seconds, "wall": time.time() - start,
-                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            }) + "\n")
-
-
-phases = Phases()  # the running stage's
-
-
-def process_start_time() -> float:
-    """When this process started (seconds since the epoch, to 10 ms), from /proc."""
-    with open("/proc/self/stat") as f:
-        ticks = int(f.read().rsplit(")", 1)[1].split()[19])
-    with open("/proc/stat") as f:
-        boot = next(int(line.split()[1]) for line in f if line.startswith("btime"))
-    return boot + ticks / os.sysconf("SC_CLK_TCK")
 
 
 def parser(description: str) -> argparse.ArgumentParser:

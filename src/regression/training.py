@@ -15,7 +15,7 @@ from torch import nn, optim
 
 from regression import PipelineError
 from regression.evaluation import score
-from regression.models import CLASSIFICATION, ModelConfig, ModelSpec, build_model
+from regression.models import ModelConfig, ModelSpec, build_model
 from regression.params import TrainParams
 
 # Training stops as diverged when a batch loss is not finite or exceeds this many times the
@@ -33,9 +33,9 @@ class TrainingDiverged(PipelineError):
     """The loss became NaN, infinite, or far larger than where it started."""
 
 
-def as_splits(arrays: dict[str, tuple[np.ndarray, np.ndarray]], task: str) -> dict[str, Split]:
+def as_splits(arrays: dict[str, tuple[np.ndarray, np.ndarray]], spec: ModelSpec) -> dict[str, Split]:
     """Tensors over the loaded arrays (no copy); labels as int64 for a classifier."""
-    return {name: Split(torch.from_numpy(X), torch.from_numpy(y).long() if task == CLASSIFICATION
+    return {name: Split(torch.from_numpy(X), torch.from_numpy(y).long() if spec.classifies
                         else torch.from_numpy(y))
             for name, (X, y) in arrays.items()}
 
@@ -115,7 +115,6 @@ def train(name: str, spec: ModelSpec, model: nn.Module, splits: dict[str, Split]
     step = make_step(spec, model, params.lr)
     train_set = splits["train"]
     n = len(train_set.y)
-    classifies = spec.task == CLASSIFICATION
     first_loss, history = None, []
     for epoch in range(1, params.epochs + 1):
         batches = list(minibatches(n, params.batch_size, generator))
@@ -124,7 +123,7 @@ def train(name: str, spec: ModelSpec, model: nn.Module, splits: dict[str, Split]
             y = train_set.y.index_select(0, index)  # index_select: cheaper than y[index] here
             output, loss = step(features(train_set.X.index_select(0, index)), y)
             losses.append(loss)
-            if classifies:
+            if spec.classifies:
                 predictions.append(output.argmax(dim=1))
 
         batch_losses = torch.stack(losses).double()
@@ -135,7 +134,7 @@ def train(name: str, spec: ModelSpec, model: nn.Module, splits: dict[str, Split]
                            f"from {first_loss:.4g} at the start")
         sizes = torch.tensor([len(index) for index in batches], dtype=batch_losses.dtype)
         record = {"epoch": epoch, "train_loss": (batch_losses @ sizes).item() / n}
-        if classifies:
+        if spec.classifies:
             record["train_accuracy"] = (torch.cat(predictions) == train_set.y[torch.cat(batches)]).sum().item() / n
         outputs = {split: outputs_of(model, s.X) for split, s in splits.items() if split != "train"}
         for split, split_outputs in outputs.items():

@@ -1,8 +1,8 @@
-"""What a logged model answers: class names and probabilities, or predictions, from a model file.
+"""The served model: what a logged model answers (class names and probabilities, or predictions).
 
 The logged model is `logged_model.py` (MLflow models-from-code), which serves `Answer`, with
 the model file (`models/<model>.pt`: its config and weights, no pickle) as an artifact and
-this package as code, so it loads wherever its requirements are installed:
+the `regression` package as code, so it loads wherever its requirements are installed:
 `mlflow.pyfunc.load_model(uri)` or `mlflow models serve -m <uri> --env-manager local`.
 
 A classifier answers each image with its class name and the probability of every class; the
@@ -19,7 +19,9 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
 from mlflow.types.schema import ColSpec, Schema
 
-from regression.models import CLASSIFICATION, MODELS, ModelConfig, load_model, softmax
+from regression.models import MODELS, ModelConfig, load_model, softmax
+
+MODEL_ARTIFACT = "model"  # the logged model's artifact holding the model file
 
 
 def rows(model_input, n_features: int, pixels: bool) -> np.ndarray:
@@ -48,7 +50,7 @@ def rows(model_input, n_features: int, pixels: bool) -> np.ndarray:
 
 def answer(model: torch.nn.Module, config: ModelConfig, model_input) -> pd.DataFrame:
     """One row per example: `class` and `probabilities` (by class name), or `prediction`."""
-    classifies = MODELS[config.kind].task == CLASSIFICATION
+    classifies = MODELS[config.kind].classifies
     X = rows(model_input, config.n_features, pixels=classifies)
     with torch.no_grad():
         outputs = model(torch.from_numpy(X))
@@ -70,10 +72,10 @@ def signature(model: torch.nn.Module, config: ModelConfig, example: np.ndarray):
 
 
 class Answer(PythonModel):
-    """The pyfunc model: loads the model file logged as the artifact `model`."""
+    """The pyfunc model: loads the model file logged as the artifact MODEL_ARTIFACT."""
 
     def load_context(self, context):
-        self.model, self.config = load_model(context.artifacts["model"])
+        self.model, self.config = load_model(context.artifacts[MODEL_ARTIFACT])
 
     def predict(self, context, model_input: np.ndarray, params=None) -> pd.DataFrame:
         return answer(self.model, self.config, model_input)

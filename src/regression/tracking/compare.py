@@ -1,10 +1,11 @@
 """The MLflow runs side by side in the terminal, best first, and the summary `make run` ends with.
 
-Usage: python -m regression.compare [--model NAME] [--limit N]   (`make compare`)
-       python -m regression.compare --summary                   (the end of `make run`)
+Usage: python -m regression.tracking.compare [--model NAME] [--limit N]   (`make compare`)
+       python -m regression.tracking.compare --summary                   (the end of `make run`)
 
-Runs are grouped by model and ranked by validation accuracy where they have one, then test
-accuracy (for the linear model: lowest test loss). Lines fit in 120 columns.
+Runs are grouped by model and ranked by the registry's rule (`registry.rank_key`): validation
+accuracy where they have one, then test accuracy (for the linear model: lowest test loss).
+Lines fit in 120 columns.
 """
 
 import argparse
@@ -12,16 +13,14 @@ import json
 import sys
 from pathlib import Path
 
-from regression.ui import DEFAULT_BASE_URL, run_list_url
+from regression.headline import HEADLINE
+from regression.params import read_yaml
+from regression.tracking.naming import CHANGED_TAG, MODEL_TAG, runs_of, where_from
+from regression.tracking.registry import rank_key
+from regression.tracking.store import is_server, opened, tracking_uri
+from regression.tracking.ui import local_ui_url, run_list_url
 
 WIDTH = 120
-
-
-def rank_key(run) -> tuple:
-    m = run.data.metrics
-    if "val_accuracy" in m or "test_accuracy" in m:
-        return (0, -m.get("val_accuracy", -1.0), -m.get("test_accuracy", -1.0))
-    return (1, m.get("test_loss", float("inf")))
 
 
 def number(value: float) -> str:
@@ -34,26 +33,25 @@ def cell(value, width: int) -> str:
 
 
 def table(runs) -> list[str]:
-    """One line per run: rank, metrics, DVC experiment (or commit), changed params, status."""
-    columns = (("#", 3), ("val_acc", 8), ("test_acc", 8), ("test_loss", 9), ("experiment", 22))
+    """One line per run, best first: rank, headline metrics, DVC experiment (or commit), changed
+    params, status."""
+    labels = [name.replace("accuracy", "acc") for name in HEADLINE]
+    columns = (("#", 3), *((label, max(len(label), 8)) for label in labels), ("experiment", 22))
     changed_width = WIDTH - sum(w + 1 for _, w in columns) - 10
     lines = [" ".join(cell(name, w) for name, w in columns) + " " + cell("changed params", changed_width)
              + " status"]
-    for i, run in enumerate(sorted(runs, key=rank_key), start=1):
+    for i, run in enumerate(sorted(runs, key=lambda run: rank_key(run.data.metrics)), start=1):
         m, tags = run.data.metrics, run.data.tags
-        where = tags.get("dvc.experiment") or f"@ {tags.get('mlflow.source.git.commit', '?')[:7]}"
-        values = (i, m.get("val_accuracy"), m.get("test_accuracy"), m.get("test_loss"), where)
+        values = (i, *(m.get(name) for name in HEADLINE), where_from(tags))
         lines.append(" ".join(cell(v, w) for v, (_, w) in zip(values, columns)) + " "
-                     + cell(tags.get("dvc.changed_params") or "-", changed_width) + " " + run.info.status)
+                     + cell(tags.get(CHANGED_TAG) or "-", changed_width) + " " + run.info.status)
     return [line.rstrip() for line in lines]
 
 
 def compare(client, experiment_id: str, model: str | None, limit: int) -> list[str]:
-    query = f"tags.model = '{model}'" if model else ""
-    runs = client.search_runs([experiment_id], query, max_results=5000)
     by_model: dict[str, list] = {}
-    for run in runs:
-        by_model.setdefault(run.data.tags.get("model", "?"), []).append(run)
+    for run in runs_of(client, experiment_id, model, max_results=5000):
+        by_model.setdefault(run.data.tags.get(MODEL_TAG, "?"), []).append(run)
     lines = []
     for name, group in sorted(by_model.items()):
         lines += ["", f"{name}: {len(group)} runs" + (f", best {limit} shown" if len(group) > limit else "")]
@@ -61,39 +59,38 @@ def compare(client, experiment_id: str, model: str | None, limit: int) -> list[s
     return lines or ["no runs yet: run the pipeline first (`make run`)"]
 
 
+def metrics_file(model: str) -> Path:
+    """Where the model's stage writes its headline metrics, as dvc.yaml says."""
+    [entry] = read_yaml("dvc.yaml")["stages"]["train"]["do"]["metrics"]
+    template = next(iter(entry)) if isinstance(entry, dict) else entry
+    return Path(template.replace("${key}", model))
+
+
 def summary(client, experiment_id: str, uri: str) -> list[str]:
     """One line per model of params.yaml: the metrics this workspace's pipeline produced, its run."""
-    from regression.params import read_yaml
-
     lines = []
     for model in read_yaml("params.yaml").get("train", {}):
-        path = Path(f"metrics/{model}.json")
+        path = metrics_file(model)
         metrics = json.loads(path.read_text()) if path.exists() else {}
-        shown = ", ".join(f"{k} {number(v)}" for k, v in metrics.items() if k in
-                          ("val_accuracy", "test_accuracy", "test_loss", "w_0", "w_1", "b"))
-        runs = client.search_runs([experiment_id], f"tags.model = '{model}'", max_results=1,
-                                  order_by=["attributes.start_time DESC"])
+        # w and b say how good the fit is: their errors would only push the run off the line
+        shown = ", ".join(f"{k} {number(v)}" for k, v in metrics.items() if not k.endswith("_err"))
+        runs = runs_of(client, experiment_id, model, max_results=1, order_by=["attributes.start_time DESC"])
         run = "no MLflow run" if not runs else f"run '{runs[0].info.run_name}'" + (
             "" if runs[0].info.status == "FINISHED" else f" {runs[0].info.status}")
         lines.append(f"{model:16} {shown or 'no metrics yet'}; {run}")
-    local = uri.startswith("sqlite:")  # shown by `make ui`; a server shows its own UI
+    local = not is_server(uri)  # shown by `make ui`; a server shows its own UI
     where = "MLflow (make ui)" if local else "MLflow"
-    lines.append(f"{where}: {run_list_url(DEFAULT_BASE_URL if local else uri, experiment_id)}")
+    lines.append(f"{where}: {run_list_url(local_ui_url() if local else uri, experiment_id)}")
     return [line if len(line) <= WIDTH else line[:WIDTH - 1] + "…" for line in lines]
 
 
 def main(argv: list[str] | None = None) -> int:
-    from regression.tracking import TrackingError, open_experiment, tracking_uri
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="only this model's runs")
     parser.add_argument("--limit", type=int, default=20, help="runs shown per model (default 20)")
     parser.add_argument("--summary", action="store_true", help="one line per model, and the UI link")
     args = parser.parse_args(argv)
-    try:
-        experiment_id = open_experiment()
-    except TrackingError as error:
-        print(f"error: {error}", file=sys.stderr)
+    if (experiment_id := opened()) is None:
         return 1
     from mlflow import MlflowClient
 

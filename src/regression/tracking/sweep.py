@@ -1,6 +1,6 @@
 """A grid of experiments on DVC's queue, ranked by validation accuracy; the best becomes `champion`.
 
-Usage: python -m regression.sweep [--model softmax_nn] [--lr 0.05,0.1,0.2] [--epochs 30]
+Usage: python -m regression.tracking.sweep [--model softmax_nn] [--lr 0.05,0.1,0.2] [--epochs 30]
            [--batch-size 100,500] [--validation-size 10000] [--jobs 2]        (`make sweep`)
 
 Every combination is queued with DVC's grid syntax (`dvc exp run --queue -S 'k=a,b'`), from
@@ -18,9 +18,11 @@ import subprocess
 import sys
 import time
 
-from regression.compare import number
 from regression.params import read_yaml
-from regression.registry import promote
+from regression.tracking.compare import table
+from regression.tracking.naming import EXPERIMENT_TAG, registered_name, runs_of
+from regression.tracking.registry import promote, rank_key
+from regression.tracking.store import opened
 
 POLL_SECONDS = 2
 QUEUED = re.compile(r"Queued experiment '([^']+)' for future execution")
@@ -95,22 +97,19 @@ def failure_tail(name: str, lines: int = 8) -> str:
 
 def ranking(client, experiment_id: str, model: str, names: list[str]) -> tuple[list, list[str]]:
     """The sweep's runs, best validation accuracy first, and what is wrong with them if anything."""
-    runs = [r for r in client.search_runs([experiment_id], f"tags.model = '{model}'", max_results=50000)
-            if r.data.tags.get("dvc.experiment") in names]
+    runs = [r for r in runs_of(client, experiment_id, model, max_results=50000)
+            if r.data.tags.get(EXPERIMENT_TAG) in names]
     problems = []
     for name in names:
-        mine = [r for r in runs if r.data.tags["dvc.experiment"] == name]
+        mine = [r for r in runs if r.data.tags[EXPERIMENT_TAG] == name]
         finished = [r for r in mine if r.info.status == "FINISHED"]
         if len(mine) != 1 or len(finished) != 1:
             problems.append(f"{name}: {len(mine)} MLflow runs, {len(finished)} finished (expected exactly 1)")
-    ranked = sorted(runs, key=lambda r: (-r.data.metrics.get("val_accuracy", -1),
-                                         -r.data.metrics.get("test_accuracy", -1)))
+    ranked = sorted(runs, key=lambda r: rank_key(r.data.metrics))
     return ranked, problems
 
 
 def main(argv: list[str] | None = None) -> int:
-    from regression.tracking import TrackingError, open_experiment
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="softmax_nn")
     parser.add_argument("--lr", default="0.05,0.1,0.2", help="comma-separated values (DVC's grid syntax)")
@@ -119,15 +118,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--validation-size", type=int, default=10000)
     parser.add_argument("--jobs", type=int, default=2)
     args = parser.parse_args(argv)
+    if (experiment_id := opened()) is None:  # fails fast on a missing server; sets up a new store once
+        return 1
     try:
-        experiment_id = open_experiment()  # fails fast on a missing server; sets up a new store once
         check_committed()
         started = time.monotonic()
         names = queue(args)
         print(f"queued {len(names)} experiments: {', '.join(names)}", flush=True)
         statuses = run_queue(names, args.jobs)
         wall = time.monotonic() - started
-    except (SweepError, TrackingError) as error:
+    except SweepError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     from mlflow import MlflowClient
@@ -136,17 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     ranked, problems = ranking(client, experiment_id, args.model, names)
     problems += [f"{name}: DVC says {status} (`dvc queue logs {name}`):{failure_tail(name)}"
                  for name, status in statuses.items() if status != "Success"]
-    print(f"\n{'#':3} {'val_acc':8} {'test_acc':8} {'experiment':22} changed params")
-    for i, run in enumerate(ranked, start=1):
-        m = run.data.metrics
-        print(f"{i:<3} {number(m.get('val_accuracy', float('nan'))):8} "
-              f"{number(m.get('test_accuracy', float('nan'))):8} {run.data.tags['dvc.experiment']:22} "
-              f"{run.data.tags.get('dvc.changed_params', '')}")
+    print("\n" + "\n".join(table(ranked)))
     print(f"\n{len(names)} experiments on {args.jobs} workers in {wall:.0f} s; "
           f"{len(ranked)} MLflow runs, {len(problems)} problems")
     if ranked:
         dataset = read_yaml("params.yaml")["train"][args.model]["dataset"]
-        print(promote(client, f"{dataset}-{args.model}"))
+        print(promote(client, registered_name(dataset, args.model)))
     for problem in problems:
         print(f"problem: {problem}", file=sys.stderr)
     return 1 if problems else 0

@@ -1,0 +1,7 @@
+"""The code MLflow runs to load a logged model (models-from-code): the pyfunc `served.Answer`."""
+
+import mlflow
+
+from regression.tracking.served import Answer
+
+mlflow.models.set_model(Answer())

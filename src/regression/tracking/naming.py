@@ -1,0 +1,98 @@
+"""What a model stage's run is called and tagged, and the name its model is registered under.
+
+A run is named after its model and what makes it different: inside `dvc exp run`, the params
+that differ from the committed params.yaml and the DVC experiment, else the commit. Its tags tie
+it to DVC and git; `runs_of` finds a model's runs by them. Its model is registered as a new
+version of `<dataset>-<model>` (`registered_name`).
+"""
+
+import os
+import subprocess
+
+from regression.params import parse_yaml
+
+MODEL_TAG, STAGE_TAG, EXPERIMENT_TAG, DIGEST_TAG = "model", "dvc.stage", "dvc.experiment", "data.digest"
+CHANGED_TAG, COMMIT_TAG = "dvc.changed_params", "mlflow.source.git.commit"
+HOST_TAG, PID_TAG = "process.host", "process.pid"
+STATUS_REASON_TAG = "mlflow.runStatusReason"
+RUN_NAME_TAG = "run_name"  # a registered model version's: the run it came from
+
+
+def registered_name(dataset: str, model: str) -> str:
+    """The registered model a model's versions go to: `<dataset>-<model>`."""
+    return f"{dataset}-{model}"
+
+
+def runs_of(client, experiment_id: str, model: str | None, status: str | None = None, **search) -> list:
+    """The runs of `model` (every model's if None), with `status` if given; `search` as MlflowClient's."""
+    query = [f"tags.{MODEL_TAG} = '{model}'"] if model else []
+    query += [f"attributes.status = '{status}'"] if status else []
+    return client.search_runs([experiment_id], " and ".join(query), **search)
+
+
+def git(*args: str) -> str | None:
+    try:
+        return subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def committed_params() -> dict:
+    """params.yaml as committed at the experiment's baseline (or HEAD), {} if unknown."""
+    revision = os.environ.get("DVC_EXP_BASELINE_REV") or "HEAD"
+    text = git("show", f"{revision}:params.yaml")
+    if text is None:
+        return {}
+    try:
+        return parse_yaml(text) or {}
+    except Exception:  # an unreadable committed file only costs the run name its detail
+        return {}
+
+
+def changed_params(current: dict, committed: dict, model: str) -> dict[str, object]:
+    """Params that differ from the committed params.yaml and matter to `model`'s stage.
+
+    Keys of `train.<model>` are named as is (`lr`); keys of other sections in full, after them
+    (`prepare.validation_size`). Other models' params do not matter to this run. With no
+    committed params.yaml to compare with (not a git repo), nothing counts as changed.
+    """
+    if not committed:
+        return {}
+    now, before = flat(current), flat(committed)
+    own = f"train.{model}."
+    changed = {key: value for key, value in now.items() if before.get(key, object()) != value}
+    return ({key.removeprefix(own): value for key, value in changed.items() if key.startswith(own)}
+            | {key: value for key, value in changed.items() if not key.startswith("train.")})
+
+
+def flat(tree, prefix: str = "") -> dict:
+    """{'a': {'b': 1}} -> {'a.b': 1}."""
+    if not isinstance(tree, dict):
+        return {prefix.rstrip("."): tree}
+    return {k: v for key, value in tree.items() for k, v in flat(value, f"{prefix}{key}.").items()}
+
+
+def run_name(model: str, changed: dict, experiment: str | None, commit: str | None) -> str:
+    """'softmax_nn lr=0.1 · glare-dhow' in a DVC experiment, 'softmax_nn @ 7d9c8f2' outside one."""
+    name = " ".join([model] + [f"{key}={value}" for key, value in changed.items()])
+    if experiment:
+        return f"{name} · {experiment}"
+    return f"{name} @ {commit[:7]}" if commit else name
+
+
+def where_from(tags: dict) -> str:
+    """The run's DVC experiment, else '@ <commit>'."""
+    return tags.get(EXPERIMENT_TAG) or f"@ {tags.get(COMMIT_TAG, '?')[:7]}"
+
+
+def description(model: str, params: dict, changed: dict, tags: dict, data: dict) -> str:
+    """The run's description (Markdown): its params and where it came from."""
+    lines = [f"**{model}**, trained and evaluated by the DVC stage `{tags[STAGE_TAG]}`.", ""]
+    if tags.get(EXPERIMENT_TAG):
+        lines.append(f"- DVC experiment: `{tags[EXPERIMENT_TAG]}`")
+    lines.append(f"- git commit: `{tags.get(COMMIT_TAG, 'unknown')}`")
+    lines.append("- changed from the committed params.yaml: "
+                 + (", ".join(f"`{k}={v}`" for k, v in changed.items()) or "nothing"))
+    lines.append(f"- data: `{data['name']}`, digest `{data['digest']}`")
+    lines += ["", "| param | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in params.items()]
+    return "\n".join(lines)

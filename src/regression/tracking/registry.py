@@ -1,0 +1,79 @@
+"""The registry: the one ranking rule, and the `champion` alias of each registered model.
+
+Every model stage registers its model as a new version of `<dataset>-<model>` (e.g.
+`fashion-mnist-softmax_nn`, `naming.registered_name`), tagged with its run, DVC experiment, data digest,
+git commit and headline metrics. Runs and versions rank by the first headline metric they have
+(`rank_key`: validation accuracy, then test accuracy, then the lowest test loss; see
+`regression.headline`); `make compare` and `make sweep` list runs in that order, and `promote`
+points `champion` at the best version. Choosing on the test set is a fallback, and `promote`
+says so when it does.
+
+Usage: python -m regression.tracking.registry [--model NAME]   (`make promote`)
+"""
+
+import argparse
+import sys
+
+from regression.headline import HEADLINE
+from regression.tracking.naming import RUN_NAME_TAG
+from regression.tracking.store import opened
+
+ALIAS = "champion"
+SELECTED_BY_TAG = "champion.selected_by"  # the version tag saying which metric chose the champion
+
+
+def rank_key(metrics: dict[str, float]) -> tuple:
+    """Sorts the best first: by the first headline metric present, ties broken by the next ones."""
+    return tuple((name not in metrics, -sign * metrics.get(name, 0.0)) for name, sign in HEADLINE.items())
+
+
+def deciding_metric(metrics: dict[str, float]) -> str | None:
+    """The headline metric `rank_key` ranks by first, None if there is none."""
+    return next((name for name in HEADLINE if name in metrics), None)
+
+
+def choose(versions) -> tuple[object, str] | None:
+    """The best version and the metric it was chosen by; ties go to the earlier version."""
+    def metrics(version) -> dict[str, float]:
+        return {name: float(version.tags[name]) for name in HEADLINE if name in version.tags}
+
+    scored = [v for v in versions if deciding_metric(metrics(v))]
+    if not scored:
+        return None
+    best = min(scored, key=lambda v: (rank_key(metrics(v)), int(v.version)))
+    return best, deciding_metric(metrics(best))
+
+
+def promote(client, name: str) -> str:
+    """Point `champion` at the best version of the registered model `name`; a line saying what it did."""
+    chosen = choose(client.search_model_versions(f"name = '{name}'"))
+    if chosen is None:
+        return f"{name}: no version has a {', '.join(HEADLINE)} tag; nothing promoted"
+    version, metric = chosen
+    client.set_registered_model_alias(name, ALIAS, version.version)
+    client.set_model_version_tag(name, version.version, SELECTED_BY_TAG, metric)
+    first = next(iter(HEADLINE))
+    note = "" if metric == first else f" (no version has a {first}: chosen on the test set)"
+    run, value = version.tags.get(RUN_NAME_TAG, version.run_id), float(version.tags[metric])
+    return f"{name}: {ALIAS} -> version {version.version} ({run}), {metric} {value:.4f}{note}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="one registered model (default: every one)")
+    args = parser.parse_args(argv)
+    if opened() is None:
+        return 1
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    names = [args.model] if args.model else sorted(m.name for m in client.search_registered_models())
+    if not names:
+        print("no registered models yet: run the pipeline first (`make run`)")
+    for name in names:
+        print(promote(client, name))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""The tracking store: where it is, opening it with its experiment, its health, bounded HTTP.
+
+The store is `MLFLOW_TRACKING_URI` if set (e.g. an `mlflow server` over HTTP), else
+`mlflow.db` (sqlite) at the project root with artifacts in `mlartifacts/` beside it, both by
+absolute path: `dvc exp run --temp/--queue` runs in a copy under `<root>/.dvc/tmp/exps/`, and
+its runs land in the same store. An sqlite store is created and migrated under a file lock, so
+parallel stages (queued experiments on several workers) never race to set it up. A server is
+asked for its health before any work, and every HTTP request is bounded (see `HTTP_BOUNDS`),
+so a missing or dying server fails a stage in seconds, not minutes.
+
+The experiment (`regression-lesson`, or `MLFLOW_EXPERIMENT_NAME`) opens in the UI's
+model-training view with the lesson's saved view of the run list (`lesson_view`).
+"""
+
+import json
+import logging
+import os
+import sys
+import urllib.request
+from pathlib import Path
+
+from regression import PipelineError
+from regression.headline import HEADLINE
+
+DEFAULT_EXPERIMENT = "regression-lesson"
+# MLflow reads these per request; unset, a dead server costs minutes of retries.
+HTTP_BOUNDS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+               "MLFLOW_HTTP_REQUEST_TIMEOUT": "8"}
+STORE_LOCK_SECONDS = 120
+SHARED_VIEW = "mlflow.sharedViewState."  # the UI's tag prefix for saved views
+VIEW_KEY = "lesson"
+VIEW_TAG = SHARED_VIEW + VIEW_KEY  # the experiment tag holding the lesson's saved view
+
+
+class TrackingError(PipelineError):
+    """The tracking store cannot be reached, opened or written."""
+
+
+def lesson_view() -> dict[str, str]:
+    """The lesson's saved view of the run list in MLflow's UI, as the experiment tag holding it.
+
+    Which columns the run list shows, and its sort, live in the UI, not in the tracking API; a
+    saved view ships them with the store. MLflow's UI keeps one as the tag
+    `mlflow.sharedViewState.<key>`: a JSON envelope {name, createdAt, state} whose state is the
+    UI's persisted state as a JSON string, naming columns as the UI does (params.`lr`,
+    metrics.`test_accuracy`). The view is listed under "Views" above the run list;
+    `ui.run_list_url` links to it. val_accuracy shows only with a validation split.
+    """
+    params = [f"params.`{key}`" for key in ("lr", "epochs", "batch_size", "seed")]
+    metrics = [f"metrics.`{key}`" for key in (*HEADLINE, "train_loss")]
+    run_name = "attributes.`Run Name`"
+    state = {"selectedColumns": params + metrics,
+             "orderByKey": "metrics.`test_accuracy`", "orderByAsc": False,  # every run has test_accuracy
+             # the run name, the UI's created and duration columns, the params, the metrics; names
+             # and metrics wider than the UI's default (else cut short), params narrower
+             "columnOrder": [run_name, "runDateAndNestInfo", "duration", *params, *metrics],
+             "columnWidths": {run_name: 260} | dict.fromkeys(params, 90) | dict.fromkeys(metrics, 120)}
+    envelope = {"name": "Lesson: key params and metrics, best test accuracy first",
+                "createdAt": 1_795_996_800_000,  # 2026-11-30 in ms: fixed, so every store gets the same tag
+                "state": json.dumps(state)}
+    return {VIEW_TAG: json.dumps(envelope)}
+
+
+# The UI's model-training view, and the lesson's saved view (set only where missing: see experiment_id).
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"} | lesson_view()
+
+
+def project_root(cwd: Path | None = None) -> Path:
+    """The project root, also from inside a `dvc exp run --temp/--queue` copy of it."""
+    cwd = (cwd or Path.cwd()).resolve()
+    parts = cwd.parts
+    for i in range(len(parts) - 3):
+        if parts[i:i + 3] == (".dvc", "tmp", "exps"):
+            return Path(*parts[:i])
+    return cwd
+
+
+def local_store_uri() -> str:
+    """The project's own store: `mlflow.db` at its root."""
+    return f"sqlite:///{project_root() / 'mlflow.db'}"
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or local_store_uri()
+
+
+def sqlite_path(uri: str) -> Path | None:
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+def is_server(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
+def ask_health(url: str, timeout: float) -> None:
+    """Return once `url`/health answers; OSError or ValueError say why it did not."""
+    with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=timeout) as response:
+        response.read()
+
+
+def check_server(uri: str, timeout: float = 5.0) -> None:
+    """Fail in seconds, naming the server, when nothing healthy answers at `uri`."""
+    try:
+        ask_health(uri, timeout)
+    except (OSError, ValueError) as error:
+        reason = getattr(error, "reason", error)
+        raise TrackingError(
+            f"MLflow tracking server {uri} does not answer ({reason}): start it (`make server`) or "
+            f"unset MLFLOW_TRACKING_URI to record into {project_root() / 'mlflow.db'}") from None
+
+
+def one_line(error: BaseException) -> str:
+    """The first line of an error's message, without SQLAlchemy's background link."""
+    text = str(getattr(error, "orig", None) or error).strip().splitlines()
+    return text[0][:300] if text else type(error).__name__
+
+
+def open_experiment() -> str:
+    """Point MLflow at the store (set up once, checked reachable) and the experiment; its id."""
+    for key, value in HTTP_BOUNDS.items():
+        os.environ.setdefault(key, value)
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    uri = tracking_uri()
+    if is_server(uri):
+        check_server(uri)
+    import mlflow
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # its INFO lines say what we print ourselves
+
+    mlflow.set_tracking_uri(uri)
+    database = sqlite_path(uri)
+    if database is None:
+        return experiment_id(uri)
+    from filelock import FileLock, Timeout
+
+    database.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with FileLock(f"{database}.lock", timeout=STORE_LOCK_SECONDS):
+            return experiment_id(uri)
+    except Timeout:
+        raise TrackingError(f"{database}: another process has held {database}.lock for "
+                            f"{STORE_LOCK_SECONDS} s; if none is running, delete the lock file") from None
+
+
+def opened() -> str | None:
+    """For the commands: the experiment's id, or None once the reason has been printed as `error:`."""
+    try:
+        return open_experiment()
+    except TrackingError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return None
+
+
+def experiment_id(uri: str) -> str:
+    """The id of the experiment (created if missing), with the tags the UI needs.
+
+    EXPERIMENT_TAGS are set where they differ (the UI may guess another kind), but a saved view
+    only where missing: a view the user has overridden in the UI stays as they left it.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import SQLAlchemyError
+
+    name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
+    database = sqlite_path(uri)
+    try:
+        experiment = mlflow.get_experiment_by_name(name)
+        if experiment is None:
+            # An sqlite store keeps artifacts beside its file; a server decides for itself.
+            location = (database.resolve().parent / "mlartifacts").as_uri() if database else None
+            try:
+                experiment = mlflow.get_experiment(mlflow.create_experiment(name, location, EXPERIMENT_TAGS))
+            except MlflowException:  # on a server, a stage on another worker may create it first
+                experiment = mlflow.get_experiment_by_name(name)
+                if experiment is None:
+                    raise
+        to_set = {key: value for key, value in EXPERIMENT_TAGS.items() if experiment.tags.get(key) != value
+                  and not (key.startswith(SHARED_VIEW) and key in experiment.tags)}
+        for key, value in to_set.items():
+            mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, key, value)
+        return experiment.experiment_id
+    except (MlflowException, SQLAlchemyError) as error:
+        if database is None:
+            raise TrackingError(f"MLflow tracking server {uri}: {one_line(error)}") from None
+        raise TrackingError(
+            f"{database}: not a usable MLflow store ({one_line(error)}). Move it aside "
+            f"(mv {database} {database}.broken) and run again: its runs are lost, the pipeline's "
+            "outputs are not") from None
