@@ -12,7 +12,7 @@ import sys
 
 from regression import numerics
 from regression.data import load_dataset
-from regression.models import MODELS, REGRESSION, model_bytes
+from regression.models import MODELS, model_bytes
 from regression.params import TrainParams
 from regression.training import as_splits, new_model, train
 
@@ -23,9 +23,9 @@ PARAMS = {"seed": 0, "lr": 0.1, "batch_size": 100, "epochs": 2, "init_std": 0.01
 def main(fashion_folder: str, synthetic_folder: str) -> None:
     results = {}
     for name, spec in MODELS.items():
-        folder = synthetic_folder if spec.task == REGRESSION else fashion_folder
+        folder = fashion_folder if spec.classifies else synthetic_folder
         meta, arrays = load_dataset(folder)
-        splits = as_splits(arrays, spec.task)
+        splits = as_splits(arrays, spec)
         p = TrainParams(dataset=spec.dataset, **PARAMS)
         model, config = new_model(name, splits["train"], tuple(meta.get("classes", ())), p)
         history, _ = train(name, spec, model, splits, p)

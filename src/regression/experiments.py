@@ -2,8 +2,8 @@
 
 `dvc exp show` prints every param and every dependency's hash (75 columns, 1,000 wide here).
 This reads its JSON and keeps, per experiment (and the commit it was run from), its name, the
-params whose values differ between the rows shown, and one number per model: test accuracy for
-a model that reports one, else its test loss. The table fits in `--width` columns (120);
+params whose values differ between the rows shown, and one number per model: the first of the
+headline metrics (`regression.headline`) its metrics file has. The table fits in `--width` columns (120);
 params that do not fit are named below it.
 
 Usage: python -m regression.experiments [--width 120] [-A]   (-A: experiments of every commit)
@@ -14,6 +14,8 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+
+from regression.headline import HEADLINE
 
 PARAMS_FILE = "params.yaml"
 
@@ -29,14 +31,14 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
 
 
 def headline(metrics: dict) -> dict[str, float]:
-    """{model: its headline number} from metrics files named metrics/<model>.json (or deeper)."""
+    """{"<model> <metric>": its headline number} from metrics files named metrics/<model>.json (or deeper)."""
     numbers = {}
     for path, content in metrics.items():
         data = (content or {}).get("data") or {}
         name = Path(path).with_suffix("").as_posix().removeprefix("metrics/")
-        for key in ("test_accuracy", "test_loss"):
+        for key in HEADLINE:  # the first headline metric the file has
             if isinstance(data.get(key), (int, float)):
-                numbers[f"{name} {'acc' if key == 'test_accuracy' else 'loss'}"] = data[key]
+                numbers[f"{name} {key.replace('accuracy', 'acc')}"] = data[key]
                 break
     return numbers
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import mlflow
 
-from regression import stage
+from regression import numerics, stage
 from regression.params import read_yaml
 from regression.tracking.naming import (
     CHANGED_TAG,
@@ -121,7 +121,7 @@ class ModelRun:
         changed = changed_params(read_yaml("params.yaml"), committed_params(), model)
         tags = {MODEL_TAG: model, STAGE_TAG: os.environ.get("DVC_STAGE", f"train@{model}"),
                 DIGEST_TAG: data["digest"], HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()),
-                CHANGED_TAG: " ".join(f"{k}={v}" for k, v in changed.items())}
+                CHANGED_TAG: " ".join(f"{k}={v}" for k, v in changed.items())} | numerics.describe()
         tags |= {COMMIT_TAG: commit} if commit else {}
         tags |= {EXPERIMENT_TAG: exp_name} if exp_name else {}
         name = run_name(model, changed, exp_name, commit)
