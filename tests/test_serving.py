@@ -114,3 +114,44 @@ def test_pyfunc_loads_the_model_file_and_answers_as_answer_does(classifier, pixe
 
     assert pyfunc.config == CLASSIFIER
     pd.testing.assert_frame_equal(pyfunc.predict(None, pixels), answer(classifier, CLASSIFIER, pixels))
+
+
+@pytest.fixture(scope="module")
+def saved_pyfunc(classifier, pixels, tmp_path_factory):
+    """The classifier saved as the train stage logs it (models-from-code, its signature), loaded back
+    through `mlflow.pyfunc.load_model`: MLflow's own input handling runs before `answer`."""
+    import mlflow
+
+    from regression.tracking.run import PACKAGE, SERVING_CODE
+    from regression.tracking.served import MODEL_ARTIFACT, signature
+
+    folder = tmp_path_factory.mktemp("pyfunc")
+    model_file = folder / "softmax_nn.pt"
+    model_file.write_bytes(model_bytes(classifier, CLASSIFIER))
+    example = pixels[:2].astype(np.float32)
+    mlflow.pyfunc.save_model(folder / "model", python_model=str(SERVING_CODE),
+                             artifacts={MODEL_ARTIFACT: str(model_file)}, code_paths=[str(PACKAGE)],
+                             signature=signature(classifier, CLASSIFIER, example), input_example=example)
+    return mlflow.pyfunc.load_model(str(folder / "model"))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_loaded_pyfunc_accepts_float32_and_float64_rows(saved_pyfunc, classifier, pixels, dtype):
+    expected = answer(classifier, CLASSIFIER, pixels)
+    assert saved_pyfunc.predict(pixels.astype(dtype))["class"].tolist() == expected["class"].tolist()
+    frame = pd.DataFrame(pixels.astype(dtype))
+    assert saved_pyfunc.predict(frame)["class"].tolist() == expected["class"].tolist()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, got", [((1, 785), "got an array of shape (1, 785)"),
+                                        ((2, 783), "got an array of shape (2, 783)"),
+                                        ((1, 784 * 2), "got an array of shape (1, 1568)")],
+                         ids=["one-too-many", "one-too-few", "two-images-in-a-row"])
+def test_the_loaded_pyfunc_refuses_rows_of_another_width_in_one_short_line(saved_pyfunc, shape, got, dtype):
+    """MLflow's column schema would drop the 785th number silently and list 784 columns for 783."""
+    for model_input in (np.full(shape, 0.5, dtype=dtype), pd.DataFrame(np.full(shape, 0.5, dtype=dtype))):
+        with pytest.raises(MlflowException) as caught:
+            saved_pyfunc.predict(model_input)
+        message = caught.value.message
+        assert got in message and len(message.encode()) < 1024, message

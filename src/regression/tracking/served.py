@@ -17,18 +17,36 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature, infer_signature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
-from mlflow.types.schema import ColSpec, Schema
 
 from regression.models import MODELS, ModelConfig, load_model, softmax
 
 MODEL_ARTIFACT = "model"  # the logged model's artifact holding the model file
 
 
+class InputRefused(MlflowException):
+    """Input the model cannot answer: an HTTP 400 from `mlflow models serve`, in one short line.
+
+    The scoring server puts "Failed to predict data '<the whole input>'" before the message of
+    any MlflowException a model raises: kilobytes for one row of pixels. The message keeps only
+    what comes after that, which says what was wrong.
+    """
+
+    @property
+    def message(self) -> str:
+        return self._message
+
+    @message.setter
+    def message(self, text: str) -> None:
+        self._message = text.rsplit(self.SERVER_PREFIX_END, 1)[-1] if text.startswith("Failed to predict") else text
+
+    SERVER_PREFIX_END = "\nError: "
+
+
 def rows(model_input, n_features: int, pixels: bool) -> np.ndarray:
     """The input as a float32 (n, n_features) array; anything else is rejected, saying why."""
     def reject(why: str):
-        raise MlflowException(f"expected one row of {n_features} numbers per example"
-                              f"{' (pixels in [0, 1])' if pixels else ''}: {why}", INVALID_PARAMETER_VALUE)
+        raise InputRefused(f"expected one row of {n_features} numbers per example"
+                           f"{' (pixels in [0, 1])' if pixels else ''}: {why}", INVALID_PARAMETER_VALUE)
 
     try:
         X = np.asarray(model_input.to_numpy() if isinstance(model_input, pd.DataFrame) else model_input)
@@ -64,11 +82,15 @@ def answer(model: torch.nn.Module, config: ModelConfig, model_input) -> pd.DataF
 
 
 def signature(model: torch.nn.Module, config: ModelConfig, example: np.ndarray):
-    """Input: one unnamed number column per feature, so that float32 and float64 rows, lists and
-    DataFrames all pass MLflow's schema check (a float32 tensor spec rejects float64). Output:
-    what `answer` gives."""
-    inputs = Schema([ColSpec("double") for _ in range(config.n_features)])
-    return ModelSignature(inputs, infer_signature(example, answer(model, config, example)).outputs)
+    """Output: what `answer` gives. No input schema: `rows` is the one check of the input.
+
+    MLflow's own check of a column schema drops extra columns without a word (785 numbers
+    pass) and answers a short row with one line per missing column (15 KB for 783 numbers);
+    a float32 tensor spec refuses float64. Without an input schema, pyfunc and `mlflow models
+    serve` hand the input to `answer` as it came, which accepts float32 and float64 alike and
+    refuses anything but rows of exactly `n_features` numbers in one line.
+    """
+    return ModelSignature(inputs=None, outputs=infer_signature(example, answer(model, config, example)).outputs)
 
 
 class Answer(PythonModel):
