@@ -150,6 +150,10 @@ class ModelRun:
         self.forget_on_interrupt()
         try:
             mlflow.end_run(status)
+            # The process tags only find runs left RUNNING by a dead process (`mark_orphaned_runs`);
+            # on an ended run they would be noise in the UI's comparison of runs.
+            for key in (HOST_TAG, PID_TAG):
+                mlflow.MlflowClient().delete_tag(self.run_id, key)
         except Exception:  # the store is gone: the next start of this stage marks the run
             pass
         print(f"MLflow run {self.run_id} {status}: {self.name}")

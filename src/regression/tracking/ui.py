@@ -14,10 +14,13 @@ the share key on the way.
 import argparse
 import json
 import os
+import subprocess
 import sys
+import textwrap
+import threading
 from urllib.parse import quote
 
-from regression.tracking.store import VIEW_KEY, local_store_uri, opened
+from regression.tracking.store import VIEW_KEY, local_store_uri, opened, sqlite_path
 
 HOST, PORT = "127.0.0.1", 5000
 WORKFLOW = "machine_learning"  # "Model training"
@@ -40,23 +43,52 @@ def compare_url(base_url: str, experiment_id: str, run_ids: list[str]) -> str:
             f"?runs={runs}&experiments={experiments}&workflowType={WORKFLOW}")
 
 
+def ui_command(store: str, port: int) -> list[str]:
+    """`mlflow ui` for one person: one web worker, and no job runner (its background jobs serve
+    GenAI features; with them and four workers the UI takes about twice as long to answer)."""
+    return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store, "--host", HOST,
+            "--port", str(port), "--workers", "1"]
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Open the project's store (saving the view if missing), print the run-list link, serve the UI."""
+    """Start the UI, and while it starts, open the project's store (saving the view if missing)
+    and print the run-list link; serve until stopped."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=PORT, help=f"the UI's port (default {PORT})")
     parser.add_argument("--link-only", action="store_true", help="print the link, do not serve the UI")
     args = parser.parse_args(argv)
     store = os.environ["MLFLOW_TRACKING_URI"] = local_store_uri()
+    ui = None
+    if not args.link_only and sqlite_path(store).exists():  # a new store is made by `opened` first
+        ui = start_ui(store, args.port)
     if (experiment_id := opened()) is None:
+        if ui:
+            ui.terminate()
         return 1
-    link = run_list_url(local_ui_url(args.port), experiment_id)
-    print(f"The runs, key params and metrics, best first: {link}")
+    print(f"The runs, key params and metrics, best first:\n  {run_list_url(local_ui_url(args.port), experiment_id)}")
     print("To compare runs there: tick them and press Compare.", flush=True)
     if args.link_only:
         return 0
-    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store,
-               "--host", HOST, "--port", str(args.port)]
-    os.execv(sys.executable, command)
+    ui = ui or start_ui(store, args.port)
+    try:
+        return ui.wait()
+    except KeyboardInterrupt:
+        ui.terminate()
+        return ui.wait()
+
+
+def start_ui(store: str, port: int) -> subprocess.Popen:
+    """`mlflow ui` started, its output passed on with lines folded to 120 columns."""
+    print(f"Starting the MLflow UI on {local_ui_url(port)} (Ctrl-C stops it) ...", flush=True)
+    ui = subprocess.Popen(ui_command(store, port), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          env=os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+                                            "PYTHONWARNINGS": "ignore"})
+
+    def pass_on():
+        for line in ui.stdout:
+            print(textwrap.fill(line.rstrip(), 120, subsequent_indent="    ") or "", flush=True)
+    threading.Thread(target=pass_on, daemon=True).start()
+    return ui
 
 
 if __name__ == "__main__":
