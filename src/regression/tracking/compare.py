@@ -35,14 +35,15 @@ def cell(value, width: int) -> str:
 def table(runs) -> list[str]:
     """One line per run, best first: rank, headline metrics, DVC experiment (or commit), changed
     params, status."""
-    labels = [name.replace("accuracy", "acc") for name in HEADLINE]
+    shown = [name for name in HEADLINE if any(name in run.data.metrics for run in runs)]  # no empty column
+    labels = [name.replace("accuracy", "acc") for name in shown]
     columns = (("#", 3), *((label, max(len(label), 8)) for label in labels), ("experiment", 22))
     changed_width = WIDTH - sum(w + 1 for _, w in columns) - 10
     lines = [" ".join(cell(name, w) for name, w in columns) + " " + cell("changed params", changed_width)
              + " status"]
     for i, run in enumerate(sorted(runs, key=lambda run: rank_key(run.data.metrics)), start=1):
         m, tags = run.data.metrics, run.data.tags
-        values = (i, *(m.get(name) for name in HEADLINE), where_from(tags))
+        values = (i, *(m.get(name) for name in shown), where_from(tags))
         lines.append(" ".join(cell(v, w) for v, (_, w) in zip(values, columns)) + " "
                      + cell(tags.get(CHANGED_TAG) or "-", changed_width) + " " + run.info.status)
     return [line.rstrip() for line in lines]
@@ -54,7 +55,8 @@ def compare(client, experiment_id: str, model: str | None, limit: int) -> list[s
         by_model.setdefault(run.data.tags.get(MODEL_TAG, "?"), []).append(run)
     lines = []
     for name, group in sorted(by_model.items()):
-        lines += ["", f"{name}: {len(group)} runs" + (f", best {limit} shown" if len(group) > limit else "")]
+        count = f"{len(group)} run{'s' if len(group) != 1 else ''}"
+        lines += ["", f"{name}: {count}" + (f", best {limit} shown" if len(group) > limit else "")]
         lines += table(group)[:limit + 1]
     return lines or ["no runs yet: run the pipeline first (`make run`)"]
 
@@ -81,6 +83,8 @@ def summary(client, experiment_id: str, uri: str) -> list[str]:
     local = not is_server(uri)  # shown by `make ui`; a server shows its own UI
     where = "MLflow (make ui)" if local else "MLflow"
     lines.append(f"{where}: {run_list_url(local_ui_url() if local else uri, experiment_id)}")
+    lines.append("More: make compare (the runs, best first), make exps (DVC's experiments), "
+                 "dvc plots show (the charts)")
     return [line if len(line) <= WIDTH else line[:WIDTH - 1] + "…" for line in lines]
 
 

@@ -19,6 +19,7 @@ from regression.tracking.naming import RUN_NAME_TAG
 from regression.tracking.store import opened
 
 ALIAS = "champion"
+WIDTH = 120  # columns of a line printed
 SELECTED_BY_TAG = "champion.selected_by"  # the version tag saying which metric chose the champion
 
 
@@ -53,9 +54,10 @@ def promote(client, name: str) -> str:
     client.set_registered_model_alias(name, ALIAS, version.version)
     client.set_model_version_tag(name, version.version, SELECTED_BY_TAG, metric)
     first = next(iter(HEADLINE))
-    note = "" if metric == first else f" (no version has a {first}: chosen on the test set)"
+    note = "" if metric == first else ", chosen on the test set (no validation split)"
     run, value = version.tags.get(RUN_NAME_TAG, version.run_id), float(version.tags[metric])
-    return f"{name}: {ALIAS} -> version {version.version} ({run}), {metric} {value:.4f}{note}"
+    return "\n".join(line if len(line) <= WIDTH else line[:WIDTH - 1] + "…" for line in (
+        f"{name}: {ALIAS} -> version {version.version}, {metric} {value:.4g}{note}", f"    from run '{run}'"))
 
 
 def main(argv: list[str] | None = None) -> int:
