@@ -1,6 +1,7 @@
 """The team's tracking server: a stage recording into MLflow on PostgreSQL, and `make server`'s
 `python -m regression.tracking.server start|status|stop` in a project folder of its own."""
 
+import os
 import secrets
 import shutil
 import threading
@@ -131,3 +132,19 @@ def test_server_without_postgresql_fails_in_one_line_naming_the_install_command(
         (f"error: PostgreSQL is not installed (no initdb and pg_ctl in {tmp_path / 'empty'}): "
          "install it with `sudo apt-get install postgresql`")]
     assert not (tmp_path / ".mlflow-server").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root hands the cluster to the postgres user")
+def test_server_as_root_in_a_folder_postgres_cannot_enter_refuses_at_once_saying_what_to_do(postgres_tmp_path):
+    """A project under /root, or in any folder only root may enter: initdb would fail deep inside."""
+    closed = postgres_tmp_path / "closed"
+    closed.mkdir()
+    closed.chmod(0o700)
+    project = closed / "project"
+    shutil.copytree(PROJECT / "src", project / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    result = server(project, "start")
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"error: PostgreSQL runs as the user postgres, who cannot enter {closed} (mode drwx------): move the "
+        f"project into a folder others may enter (e.g. /srv), or let them through with `chmod o+x {closed}`"]
+    assert not (project / ".mlflow-server").exists()

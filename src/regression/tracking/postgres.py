@@ -5,11 +5,13 @@ make variable picking another, and stopping a process with its children. Postgre
 run as root: run as root, the cluster belongs to Debian's `postgres` user.
 """
 
+import grp
 import os
 import pwd
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import time
 from contextlib import suppress
@@ -46,6 +48,26 @@ def cluster_owner() -> str | None:
     except KeyError:
         raise ServerError(f"running as root, but there is no user {SUPERUSER} to run PostgreSQL: "
                           f"install it with `{INSTALL}`") from None
+
+
+def check_owner_can_enter(folder: Path) -> None:
+    """Refuse at once where the cluster's owner could not reach `folder` (a project under /root,
+    or any folder only root may enter): PostgreSQL would fail later, deep inside initdb."""
+    owner = cluster_owner()
+    if owner is None:
+        return
+    user = pwd.getpwnam(owner)
+    groups = {user.pw_gid} | {g.gr_gid for g in grp.getgrall() if owner in g.gr_mem}
+    for path in [*reversed(folder.resolve().parents), folder.resolve()]:
+        if not path.exists():
+            break
+        mode = path.stat()
+        allowed = (stat.S_IXUSR if mode.st_uid == user.pw_uid
+                   else stat.S_IXGRP if mode.st_gid in groups else stat.S_IXOTH)
+        if not mode.st_mode & allowed:
+            raise ServerError(f"PostgreSQL runs as the user {owner}, who cannot enter {path} "
+                              f"(mode {stat.filemode(mode.st_mode)}): move the project into a folder others "
+                              f"may enter (e.g. /srv), or let them through with `chmod o+x {path}`")
 
 
 def as_owner(*command: str | Path, chown: tuple[Path, ...] = ()) -> None:

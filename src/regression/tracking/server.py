@@ -26,6 +26,7 @@ from regression.tracking.postgres import (
     SUPERUSER,
     USER,
     ServerError,
+    check_owner_can_enter,
     check_port_free,
     create_database,
     find_postgres,
@@ -87,7 +88,9 @@ class Server:
             print(f"MLflow server already running (pid {running[0]}) at {running[1]}\n"
                   f"export MLFLOW_TRACKING_URI={running[1]}")
             return
-        binaries, passwords = find_postgres(search), self.passwords()
+        binaries = find_postgres(search)
+        check_owner_can_enter(self.state.parent)
+        passwords = self.passwords()
         check_port_free(port, "the MLflow server's", "PORT")
         if not (self.data / "PG_VERSION").exists():
             shutil.rmtree(self.data, ignore_errors=True)  # what an interrupted first start left
