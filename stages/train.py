@@ -45,8 +45,8 @@ def main(params, args):
         with phases("evaluation"):
             report = make_report(spec, model, history[-1], outputs["test"], test_set.y, config, meta)
         with phases("figures"):
-            files = report.files | draw_figures(name, spec, report, outputs["test"], test_set.X, test_set.y,
-                                                classes)
+            files = report.files | draw_figures(name, spec, report, history, outputs["test"], test_set.X,
+                                                test_set.y, classes)
         with phases("writing outputs"):
             write_bytes_atomic(args.model_file, model_bytes(model, config))
             write_json(args.history, history)

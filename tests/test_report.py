@@ -72,16 +72,20 @@ def test_classifier_report_files_agree_with_each_other(trainable):
 
 
 @pytest.mark.parametrize("name, figures", [
-    ("linear", {"fit.png"}),
-    ("softmax_nn", {"confusion_matrix.png", "per_class_accuracy.png", "test_predictions.png"}),
+    ("linear", {"learning_curves.png", "fit.png"}),
+    ("softmax_nn", {"learning_curves.png", "confusion_matrix.png", "per_class_accuracy.png",
+                    "test_predictions.png"}),
 ])
 def test_figures_are_pngs_identical_for_identical_input(trainable, name, figures):
     setup = trainable(name)
-    report, _, outputs = report_of(setup)
+    history, outputs = setup.train()
+    report = make_report(setup.spec, setup.model, history[-1], outputs["test"], setup.splits["test"].y,
+                         setup.config, setup.meta)
     test_set = setup.splits["test"]
 
     def draw():
-        return draw_figures(name, setup.spec, report, outputs, test_set.X, test_set.y, setup.config.classes)
+        return draw_figures(name, setup.spec, report, history, outputs["test"], test_set.X, test_set.y,
+                            setup.config.classes)
 
     first, again = draw(), draw()
     assert set(first) == figures

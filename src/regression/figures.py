@@ -1,4 +1,4 @@
-"""Pictures for people: sample images, test predictions, confusion matrix, per-class accuracy, fit.
+"""Pictures for people: sample images, learning curves, test predictions, confusion matrix, per-class accuracy, fit.
 
 matplotlib's `Figure` is used without pyplot (no global state, no GUI backend); `png_bytes`
 gives the same bytes for the same picture.
@@ -104,5 +104,35 @@ def fit_figure(actual: np.ndarray, predicted: np.ndarray, title: str) -> Figure:
     ax.set_ylabel("predicted y")
     ax.set_title(title)
     ax.legend(loc="upper left")
+    figure.tight_layout()
+    return figure
+
+
+SPLIT_NAMES = {"train": "train", "val": "validation", "test": "test"}
+
+
+def learning_curves(history: list[dict], title: str, loss_name: str) -> Figure:
+    """Loss (and accuracy, where the model has one) per epoch, one line per split, named in the legend.
+
+    A picture of `history.json`, so that the curves show without a browser's charting library
+    (`dvc plots show` draws its own charts with one fetched from the internet).
+    """
+    epochs = [record["epoch"] for record in history]
+    kinds = [("loss", loss_name)] + ([("accuracy", "accuracy")] if "train_accuracy" in history[0] else [])
+    figure = Figure(figsize=(5.5 * len(kinds), 4))
+    for ax, (kind, label) in zip(figure.subplots(1, len(kinds), squeeze=False)[0], kinds):
+        for split, split_name in SPLIT_NAMES.items():
+            key = f"{split}_{kind}"
+            if key in history[0]:
+                ax.plot(epochs, [record[key] for record in history], marker="o", markersize=3, label=split_name)
+        values = [record[key] for record in history for key in (f"train_{kind}", f"test_{kind}") if key in record]
+        if kind == "loss" and min(values) > 0 and max(values) / min(values) > 100:
+            ax.set_yscale("log")  # e.g. a squared error from 15 down to 1e-4
+            label += " (log scale)"
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.set_title(f"{title}: {label}")
+        ax.grid(alpha=0.3)
+        ax.legend()
     figure.tight_layout()
     return figure

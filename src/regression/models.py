@@ -124,6 +124,11 @@ class ModelSpec:
         """A classifier (class labels, accuracy, class names), or a regressor: asked of the table."""
         return self.task == CLASSIFICATION
 
+    @property
+    def loss_name(self) -> str:
+        """What its loss measures, for people: charts compare like with like."""
+        return "cross-entropy" if self.classifies else "mean squared error"
+
 
 MODELS = {
     "linear": ModelSpec("synthetic", REGRESSION, LinearRegression,

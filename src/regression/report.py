@@ -59,15 +59,16 @@ def make_report(spec: ModelSpec, model: nn.Module, last: dict, test_outputs: tor
     }, classification=result)
 
 
-def draw_figures(name: str, spec: ModelSpec, report: Report, test_outputs: torch.Tensor, test_X,
-                 test_y: torch.Tensor, classes) -> dict[str, bytes]:
+def draw_figures(name: str, spec: ModelSpec, report: Report, history: list[dict], test_outputs: torch.Tensor,
+                 test_X, test_y: torch.Tensor, classes) -> dict[str, bytes]:
     """The report's pictures as PNG files; `test_X` are the test inputs as stored (images)."""
+    curves = {"learning_curves.png": figures.png_bytes(figures.learning_curves(history, name, spec.loss_name))}
     if not spec.classifies:
-        return {"fit.png": figures.png_bytes(figures.fit_figure(
+        return curves | {"fit.png": figures.png_bytes(figures.fit_figure(
             test_y.reshape(-1).numpy(), test_outputs.reshape(-1).numpy(),
             f"{name}: test set, predicted against true"))}
     shown = slice(GRID_IMAGES)
-    return {
+    return curves | {
         "confusion_matrix.png": figures.png_bytes(figures.confusion_figure(
             report.classification["confusion"], classes, f"{name}: test set confusion matrix")),
         "per_class_accuracy.png": figures.png_bytes(figures.per_class_figure(
