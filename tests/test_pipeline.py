@@ -129,6 +129,10 @@ def test_fresh_clone_reproduces_identical_outputs(project_copy, reproduced, tmp_
 def test_exp_run_reruns_only_the_changed_model_and_names_its_run(project_copy):
     result = run(project_copy, "dvc", "exp", "run", "-n", "nn-lr-0.1", "-S", "train.softmax_nn.lr=0.1")
     assert stages_run(result.stdout) == {"train@softmax_nn"}
+    # params.yaml (laid out as the committed one) changed by that one line, as README says.
+    diff = run(project_copy, "git", "diff", "-U0", "--", "params.yaml").stdout.splitlines()
+    assert [line for line in diff if line[:1] in "+-" and line[:3] not in ("+++", "---")] == [
+        "-    lr: 0.05", "+    lr: 0.1"], "\n".join(diff)
     [latest] = runs_by_model(MlflowClient(store_uri(project_copy)))["softmax_nn"]
     assert latest.data.params["lr"] == "0.1"
     assert latest.info.run_name == "softmax_nn lr=0.1 · nn-lr-0.1"
