@@ -4,6 +4,8 @@ The process tests run `tests/fake_stage.py`: the real stage runner and MLflow ru
 torch or data, against a tiny sqlite store or a loopback server they stop.
 """
 
+import http.client
+import http.server
 import shutil
 import signal
 import socket
@@ -12,11 +14,12 @@ import sys
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from mlflow import MlflowClient
 
-from projects import PROJECT, environment, free_port, start_mlflow_server, stop
+from projects import PROJECT, environment, free_port, start_mlflow_server, stop, train_command
 from regression.tracking import TrackingError, changed_params, committed_params, open_experiment, run_name
 
 FAKE_STAGE = Path(__file__).with_name("fake_stage.py")
@@ -243,6 +246,95 @@ def test_server_dying_during_training_fails_the_stage_within_bounded_time(folder
     assert time.monotonic() - died < BOUNDED_SECONDS
     assert process.returncode == 1 and uri in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1, err
+
+
+class DyingServer:
+    """An MLflow server seen through a proxy on 127.0.0.1 that kills it (SIGKILL) when the first
+    request matching `when(method, path)` arrives, and answers nothing after that: to its client
+    the server dies in the middle of that request. .url is the proxy's, .died when it killed."""
+
+    def __init__(self, folder: Path, when):
+        self.server, upstream = start_mlflow_server(folder)
+        self.upstream, self.when, self.died, self.requests = urlsplit(upstream).netloc, when, None, []
+        self.lock = threading.Lock()
+        proxy = self
+
+        class Relay(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def relay(self):
+                proxy.requests.append(f"{self.command} {self.path}")
+                with proxy.lock:
+                    if proxy.died is None and proxy.when(self.command, self.path):
+                        stop(proxy.server, signal.SIGKILL)
+                        proxy.died = time.monotonic()
+                        threading.Thread(target=proxy.close).start()
+                if proxy.died is not None:
+                    self.close_connection = True  # no answer: the connection closes
+                    return
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+                upstream = http.client.HTTPConnection(proxy.upstream, timeout=60)
+                upstream.request(self.command, self.path, body=body, headers=headers)
+                response = upstream.getresponse()
+                data = response.read()
+                upstream.close()
+                self.send_response(response.status)
+                for key, value in response.getheaders():
+                    if key.lower() not in ("connection", "content-length", "transfer-encoding"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = relay
+
+        self.proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Relay)
+        self.proxy.daemon_threads = True
+        threading.Thread(target=self.proxy.serve_forever, args=(0.05,), daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.proxy.server_address[1]}"
+        self.closed = False
+
+    def close(self) -> None:
+        """Stop listening (new connections are refused, as by a dead server)."""
+        if not self.closed:
+            self.closed = True
+            self.proxy.shutdown()
+            self.proxy.server_close()
+
+
+def uploads_the_model(method: str, path: str) -> bool:
+    """The first file of the logged model (not of the run) sent to the server's artifact store."""
+    return method == "PUT" and "/mlflow-artifacts/artifacts/" in path and "/models/" in path
+
+
+def registers_the_model(method: str, path: str) -> bool:
+    return "/registered-models/" in path or "/model-versions/" in path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("when", [uploads_the_model, registers_the_model], ids=["logging", "registering"])
+def test_server_dying_while_the_model_is_logged_or_registered_fails_the_stage_in_one_line(
+        project_copy, tmp_path, when):
+    """The real train stage against a server killed during its last steps (logging the model,
+    registering it): one line naming the run and the server, in bounded time."""
+    server = DyingServer(tmp_path, when)
+    try:
+        env = environment(MLFLOW_TRACKING_URI=server.url, PYTHONPATH="src")
+        stage = subprocess.Popen(train_command("linear"), cwd=project_copy, env=env, text=True,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        _, err = stage.communicate(timeout=600)
+        ended = time.monotonic()
+    finally:
+        server.close()
+        stop(server.server, signal.SIGKILL)
+    assert server.died is not None, f"the server never saw that request: {server.requests}"
+    assert ended - server.died < BOUNDED_SECONDS
+    assert stage.returncode == 1 and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: MLflow run ") and server.url in err, err
 
 
 def test_store_lock_serialises_setup(folder, monkeypatch):
