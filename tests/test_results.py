@@ -87,10 +87,10 @@ def test_make_compare_ranks_the_swept_runs_by_validation_accuracy(swept):
     by_experiment = {r.data.tags["dvc.experiment"]: r for r in runs}
     assert [row["#"] for row in rows] == [str(i) for i in range(1, len(runs) + 1)]
     assert sorted(row["experiment"] for row in rows) == sorted(by_experiment), output
-    best_first = sorted(runs, key=lambda r: (-r.data.metrics["val_accuracy"], -r.data.metrics["test_accuracy"]))
-    ranked = [(r.data.metrics["val_accuracy"], r.data.metrics["test_accuracy"]) for r in best_first]
+    accuracies = [(r.data.metrics["val_accuracy"], r.data.metrics["test_accuracy"]) for r in runs]
     shown = [by_experiment[row["experiment"]].data.metrics for row in rows]
-    assert [(m["val_accuracy"], m["test_accuracy"]) for m in shown] == ranked, output
+    best_first = sorted(accuracies, reverse=True)
+    assert [(m["val_accuracy"], m["test_accuracy"]) for m in shown] == best_first, output
     for row in rows:
         r = by_experiment[row["experiment"]]
         assert float(row["val_acc"]) == pytest.approx(r.data.metrics["val_accuracy"], abs=1e-4)
@@ -118,7 +118,8 @@ def plot_definition(definition) -> tuple[str, dict, dict[str, list[str]]]:
     name, spec = next(iter(definition.items())) if isinstance(definition, dict) else (definition, {})
     y = spec.get("y")
     if isinstance(y, dict):
-        return name, spec, {file: fields if isinstance(fields, list) else [fields] for file, fields in y.items()}
+        return name, spec, {file: fields if isinstance(fields, list) else [fields]
+                            for file, fields in y.items()}
     return name, spec, {name: [y] if y else []}
 
 

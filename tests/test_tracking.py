@@ -1,7 +1,9 @@
 """regression.tracking: run names, the store under concurrency, signals, orphans, dead servers, bad stores.
 
 The process tests run `tests/fake_stage.py`: the real stage runner and MLflow run, without
-torch or data, against a tiny sqlite store or a loopback server they stop.
+torch or data, against a tiny sqlite store or a loopback server they stop. A server dying while
+the model is logged or registered is shown on the real train stage in a project copy, through
+a proxy that kills the server when that request arrives (`DyingServer`).
 """
 
 import http.client
@@ -334,7 +336,8 @@ def test_server_dying_while_the_model_is_logged_or_registered_fails_the_stage_in
     assert server.died is not None, f"the server never saw that request: {server.requests}"
     assert ended - server.died < BOUNDED_SECONDS
     assert stage.returncode == 1 and "Traceback" not in err, err
-    assert len(err.strip().splitlines()) == 1 and err.startswith("error: MLflow run ") and server.url in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert err.startswith("error: MLflow run ") and server.url in err, err
 
 
 def test_store_lock_serialises_setup(folder, monkeypatch):

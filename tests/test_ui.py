@@ -16,8 +16,8 @@ import pytest
 from mlflow import MlflowClient
 
 from browser import Browser, find_chromium
-from projects import (BIN, PROJECT, SWEEP_LEARNING_RATES, environment, free_port, runs_by_model, stop, store_uri,
-                      wait_for_http)
+from projects import (BIN, PROJECT, SWEEP_LEARNING_RATES, environment, free_port, runs_by_model, stop,
+                      store_uri, wait_for_http)
 from regression.tracking import EXPERIMENT_TAGS, open_experiment
 from regression.ui import VIEW_TAG, compare_url, run_list_url
 
@@ -75,7 +75,8 @@ def test_every_store_gets_the_same_saved_view(tmp_path):
     tags = []
     for name in ("a", "b"):
         uri = f"sqlite:///{tmp_path / name / 'mlflow.db'}"
-        subprocess.run([str(BIN / "python"), "-c", "from regression.tracking import open_experiment as o; o()"],
+        set_up = "from regression.tracking import open_experiment; open_experiment()"
+        subprocess.run([str(BIN / "python"), "-c", set_up],
                        env=environment(PYTHONPATH=str(PROJECT / "src"), MLFLOW_TRACKING_URI=uri), check=True)
         [experiment] = [e for e in MlflowClient(uri).search_experiments() if VIEW_TAG in e.tags]
         tags.append(experiment.tags[VIEW_TAG])
@@ -146,7 +147,8 @@ def test_saved_view_shows_what_the_runs_record_best_test_accuracy_first(lesson_r
     state = view_state(experiment.tags[VIEW_TAG])
     for r in runs.values():
         recorded = {"params": r.data.params, "metrics": r.data.metrics}
-        missing = [name for name in state["selectedColumns"] if column(name)[1] not in recorded[column(name)[0]]]
+        missing = [name for name in state["selectedColumns"]
+                   if column(name)[1] not in recorded[column(name)[0]]]
         assert not missing, f"the view shows {missing}, which run {r.info.run_name} does not have"
     kind, key = column(state["orderByKey"])
     assert kind == "metrics" and state["orderByKey"] in state["selectedColumns"]
