@@ -328,7 +328,12 @@ def test_server_dying_while_the_model_is_logged_or_registered_fails_the_stage_in
         env = environment(MLFLOW_TRACKING_URI=server.url, PYTHONPATH="src")
         stage = subprocess.Popen(train_command("linear"), cwd=project_copy, env=env, text=True,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        _, err = stage.communicate(timeout=600)
+        try:
+            _, err = stage.communicate(timeout=300)  # it needs 10-60 s to reach the model
+        except subprocess.TimeoutExpired:
+            stage.kill()
+            _, err = stage.communicate()
+            pytest.fail(f"the stage still ran after 300 s (server killed: {server.died is not None}): {err}")
         ended = time.monotonic()
     finally:
         server.close()
