@@ -81,9 +81,12 @@ def expected_files(folder: Path) -> dict:
 
 
 def edit_params(project: Path, edit) -> None:
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    edit(params)
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    """Change params.yaml as DVC's own writer does: what `edit` leaves alone keeps its layout and
+    comments, so a project copy's params.yaml is laid out as the committed one."""
+    from dvc.utils.serialize import modify_yaml
+
+    with modify_yaml(str(project / "params.yaml")) as params:
+        edit(params)
 
 
 def make_project(dest: Path, source_url: str, files: dict) -> Path:

@@ -182,19 +182,42 @@ def test_stage_params_exist_in_params_yaml(name):
                 pytest.fail(f"{name}: params entry {key!r} is not in params.yaml")
 
 
-@pytest.mark.parametrize("key, value", [("train.softmax_nn.lr", 0.1), ("prepare.validation_size", 10000),
-                                        ("train.linear.epochs", 20)])
-def test_dvc_writing_one_param_changes_one_line_of_params_yaml(tmp_path, key, value):
-    """`dvc exp run -S` rewrites params.yaml with DVC's own YAML writer: the diff must be that one line."""
-    from dvc.utils.serialize import modify_yaml
+def leaves(tree, prefix: str = "") -> dict:
+    """{'a.b': value} for every scalar of params.yaml (lists are left out: `-S` sets a scalar)."""
+    if isinstance(tree, dict):
+        return {k: v for key, value in tree.items() for k, v in leaves(value, f"{prefix}{key}.").items()}
+    return {} if isinstance(tree, list) else {prefix.rstrip("."): tree}
+
+
+def another(value):
+    """A different value of the same type, as `-S key=value` would write it."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 1
+    if isinstance(value, float):
+        return value + 1.5
+    return f"{value}x"
+
+
+@pytest.mark.parametrize("key", leaves(PARAMS))
+def test_dvc_exp_run_set_param_changes_one_line_of_params_yaml(tmp_path, key):
+    """`dvc exp run -S key=value` writes params.yaml through `apply_overrides` (Hydra's override
+    grammar, then DVC's YAML writer): for any key, the diff must be that key's line alone."""
+    from dvc.utils.hydra import apply_overrides
+
+    from regression.params import parse_yaml
 
     path = tmp_path / "params.yaml"
     original = (ROOT / "params.yaml").read_text()
     path.write_text(original)
-    with modify_yaml(str(path)) as params:
-        *sections, last = key.split(".")
-        lookup(params, ".".join(sections))[last] = value
+    value = another(lookup(PARAMS, key))
+    apply_overrides(str(path), [f"{key}={value}"])
     before, after = original.splitlines(), path.read_text().splitlines()
-    assert len(before) == len(after)
+    assert len(before) == len(after), "\n".join(after)
     changed = [(b, a) for b, a in zip(before, after) if b != a]
-    assert len(changed) == 1 and changed[0][1].strip() == f"{last}: {value}", changed
+    *sections, last = key.split(".")
+    assert len(changed) == 1 and changed[0][1].lstrip().startswith(f"{last}: "), changed
+    expected = parse_yaml(original)  # and the file says what -S set, nothing else
+    lookup(expected, ".".join(sections))[last] = value
+    assert parse_yaml(path.read_text()) == expected

@@ -1,11 +1,15 @@
 """The whole pipeline, for real: `dvc repro`, `dvc exp run` and the queue in a temporary git repo,
 on tiny IDX files served over HTTP from 127.0.0.1, tracked in a real MLflow store."""
 
+import pickle
 from pathlib import Path
 
+import cloudpickle
 import mlflow
 import numpy as np
 import pytest
+import torch
+import yaml
 from mlflow import MlflowClient
 
 from projects import (
@@ -87,19 +91,64 @@ def test_each_model_stage_records_one_complete_mlflow_run(reproduced):
         assert version.tags["data.digest"] == r.data.tags["data.digest"]
 
 
-def test_logged_model_loads_without_pickle_and_answers_with_class_names(reproduced):
+class Unpickled(Exception):
+    """Something was unpickled while unpickling was refused."""
+
+
+def refuse_unpickling(monkeypatch) -> None:
+    """Make every unpickler raise: pickle's and cloudpickle's load/loads (MLflow's pickled models)
+    and pickle.Unpickler (torch.load without weights_only). torch's weights-only loader has an
+    unpickler of its own, which runs no code, and is left alone."""
+    def refuse(*args, **kwargs):
+        raise Unpickled
+
+    class RefusingUnpickler:
+        def __init__(self, *args, **kwargs):
+            raise Unpickled
+
+    for module in (pickle, cloudpickle):
+        monkeypatch.setattr(module, "load", refuse)
+        monkeypatch.setattr(module, "loads", refuse)
+    monkeypatch.setattr(pickle, "Unpickler", RefusingUnpickler)
+
+
+class Constant(mlflow.pyfunc.PythonModel):
+    def predict(self, context, model_input: list[str], params=None) -> list[str]:
+        return model_input
+
+
+def test_logged_model_loads_without_pickle_and_answers_with_class_names(reproduced, tmp_path, monkeypatch):
     path, _, _ = reproduced
     mlflow.set_tracking_uri(store_uri(path))
-    requirements = mlflow.pyfunc.get_model_dependencies("models:/fashion-mnist-softmax_nn/1")
+    uri = "models:/fashion-mnist-softmax_nn/1"
+    requirements = mlflow.pyfunc.get_model_dependencies(uri)
     pinned = {line.split("==")[0] for line in Path(requirements).read_text().splitlines() if "==" in line}
     assert {"mlflow", "torch", "numpy", "pandas"} <= pinned
-    model = mlflow.pyfunc.load_model("models:/fashion-mnist-softmax_nn/1")
-    X = np.load(path / "data/fashion-mnist/test_X.npy")[:20].reshape(20, -1) / 255.0
-    answers = model.predict(X)
+    logged = Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(tmp_path / "logged")))
+    flavor = yaml.safe_load((logged / "MLmodel").read_text())["flavors"]["python_function"]
+    assert "model_code_path" in flavor and "python_model" not in flavor  # code, not a pickled object
+    assert not [p for p in logged.rglob("*") if p.suffix in (".pkl", ".pickle")]
+
+    with monkeypatch.context() as refused:
+        refuse_unpickling(refused)
+        model = mlflow.pyfunc.load_model(uri)
+        X = np.load(path / "data/fashion-mnist/test_X.npy")[:20].reshape(20, -1) / 255.0
+        answers = model.predict(X)
     predicted = [row.split(",")[1] for row in
                  (path / "metrics/softmax_nn/evaluation/predictions.csv").read_text().splitlines()[1:21]]
     assert list(answers["class"]) == predicted
     assert all(abs(sum(p.values()) - 1) < 1e-6 for p in answers["probabilities"])
+
+    # Controls: with unpickling refused, a pickled MLflow model and a full torch.load both fail
+    # (so the load above could have failed).
+    mlflow.pyfunc.save_model(str(tmp_path / "pickled"), python_model=Constant())
+    model_file = next((logged / "artifacts").rglob("*.pt"))
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
+    refuse_unpickling(monkeypatch)
+    with pytest.raises(Unpickled):
+        mlflow.pyfunc.load_model(str(tmp_path / "pickled"))
+    with pytest.raises(Unpickled):
+        torch.load(model_file, weights_only=False)
 
 
 def test_second_repro_runs_nothing(reproduced):
@@ -132,11 +181,35 @@ def test_fresh_clone_reproduces_identical_outputs(project_copy, reproduced, tmp_
 def test_exp_run_reruns_only_the_changed_model_and_names_its_run(project_copy):
     result = run(project_copy, "dvc", "exp", "run", "-n", "nn-lr-0.1", "-S", "train.softmax_nn.lr=0.1")
     assert stages_run(result.stdout) == {"train@softmax_nn"}
+    # params.yaml (laid out as the committed one) changed by that one line, as README says.
+    diff = run(project_copy, "git", "diff", "-U0", "--", "params.yaml").stdout.splitlines()
+    assert [line for line in diff if line[:1] in "+-" and line[:3] not in ("+++", "---")] == [
+        "-    lr: 0.05", "+    lr: 0.1"], "\n".join(diff)
     [latest] = runs_by_model(MlflowClient(store_uri(project_copy)))["softmax_nn"]
     assert latest.data.params["lr"] == "0.1"
     assert latest.info.run_name == "softmax_nn lr=0.1 · nn-lr-0.1"
     assert latest.data.tags["dvc.experiment"] == "nn-lr-0.1"
     assert "test_accuracy" in latest.data.metrics
+
+
+def test_temp_experiment_records_into_the_projects_own_store(project_copy):
+    """Without MLFLOW_TRACKING_URI, `dvc exp run --temp` runs in a copy under .dvc/tmp/exps; its
+    run, artifacts and model land in the project's mlflow.db and mlartifacts/, not in the copy."""
+    run(project_copy, "git", "add", "-A")
+    run(project_copy, "git", "commit", "-qm", "results")
+    assert "MLFLOW_TRACKING_URI" not in environment()
+    result = run(project_copy, "dvc", "exp", "run", "--temp", "-n", "temp-lr", "-S", "train.linear.lr=0.04")
+    assert stages_run(result.stdout) == {"train@linear"}
+    client = MlflowClient(store_uri(project_copy))
+    [r] = runs_by_model(client)["linear"]
+    assert r.info.status == "FINISHED" and r.data.tags["dvc.experiment"] == "temp-lr"
+    assert r.data.params["lr"] == "0.04"
+    assert Path(r.info.artifact_uri.removeprefix("file://")).is_relative_to(project_copy / "mlartifacts")
+    assert {a.path for a in client.list_artifacts(r.info.run_id, "evaluation")}
+    [version] = client.search_model_versions("name = 'synthetic-linear'")
+    assert version.run_id == r.info.run_id
+    stores = [p for p in project_copy.rglob("mlflow.db") if p != project_copy / "mlflow.db"]
+    assert not stores, stores
 
 
 def test_tracking_to_an_mlflow_server_over_http(project_copy, mlflow_server):

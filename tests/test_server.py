@@ -4,6 +4,7 @@
 import os
 import secrets
 import shutil
+import stat
 import threading
 import urllib.request
 
@@ -110,6 +111,14 @@ def test_server_starts_once_says_where_and_stops_leaving_nothing_running(postgre
         mlflow_server = psutil.Process(int((state / "mlflow.pid").read_text()))
         postmaster = psutil.Process(int((state / "postgres/postmaster.pid").read_text().split()[0]))
         family = [p for root in (mlflow_server, postmaster) for p in (root, *root.children(recursive=True))]
+
+        # The passwords are readable by their owner only; both servers listen on 127.0.0.1 only.
+        assert stat.S_IMODE((state / "pgpass").stat().st_mode) == 0o600
+        assert (state / "pgpass").stat().st_uid == os.geteuid()
+        listening = {(c.laddr.ip, c.laddr.port) for p in family for c in p.net_connections(kind="inet")
+                     if c.status == psutil.CONN_LISTEN}
+        assert {port, postgres_port} == {listen_port for _, listen_port in listening}, listening
+        assert {ip for ip, _ in listening} == {"127.0.0.1"}, listening
 
         stopped = server(project, "stop")
         assert stopped.returncode == 0, stopped.stderr

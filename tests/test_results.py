@@ -1,0 +1,190 @@
+"""Looking at the results as README says: the summary `make run` ends with, `make compare`,
+`dvc plots show`; and where runs of `dvc exp run --temp` land when no tracking URI is set.
+
+The commands run in the shared prepared projects (tests/projects.py `reproduced`, `swept`), as
+a user types them; only the `--temp` run takes a copy of its own.
+"""
+
+import csv
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from projects import MODELS, environment, read_json, run, runs_by_model, stages_run, store_uri
+
+pytestmark = pytest.mark.slow
+
+VENV = Path(sys.executable).parent.parent
+
+
+def make(project: Path, *args: str, env: dict | None = None) -> str:
+    result = run(project, "make", "--no-print-directory", f"VENV={VENV}", *args, env=env)
+    return result.stdout + result.stderr
+
+
+def numbers(text: str) -> dict[str, float]:
+    """{'test_accuracy': 0.98, ...} from 'test_accuracy 0.9800, test_loss 0.0123'."""
+    return {key: float(value) for key, value in re.findall(r"(\w+) (-?[\d.]+(?:e-?\d+)?)", text)}
+
+
+def test_make_run_ends_with_each_models_metrics_and_run(reproduced):
+    """`make run` on a pipeline that is up to date: nothing re-runs, then one line per model with
+    the headline metrics of metrics/<model>.json and the model's MLflow run, then the UI link."""
+    path, _, _ = reproduced
+    output = make(path, "run")
+    assert stages_run(output) == set()
+    client = MlflowClient(store_uri(path))
+    by_model = runs_by_model(client)
+    lines = {line.split()[0]: line for line in output.splitlines() if line.split()[:1] and
+             line.split()[0] in MODELS}
+    assert set(lines) == set(MODELS), output
+    for model in MODELS:
+        shown, _, run_part = lines[model].removeprefix(model).partition(";")
+        metrics = read_json(path / f"metrics/{model}.json")
+        shown = numbers(shown)
+        assert shown, lines[model]
+        for key, value in shown.items():
+            assert value == pytest.approx(metrics[key], rel=1e-3, abs=1e-4), (key, lines[model])
+        assert {"test_loss"} <= set(shown) and ("test_accuracy" in shown) == ("test_accuracy" in metrics)
+        [r] = by_model[model]
+        assert run_part.strip() == f"run '{r.info.run_name}'"  # finished: no status shown
+    experiment = client.get_experiment_by_name("regression-lesson").experiment_id
+    assert f"/#/experiments/{experiment}/runs?" in output.splitlines()[-1]
+
+
+def compare_rows(output: str, model: str) -> list[dict[str, str]]:
+    """The rows of `model`'s table in `make compare`'s output, {column: text}, cut where the
+    header's column names start."""
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"{model}: "))
+    header = lines[start + 1]
+    names = ["#", "val_acc", "test_acc", "test_loss", "experiment", "changed params"]
+    starts = [header.index(name) for name in names]
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.strip() or not line.split()[0].isdigit():
+            break
+        cells = [line[a:b].strip() for a, b in zip(starts, starts[1:] + [None])]
+        changed, _, status = cells[-1].rpartition(" ")
+        rows.append(dict(zip(names, cells[:-1] + [changed.strip()])) | {"status": status})
+    return rows
+
+
+def test_make_compare_lists_every_swept_run_with_its_metrics(swept):
+    """`make compare MODEL=softmax_nn` on the sweep's store: every run once, with its metrics,
+    DVC experiment, changed params and status. (The tiny data gives the runs equal accuracies:
+    the ranking is checked on runs made to differ, below.)"""
+    path, _ = swept
+    env = environment(MLFLOW_TRACKING_URI=store_uri(path), MLFLOW_EXPERIMENT_NAME="sweep-sqlite")
+    output = make(path, "compare", "MODEL=softmax_nn", env=env)
+    runs = runs_by_model(MlflowClient(store_uri(path)), "sweep-sqlite")["softmax_nn"]
+    assert f"softmax_nn: {len(runs)} runs" in output, output
+    rows = compare_rows(output, "softmax_nn")
+    by_experiment = {r.data.tags["dvc.experiment"]: r for r in runs}
+    assert [row["#"] for row in rows] == [str(i) for i in range(1, len(runs) + 1)]
+    assert sorted(row["experiment"] for row in rows) == sorted(by_experiment), output
+    for row in rows:
+        r = by_experiment[row["experiment"]]
+        assert float(row["val_acc"]) == pytest.approx(r.data.metrics["val_accuracy"], abs=1e-4)
+        assert float(row["test_acc"]) == pytest.approx(r.data.metrics["test_accuracy"], abs=1e-4)
+        assert row["status"] == "FINISHED" and row["changed params"] == r.data.tags["dvc.changed_params"]
+
+
+# Runs whose metrics differ, named best first as README ranks them: validation accuracy where a
+# run has one, then test accuracy; for the linear model, the lowest test loss.
+RANKED_RUNS = {
+    "softmax_nn": [("val-tie-better-test", {"val_accuracy": 0.9, "test_accuracy": 0.85}),
+                   ("val-tie-worse-test", {"val_accuracy": 0.9, "test_accuracy": 0.8}),
+                   ("lower-val-best-test", {"val_accuracy": 0.85, "test_accuracy": 0.95}),
+                   ("no-validation", {"test_accuracy": 0.99})],
+    "linear": [("lower-loss", {"test_loss": 0.1}), ("higher-loss", {"test_loss": 0.2})],
+}
+
+
+def test_make_compare_ranks_runs_best_first(reproduced, tmp_path):
+    path, _, _ = reproduced
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("ranked")
+    for model, ranked in RANKED_RUNS.items():
+        for name, metrics in ranked:  # made best first: MLflow lists the newest first, i.e. worst first
+            run_id = client.create_run(experiment, tags={"model": model, "dvc.experiment": name}).info.run_id
+            for key, value in metrics.items():
+                client.log_metric(run_id, key, value)
+            client.set_terminated(run_id)
+    env = environment(MLFLOW_TRACKING_URI=uri, MLFLOW_EXPERIMENT_NAME="ranked")
+    output = make(path, "compare", env=env)
+    for model, ranked in RANKED_RUNS.items():
+        shown = [row["experiment"] for row in compare_rows(output, model)]
+        assert shown == [name for name, _ in ranked], output
+    only = make(path, "compare", "MODEL=linear", env=env)
+    assert "linear: 2 runs" in only and "softmax_nn" not in only, only
+
+
+def test_make_compare_shows_every_model_of_the_pipeline(reproduced):
+    path, _, _ = reproduced
+    output = make(path, "compare")
+    head = run(path, "git", "rev-parse", "HEAD").stdout.strip()
+    for model in MODELS:
+        assert f"{model}: 1 runs" in output, output
+        [row] = compare_rows(output, model)
+        assert row["experiment"] == f"@ {head[:7]}" and row["status"] == "FINISHED", row
+        metrics = read_json(path / f"metrics/{model}.json")
+        assert float(row["test_loss"]) == pytest.approx(metrics["test_loss"], rel=1e-3, abs=1e-4)
+
+
+# dvc plots show
+
+
+def plot_definition(definition) -> tuple[str, dict, dict[str, list[str]]]:
+    """(name, spec, {file: [y fields]}) of one entry of dvc.yaml's `plots:`."""
+    name, spec = next(iter(definition.items())) if isinstance(definition, dict) else (definition, {})
+    y = spec.get("y")
+    if isinstance(y, dict):
+        return name, spec, {file: fields if isinstance(fields, list) else [fields]
+                            for file, fields in y.items()}
+    return name, spec, {name: [y] if y else []}
+
+
+def records(path: Path) -> list[dict]:
+    if path.suffix == ".csv":
+        with path.open() as f:
+            return list(csv.DictReader(f))
+    return read_json(path)
+
+
+def test_dvc_plots_show_renders_every_plot_of_dvc_yaml_with_its_data(reproduced, tmp_path):
+    """Every entry of the `plots:` block is rendered: charts with one point per record and field
+    of each file they name, images as the files are; `dvc plots show` also writes its page."""
+    path, _, _ = reproduced
+    plots = yaml.safe_load((path / "dvc.yaml").read_text())["plots"]
+    shown = json.loads(run(path, "dvc", "plots", "show", "--json", "-o", str(tmp_path / "json")).stdout)
+    assert not shown.get("errors"), shown["errors"]
+    rendered = shown["data"]
+    page = run(path, "dvc", "plots", "show", "-o", str(tmp_path / "html"))
+    html = (tmp_path / "html" / "index.html").read_text()
+    assert "index.html" in page.stdout
+
+    for definition in plots:
+        name, spec, files = plot_definition(definition)
+        assert name in rendered, f"{name} is not rendered: {sorted(rendered)}"
+        [plot] = rendered[name]
+        if name.endswith(".png"):
+            assert plot["type"] == "image"
+            assert Path(plot["url"]).read_bytes() == (path / name).read_bytes()
+            continue
+        assert plot["type"] == "vega"
+        values = plot["content"]["data"]["values"]
+        expected = sum(len(records(path / file)) * len(fields) for file, fields in files.items())
+        assert len(values) == expected, f"{name}: {len(values)} points, expected {expected}"
+        fields = {field for file_fields in files.values() for field in file_fields}
+        for row in values:
+            assert row.get(spec["x"]) not in (None, ""), f"{name}: a point without {spec['x']}: {row}"
+            assert any(row.get(field) not in (None, "") for field in fields), f"{name}: {row} has no y"
+        title = spec.get("title", name)
+        assert json.dumps(title)[1:-1] in html, f"{title} is not on the page"
