@@ -22,6 +22,7 @@ FASHION_MNIST_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-u
                        "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 FashionMnistFile = Literal[tuple(name for pair in FASHION_MNIST_FILES.values() for name in pair)]
 URL_SCHEMES = ("http", "https", "file")
+SCHEDULES = ("constant", "cosine", "step")  # learning-rate schedules (training.learning_rate)
 
 PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
@@ -92,6 +93,38 @@ class TrainParams(_Section):
     batch_size: PositiveInt
     epochs: PositiveInt
     init_std: PositiveFloat
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0  # L2: 0 is the lesson's plain SGD
+    schedule: Literal[SCHEDULES] = "constant"  # the learning rate per epoch (training.learning_rate)
+
+
+def _distinct(values: list) -> list:
+    if len(set(values)) != len(values):
+        raise ValueError("values repeat")
+    return values
+
+
+def _values(kind) -> type:
+    """A search list: one value or more, none twice."""
+    return Annotated[list[kind], Field(min_length=1), AfterValidator(_distinct)]
+
+
+class SearchSpace(_Section):
+    """Values to try for each searched training param (every combination is a trial)."""
+    lr: _values(PositiveFloat)
+    epochs: _values(PositiveInt)
+    batch_size: _values(PositiveInt)
+    weight_decay: _values(Annotated[float, Field(ge=0)])
+    schedule: _values(Literal[SCHEDULES])
+
+
+SEARCH_KEYS = tuple(SearchSpace.model_fields)  # the TrainParams keys a sweep searches
+
+
+class SweepParams(_Section):
+    validation_size: PositiveInt  # training images held out (seeded) to choose on
+    seed: Seed                    # of the validation split and of the sample
+    sample: Annotated[int, Field(ge=0)]  # 0: every combination; n: a seeded random n of them
+    grid: SearchSpace
 
 
 class Params(_Section):
@@ -100,6 +133,8 @@ class Params(_Section):
     generate: GenerateParams
     samples: SamplesParams
     train: Annotated[dict[str, TrainParams], Field(min_length=1)]
+    # One per model that has a sweep stage (sweep@<model>); each searches around train.<model>.
+    sweep: dict[str, SweepParams] = {}
 
 
 def parse_yaml(text: str) -> Any:
@@ -142,6 +177,8 @@ def _model_problems(params: Params, models: Mapping[str, Any]) -> list[str]:
         elif p.dataset != models[name].dataset:
             problems.append(f"  train.{name}.dataset = {p.dataset!r}: model {name} learns from "
                             f"{models[name].dataset!r}")
+    problems += [f"  sweep.{name}: no train.{name} to search around (models in train: {', '.join(params.train)})"
+                 for name in params.sweep if name not in params.train]
     return problems
 
 

@@ -1,0 +1,166 @@
+"""MLflow's record of a sweep: a parent run, a child run per trial, the refit champion registered.
+
+The parent run holds the sweep's params, the table of trials (an artifact), the refit
+champion's metrics and its logged model, which is registered as a new version of
+`<dataset>-<model>` and given the `champion` alias; the version is tagged with the sweep's run,
+the chosen settings and the validation score that chose them. Every trial's child run is made
+when the sweep starts and ended when its result arrives: FINISHED, or FAILED if it diverged.
+The sweep, not its workers, writes every run, so workers need no access to the store. If the
+sweep stops (an error, Ctrl-C, SIGTERM), every run still open is ended FAILED or KILLED.
+
+From the rest of the package it uses only: `tracking.open_experiment`, `mark_orphaned_runs`,
+`git`, `one_line`, `tracking_uri`, `SERVING_CODE`, `model_requirements`,
+`spare_mlflow_package_scan`, `TrackingError`, the tag names `MODEL_TAG`, `STAGE_TAG`,
+`EXPERIMENT_TAG`, `DIGEST_TAG`, `COMMIT_TAG`, `HOST_TAG`, `PID_TAG`, and `registry.ALIAS`.
+"""
+
+import os
+import socket
+import time
+import warnings
+from pathlib import Path
+
+from regression import stage
+from regression.registry import ALIAS
+from regression.tracking import (COMMIT_TAG, DIGEST_TAG, EXPERIMENT_TAG, HOST_TAG, MODEL_TAG, PID_TAG,
+                                 SERVING_CODE, STAGE_TAG, TrackingError, git, mark_orphaned_runs,
+                                 model_requirements, one_line, open_experiment, spare_mlflow_package_scan,
+                                 tracking_uri)
+
+PARENT_TAG = "mlflow.parentRunId"  # MLflow's own: the UI nests a child run under its parent
+SWEEP_TAG, TRIAL_TAG = "sweep.run_id", "sweep.trial"
+
+
+def setting_text(settings: dict) -> str:
+    return " ".join(f"{key}={value}" for key, value in settings.items())
+
+
+class SweepRun:
+    """The MLflow runs of one sweep, from `start` to the end of its `with` block."""
+
+    def __init__(self, client, experiment: str, parent: str, children: dict[int, str], model: str, data: dict):
+        self.client, self.experiment, self.parent, self.model, self.data = client, experiment, parent, model, data
+        self.children = children           # trial -> run id
+        self.open = {parent, *children.values()}
+        self.forget_on_interrupt = lambda: None
+
+    @classmethod
+    def start(cls, model: str, sweep_params: dict, trials: list[dict], data: dict) -> "SweepRun":
+        """Open the store; start the parent run (the sweep's params) and a child run per trial
+        (its params). `trials` are each trial's full training params, `data` the dataset's meta."""
+        from mlflow import MlflowClient
+        from mlflow.entities import Param
+
+        experiment = open_experiment()
+        client = MlflowClient()
+        for run_id in mark_orphaned_runs(client, experiment, model):
+            print(f"marked MLflow run {run_id} KILLED: its process had ended without ending it")
+        commit, exp_name = git("rev-parse", "HEAD"), os.environ.get("DVC_EXP_NAME")
+        tags = {MODEL_TAG: model, STAGE_TAG: os.environ.get("DVC_STAGE", f"sweep@{model}"),
+                DIGEST_TAG: data["digest"], HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()),
+                "sweep.trials": str(len(trials))}
+        tags |= {COMMIT_TAG: commit} if commit else {}
+        tags |= {EXPERIMENT_TAG: exp_name} if exp_name else {}
+        where = f" · {exp_name}" if exp_name else f" @ {commit[:7]}" if commit else ""
+        try:
+            parent = client.create_run(experiment, run_name=f"{model} sweep of {len(trials)}{where}",
+                                       tags=tags).info.run_id
+            run = cls(client, experiment, parent, {}, model, data)
+            run.forget_on_interrupt = stage.on_interrupt(lambda: run.end_open("KILLED"))
+            client.log_batch(parent, params=[Param(k, str(v)) for k, v in sweep_params.items()])
+            for trial, params in enumerate(trials, start=1):
+                child = client.create_run(experiment, run_name=f"{model} trial {trial}", tags={
+                    PARENT_TAG: parent, SWEEP_TAG: parent, TRIAL_TAG: str(trial), "sweep.model": model,
+                    DIGEST_TAG: data["digest"]}).info.run_id
+                run.children[trial] = child
+                run.open.add(child)
+                client.log_batch(child, params=[Param(k, str(v)) for k, v in params.items()])
+        except Exception as error:
+            if "run" in locals():
+                run.end_open("FAILED")
+            raise cls.tracking_error(error) from None
+        return run
+
+    def __enter__(self) -> "SweepRun":
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        if kind is not None:
+            self.end_open("KILLED" if issubclass(kind, stage.Interrupted) else "FAILED")
+            raise_as = self.tracking_error(error)
+            if raise_as is not error:
+                raise raise_as from None
+
+    @staticmethod
+    def tracking_error(error: BaseException) -> BaseException:
+        from mlflow.exceptions import MlflowException
+
+        if isinstance(error, MlflowException):
+            return TrackingError(f"MLflow sweep in {tracking_uri()}: {one_line(error)}")
+        return error
+
+    def end_open(self, status: str) -> None:
+        """End every run still open (children first) with `status`; the store may be gone."""
+        self.forget_on_interrupt()
+        children = [run_id for run_id in self.children.values() if run_id in self.open]
+        for run_id in children + ([self.parent] if self.parent in self.open else []):
+            try:
+                self.client.set_terminated(run_id, status)
+            except Exception:  # the store is gone: the parent is marked when the sweep next starts
+                pass
+        self.open.clear()
+        print(f"MLflow sweep run {self.parent} and its open trials {status}")
+
+    def trial(self, result: dict) -> None:
+        """Record one trial's result in its child run and end that run."""
+        from mlflow.entities import Metric
+
+        run_id, now = self.children[result["trial"]], int(time.time() * 1000)
+        metrics = [Metric(key, value, now, record["epoch"]) for record in result["history"]
+                   for key, value in record.items() if key != "epoch"]
+        for start in range(0, len(metrics), 1000):  # MLflow takes at most 1000 per batch
+            self.client.log_batch(run_id, metrics=metrics[start:start + 1000])
+        if result.get("error"):
+            self.client.set_tag(run_id, "mlflow.runStatusReason", result["error"])
+        self.client.set_terminated(run_id, "FINISHED" if not result.get("error") else "FAILED")
+        self.open.discard(run_id)
+
+    def finish(self, chosen: dict, history: list[dict], metrics: dict, model_file: Path, table: Path,
+               signature, input_example, register_as: str) -> str:
+        """The champion on the parent run: its per-epoch training metrics, its test metrics, the
+        table of trials, its model, registered and given the alias. Ends the parent; the version."""
+        import mlflow
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self.client.log_artifact(self.parent, str(table))
+        headline = {key: value for key, value in metrics.items() if isinstance(value, float)}
+        headline |= {f"chosen_{key}": chosen[key] for key in ("val_accuracy", "val_loss") if key in chosen}
+        self.client.log_batch(self.parent, metrics=[
+            Metric(f"refit_{key}", value, now, record["epoch"])
+            for record in history for key, value in record.items() if key != "epoch"]
+            + [Metric(key, value, now, 0) for key, value in headline.items()])
+        self.client.set_tag(self.parent, "sweep.chosen_trial", str(chosen["trial"]))
+        self.client.set_tag(self.parent, "sweep.chosen", setting_text(chosen["settings"]))
+
+        spare_mlflow_package_scan()
+        mlflow.start_run(run_id=self.parent)  # the active run, which log_model logs to
+        with warnings.catch_warnings():  # MLflow suggests type hints where a signature is given
+            warnings.simplefilter("ignore", UserWarning)
+            info = mlflow.pyfunc.log_model(
+                name=self.model, python_model=str(SERVING_CODE), artifacts={"model": str(model_file)},
+                code_paths=[str(SERVING_CODE.parent)], signature=signature, input_example=input_example,
+                pip_requirements=model_requirements())
+        version_tags = {"run_name": f"{self.model} sweep champion", SWEEP_TAG: self.parent,
+                        TRIAL_TAG: str(chosen["trial"]), "sweep.chosen": setting_text(chosen["settings"]),
+                        DIGEST_TAG: self.data["digest"]}
+        version_tags |= {key: f"{chosen[key]:.6g}" for key in ("val_accuracy", "val_loss") if key in chosen}
+        version_tags |= {key: f"{value:.6g}" for key, value in headline.items() if key.startswith("test_")}
+        version = mlflow.register_model(info.model_uri, register_as, tags=version_tags).version
+        self.client.set_registered_model_alias(register_as, ALIAS, version)
+        self.client.set_model_version_tag(register_as, version, "champion.selected_by", "sweep val_accuracy")
+        self.forget_on_interrupt()
+        mlflow.end_run("FINISHED")
+        self.open.discard(self.parent)
+        print(f"MLflow sweep run {self.parent} FINISHED; {register_as} version {version} is `{ALIAS}`")
+        return version
