@@ -120,8 +120,17 @@ def run_trials(client, model: str, trials: list[dict], arrays: dict[str, tuple[n
     """
     from distributed import as_completed
 
+    def trial_task(*args):
+        # Defined here, not at module level, so that it is pickled by value: the scheduler, which
+        # reads every task, needs no copy of this package (any Dask cluster will do); the worker
+        # imports the package when it runs the task.
+        from regression.sweep_dask import run_trial
+
+        return run_trial(*args)
+
     [data] = client.scatter([{"arrays": arrays, "classes": list(classes)}], broadcast=True)
-    futures = [client.submit(run_trial, i, model, params, data, pure=False, key=f"trial-{i}-{os.urandom(6).hex()}")
+    token = os.urandom(6).hex()
+    futures = [client.submit(trial_task, i, model, params, data, pure=False, key=f"trial-{i}-{token}")
                for i, params in enumerate(trials, start=1)]
     ours, seen = code_digest(), set()
     try:
