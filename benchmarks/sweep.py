@@ -42,7 +42,8 @@ def sh(command: list[str], cwd: Path, env: dict) -> float:
     started = time.monotonic()
     result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
     if result.returncode:
-        sys.exit(f"{' '.join(command)} exited {result.returncode}:\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
+        sys.exit(f"{' '.join(command)} exited {result.returncode}:\n"
+                 f"{result.stdout[-3000:]}{result.stderr[-3000:]}")
     return time.monotonic() - started
 
 
@@ -57,7 +58,8 @@ def queue(project: Path, grid: dict, validation_size: int, env: dict) -> float:
     """The grid as DVC experiments of train@softmax_nn on DVC's queue, 2 jobs: the run's wall time."""
     key = "train.softmax_nn"
     sets = [f"{key}.{name}={','.join(map(str, values))}" for name, values in grid.items()]
-    sh(["dvc", "exp", "run", "--queue", "train@softmax_nn", "-S", f"prepare.validation_size={validation_size}",
+    sh(["dvc", "exp", "run", "--queue", "train@softmax_nn",
+        "-S", f"prepare.validation_size={validation_size}",
         *itertools.chain.from_iterable(("-S", s) for s in sets)], project, env)
     return sh(["dvc", "exp", "run", "--run-all", "-j", "2"], project, env)
 
@@ -70,9 +72,9 @@ def dask_sweep(project: Path, grid: dict, workers: int, env: dict) -> tuple[floa
     timings = project / "timings.jsonl"
     timings.unlink(missing_ok=True)
     out = project / "bench" / str(workers)
-    wall = sh([str(ROOT / ".venv/bin/python"), "stages/sweep.py", "softmax_nn", "--data", "data/fashion-mnist",
-               "--model-file", str(out / "model.pt"), "--metrics", str(out / "metrics.json"),
-               "--trials", str(out / "trials.csv"), "--workers", str(workers)],
+    wall = sh([str(ROOT / ".venv/bin/python"), "stages/sweep.py", "softmax_nn",
+               "--data", "data/fashion-mnist", "--model-file", str(out / "model.pt"),
+               "--metrics", str(out / "metrics.json"), "--trials", str(out / "trials.csv"), "--workers", str(workers)],
               project, env | {"PYTHONPATH": "src", "STAGE_TIMINGS": str(timings)})
     subprocess.run(["git", "checkout", "params.yaml"], cwd=project, check=True)
     phases = json.loads(timings.read_text().splitlines()[-1])["phases"]
@@ -127,10 +129,12 @@ def main() -> None:
         print(f"  {'':18} {'wall s':>8} {'trials s':>9} {'trials/min':>11} {'refit test acc':>15}")
         for key in ("dvc queue -j 2", "dask, 1 workers", "dask, 2 workers"):
             r = row[key]
-            print(f"  {key:18} {r['wall']:8.1f} {r.get('trials_wall', r['wall']):9.1f} {r['trials_per_minute']:11.2f} "
+            print(f"  {key:18} {r['wall']:8.1f} {r.get('trials_wall', r['wall']):9.1f} "
+                  f"{r['trials_per_minute']:11.2f} "
                   f"{r.get('refit_test_accuracy', float('nan')):15.4f}")
         speed_up = row["speed-up, dask 2 workers / queue"]
-        print(f"  dask on 2 workers / queue: {speed_up:.2f} x (target >= 2: {'met' if speed_up >= 2 else 'NOT met'})")
+        verdict = "met" if speed_up >= 2 else "NOT met"
+        print(f"  dask on 2 workers / queue: {speed_up:.2f} x (target >= 2: {verdict})")
     for r in results["scikit-learn"]:
         print(f"scikit-learn LogisticRegression C={r['C']}: test accuracy {r['test_accuracy']:.4f}, "
               f"fit {r['fit_seconds']:.1f} s")

@@ -1,4 +1,4 @@
-"""Stage `sweep@<model>`: trials on Dask chosen on a validation split, the best refit on all the training data.
+"""Stage `sweep@<model>`: trials on Dask, chosen on a validation split, the best refit on all training data.
 
 Usage: python stages/sweep.py <model> --data <dataset folder> --model-file <.pt>
            --metrics <.json> --trials <.csv> [--workers N]
@@ -30,7 +30,8 @@ from regression.training import as_splits, features, new_model, outputs_of, trai
 def main(params, args):
     name = args.model
     if name not in params.sweep:
-        raise ParamsError(f"sweep.{name}: not in params.yaml (its sweeps: {', '.join(params.sweep) or 'none'})")
+        raise ParamsError(f"sweep.{name}: not in params.yaml "
+                          f"(its sweeps: {', '.join(params.sweep) or 'none'})")
     spec, base, sweep = MODELS[name], params.train[name], params.sweep[name]
     phases = stage.phases
     with phases("data load"):
@@ -58,8 +59,8 @@ def main(params, args):
                 results.append(result)
                 print(f"trial {result['trial']}/{len(settings)} "
                       f"{sweep_tracking.setting_text(settings_of(settings[result['trial'] - 1]))}: "
-                      + (", ".join(f"{k} {result[k]:.4f}" for k in ("val_accuracy", "val_loss") if k in result)
-                         or result["status"]), flush=True)
+                      + (", ".join(f"{k} {result[k]:.4f}" for k in ("val_accuracy", "val_loss")
+                                   if k in result) or result["status"]), flush=True)
                 record.trial(result)
         try:
             chosen = choose(results, spec.task == CLASSIFICATION)

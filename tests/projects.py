@@ -242,9 +242,9 @@ def queue_experiments(project: Path, uri: str, experiment: str) -> str:
     """Queue the four experiments in `project` and run them (`dvc exp run --run-all -j 2`) against
     the store `uri`; the output."""
     env = environment(PYTHONPATH="src", MLFLOW_TRACKING_URI=uri, MLFLOW_EXPERIMENT_NAME=experiment)
-    queued = run(project, "dvc", "exp", "run", "--queue", "train@softmax_nn", "-S", "prepare.validation_size=100",
-                 "-S", f"train.softmax_nn.lr={','.join(SWEEP_LEARNING_RATES)}", "-S", "train.softmax_nn.epochs=2",
-                 env=env)
+    queued = run(project, "dvc", "exp", "run", "--queue", "train@softmax_nn",
+                 "-S", "prepare.validation_size=100", "-S", "train.softmax_nn.epochs=2",
+                 "-S", f"train.softmax_nn.lr={','.join(SWEEP_LEARNING_RATES)}", env=env)
     ran = run(project, "dvc", "exp", "run", "--run-all", "-j", "2", env=env, timeout=900)
     return queued.stdout + ran.stdout + ran.stderr
 

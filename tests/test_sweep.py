@@ -25,7 +25,8 @@ def sweep_params(**grid) -> SweepParams:
 
 
 def test_trials_are_every_combination_in_grid_order_over_the_models_params():
-    found = trials(BASE, sweep_params(lr=[0.1, 0.2], weight_decay=[0, 0.001], schedule=["constant", "cosine"]))
+    found = trials(BASE, sweep_params(lr=[0.1, 0.2], weight_decay=[0, 0.001],
+                                      schedule=["constant", "cosine"]))
     assert len(found) == 8
     assert [(t.lr, t.weight_decay, t.schedule) for t in found[:3]] == [
         (0.1, 0, "constant"), (0.1, 0, "cosine"), (0.1, 0.001, "constant")]  # the last list varies fastest
@@ -104,7 +105,8 @@ def test_params_name_each_bad_sweep_key(tmp_path):
     with pytest.raises(ParamsError) as error:
         load_params(tmp_path / "params.yaml")
     lines = str(error.value).splitlines()[1:]
-    assert any(line.startswith("  sweep.softmax_nn.grid.lr = [0.1, 0.1]: values repeat") for line in lines), lines
+    assert any(line.startswith("  sweep.softmax_nn.grid.lr = [0.1, 0.1]: values repeat")
+               for line in lines), lines
     assert any(line.startswith("  sweep.softmax_nn.grid.schedule.1 = 'linear'") for line in lines), lines
     params["sweep"] = {"nonesuch": TINY_SWEEP}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
@@ -116,7 +118,8 @@ def test_params_name_each_bad_sweep_key(tmp_path):
 
 # The stage on Dask, end to end.
 
-OUTPUTS = ("models/sweep/softmax_nn.pt", "metrics/sweep/softmax_nn.json", "metrics/sweep/softmax_nn/trials.csv")
+OUTPUTS = ("models/sweep/softmax_nn.pt", "metrics/sweep/softmax_nn.json",
+           "metrics/sweep/softmax_nn/trials.csv")
 
 
 def sweep_project(dest: Path, grid: dict, n_train: int = 500) -> Path:
@@ -182,7 +185,8 @@ def test_local_sweep_records_parent_and_child_runs_and_registers_the_refit_champ
     rows = outputs[OUTPUTS[2]].decode().splitlines()
     assert len(rows) == 5 and all(",finished," in row for row in rows[1:])
     parent, children = sweep_runs(project)
-    assert parent.info.status == "FINISHED" and parent.data.metrics["test_accuracy"] == metrics["test_accuracy"]
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["test_accuracy"] == metrics["test_accuracy"]
     assert sorted(int(c.data.tags["sweep.trial"]) for c in children) == [1, 2, 3, 4]
     assert {c.info.status for c in children} == {"FINISHED"}
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
@@ -227,7 +231,8 @@ def cluster(tmp_path_factory):
         start_new_session=True)}
     for n in (1, 2):
         processes[n] = subprocess.Popen(
-            ["make", "--no-print-directory", "-C", str(PROJECT), "worker", f"SCHEDULER={address}", "WORKERS=1"],
+            ["make", "--no-print-directory", "-C", str(PROJECT), "worker", f"SCHEDULER={address}",
+             "WORKERS=1"],
             env=environment(), stdout=open(logs / f"worker{n}.log", "w"), stderr=subprocess.STDOUT,
             start_new_session=True)
     try:

@@ -177,7 +177,8 @@ def _model_problems(params: Params, models: Mapping[str, Any]) -> list[str]:
         elif p.dataset != models[name].dataset:
             problems.append(f"  train.{name}.dataset = {p.dataset!r}: model {name} learns from "
                             f"{models[name].dataset!r}")
-    problems += [f"  sweep.{name}: no train.{name} to search around (models in train: {', '.join(params.train)})"
+    problems += [f"  sweep.{name}: no train.{name} to search around "
+                 f"(models in train: {', '.join(params.train)})"
                  for name in params.sweep if name not in params.train]
     return problems
 

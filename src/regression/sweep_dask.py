@@ -65,7 +65,8 @@ def cluster(workers: int | None, trials: int):
         try:
             client = Client(address, timeout="20s")
         except (OSError, TimeoutError) as error:
-            raise ClusterError(f"DASK_SCHEDULER_ADDRESS={address}: no Dask scheduler answers ({error})") from None
+            raise ClusterError(f"DASK_SCHEDULER_ADDRESS={address}: no Dask scheduler answers "
+                               f"({error})") from None
         with client:
             yield client
         return

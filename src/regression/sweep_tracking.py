@@ -38,8 +38,10 @@ def setting_text(settings: dict) -> str:
 class SweepRun:
     """The MLflow runs of one sweep, from `start` to the end of its `with` block."""
 
-    def __init__(self, client, experiment: str, parent: str, children: dict[int, str], model: str, data: dict):
-        self.client, self.experiment, self.parent, self.model, self.data = client, experiment, parent, model, data
+    def __init__(self, client, experiment: str, parent: str, children: dict[int, str], model: str,
+                 data: dict):
+        self.client, self.experiment, self.parent = client, experiment, parent
+        self.model, self.data = model, data
         self.children = children           # trial -> run id
         self.open = {parent, *children.values()}
         self.forget_on_interrupt = lambda: None
