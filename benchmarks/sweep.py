@@ -74,7 +74,8 @@ def dask_sweep(project: Path, grid: dict, workers: int, env: dict) -> tuple[floa
     out = project / "bench" / str(workers)
     wall = sh([str(ROOT / ".venv/bin/python"), "stages/sweep.py", "softmax_nn",
                "--data", "data/fashion-mnist", "--model-file", str(out / "model.pt"),
-               "--metrics", str(out / "metrics.json"), "--trials", str(out / "trials.csv"), "--workers", str(workers)],
+               "--metrics", str(out / "metrics.json"), "--trials", str(out / "trials.csv"),
+               "--workers", str(workers)],
               project, env | {"PYTHONPATH": "src", "STAGE_TIMINGS": str(timings)})
     subprocess.run(["git", "checkout", "params.yaml"], cwd=project, check=True)
     phases = json.loads(timings.read_text().splitlines()[-1])["phases"]

@@ -13,6 +13,7 @@ the sweep as a parent run with a child run per trial, and registers the refit mo
 `champion`.
 """
 
+import tempfile
 from pathlib import Path
 
 from regression import stage, sweep_tracking
@@ -83,14 +84,19 @@ def main(params, args):
         print(f"refit of trial {chosen['trial']} on {len(splits['train'].y)} examples: "
               + ", ".join(f"test {k} {v:.4f}" for k, v in test_scores.items()), flush=True)
 
-        with phases("writing outputs"), signals_held():  # all three outputs, or none of them new
-            write_bytes_atomic(args.model_file, model_bytes(model, config))
-            write_bytes_atomic(args.trials, table_bytes(results))
-            write_bytes_atomic(args.metrics, json_bytes(metrics))
-        with phases("model logging"):
+        # MLflow logs the files from a scratch folder; the outputs are written after it, all three
+        # together, so a sweep stopped at any point leaves none of them new.
+        with tempfile.TemporaryDirectory() as scratch, phases("model logging"):
+            model_file, table = Path(scratch) / args.model_file.name, Path(scratch) / args.trials.name
+            model_file.write_bytes(model_bytes(model, config))
+            table.write_bytes(table_bytes(results))
             example = features(test.X[:5]).numpy()
-            record.finish(chosen, history, metrics, args.model_file, args.trials,
+            record.finish(chosen, history, metrics, model_file, table,
                           signature(model, config, example), example, f"{meta['name']}-{name}")
+            with phases("writing outputs"), signals_held():
+                write_bytes_atomic(args.model_file, model_file.read_bytes())
+                write_bytes_atomic(args.trials, table.read_bytes())
+                write_bytes_atomic(args.metrics, json_bytes(metrics))
     print(f"{args.model_file}, {args.metrics}, {args.trials} written")
 
 
