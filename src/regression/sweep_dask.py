@@ -71,10 +71,20 @@ def cluster(workers: int | None, trials: int):
             yield client
         return
     n = workers or local_workers(trials)
-    # No dashboard (its port may be taken by another user), scheduler on a free port of 127.0.0.1.
+    # Scheduler and its HTTP server on free ports of 127.0.0.1 (Dask's 8787 may be another user's);
+    # the workers preload this module (see `dask_setup`).
     with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None, silence_logs=logging.ERROR) as local, Client(local) as client:
+                      dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR, preload=[__name__]) as local, \
+            Client(local) as client:
         yield client
+
+
+def dask_setup(worker) -> None:
+    """Preloaded by a local cluster's workers: they ignore SIGINT. Ctrl-C in a terminal reaches
+    every process of the sweep; the sweep itself ends its runs and closes its cluster."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def describe(client) -> str:
