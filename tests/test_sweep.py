@@ -199,17 +199,24 @@ def test_local_sweep_records_parent_and_child_runs_and_registers_the_refit_champ
 
 
 @pytest.mark.slow
-def test_sigterm_marks_the_sweeps_runs_killed_and_writes_no_output(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_marks_the_sweeps_runs_killed_and_writes_no_output(signum, tmp_path):
+    """SIGTERM to the stage (as `timeout` sends it), or SIGINT to its whole process group (Ctrl-C
+    in a terminal, which its local workers receive too)."""
     project = sweep_project(tmp_path / "project", {"epochs": [60], "batch_size": [5]}, n_train=2000)
     sweep = subprocess.Popen(sweep_command(workers=1), cwd=project, env=sweep_env(project), text=True,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     for line in sweep.stdout:
         if line.startswith("sweep@softmax_nn:"):  # the cluster is up, the trials are running
             break
     time.sleep(1)
-    sweep.send_signal(signal.SIGTERM)
+    if signum == signal.SIGINT:
+        os.killpg(sweep.pid, signum)
+    else:
+        sweep.send_signal(signum)
     output = sweep.stdout.read()
-    assert sweep.wait(timeout=60) == 128 + signal.SIGTERM, output
+    assert sweep.wait(timeout=60) == 128 + signum, output
+    assert "Traceback" not in output and f"error: interrupted by {signum.name}" in output, output
     assert not any((project / name).exists() for name in OUTPUTS)
     parent, children = sweep_runs(project)
     assert parent.info.status == "KILLED" and len(children) == 4
