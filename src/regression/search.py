@@ -3,7 +3,8 @@
 A sweep (`sweep.<model>` in params.yaml) lists values for some of a model's training params;
 every combination of them, in the order the lists give (the last list varying fastest), is a
 trial, or a seeded random sample of them when `sample` is set. A trial is the model's
-`train.<model>` params with the combination's values put in. Each trial trains on the training
+`train.<model>` params with the combination's values put in (so only its dataset, seed and
+init_std are its own: dvc.yaml lists just those as the sweep stage's params). Each trial trains on the training
 images less a seeded validation split and is scored on that split; `choose` picks the best by
 validation score alone, ties going to the earlier trial, so the choice never depends on which
 worker finished first. numpy only: no torch here.
