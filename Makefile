@@ -12,7 +12,7 @@ ifneq ($(wildcard $(SHARED_DATA)/train-images-idx3-ubyte.gz),)
 export FASHION_MNIST_SOURCE ?= $(SHARED_DATA)
 endif
 
-.PHONY: run test test-quick exps ui compare promote sweep remote server server-stop benchmark lock
+.PHONY: run test test-quick exps ui compare promote sweep worker remote server server-stop benchmark lock
 
 # params.yaml is checked first for a section no stage reads (a misspelling DVC would pass over).
 run: $(VENV)/.installed
@@ -46,11 +46,19 @@ promote: $(VENV)/.installed
 ui: $(VENV)/.installed
 	PYTHONPATH=src python -m regression.tracking.ui
 
-# A grid of experiments on DVC's queue (2 workers), ranked by validation accuracy; the best
-# becomes `champion`. Values are DVC grid lists: make sweep LR=0.05,0.1,0.2 EPOCHS=10,30
+# The sweep of each model in params.yaml (`sweep@<model>`: trials on Dask, the best refit on all
+# the training data). On the local machine, or on a running Dask cluster:
+# DASK_SCHEDULER_ADDRESS=tcp://host:8786 make sweep
 sweep: $(VENV)/.installed
-	PYTHONPATH=src python -m regression.tracking.sweep --model $(or $(MODEL),softmax_nn) \
-	  $(if $(LR),--lr $(LR)) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(BATCH),--batch-size $(BATCH))
+	dvc repro $(if $(MODEL),sweep@$(MODEL),sweep)
+
+# A Dask worker for sweeps, on any machine with a clone of the same commit and `make` run once:
+# make worker SCHEDULER=tcp://host:8786 [WORKERS=n, default one per core]. It imports this
+# package before anything else, so its numerics are pinned before torch loads.
+worker: $(VENV)/.installed
+	@test -n "$(SCHEDULER)" || { echo "usage: make worker SCHEDULER=tcp://<scheduler host>:<port>"; exit 1; }
+	PYTHONPATH=$(CURDIR)/src dask worker "$(SCHEDULER)" --nthreads 1 --nworkers $(or $(WORKERS),-1) \
+	  --preload regression --no-dashboard
 
 # The DVC remote everyone pushes to and pulls from: a folder or any URL DVC supports. Kept in
 # .dvc/config.local, which git does not track, so that `dvc exp apply` (which restores the

@@ -59,11 +59,8 @@ def main(params, args):
 
 
 if __name__ == "__main__":
-    parser = stage.parser(__doc__)
-    parser.add_argument("model", help="a key of `train` in params.yaml")
-    parser.add_argument("--data", type=Path, required=True, help="dataset folder to learn from")
-    parser.add_argument("--model-file", type=Path, required=True, help="where to write the model")
-    parser.add_argument("--metrics", type=Path, required=True, help="headline metrics (JSON)")
+    parser = stage.model_stage_parser(__doc__, "train", model_file="where to write the model",
+                                      metrics="headline metrics (JSON)")
     parser.add_argument("--history", type=Path, required=True, help="per-epoch metrics (JSON)")
     parser.add_argument("--evaluation", type=Path, required=True,
                         help="folder for the test-set predictions and figures")

@@ -34,7 +34,13 @@ COPIED = ["dvc.yaml", "params.yaml", "stages", "src", "Makefile", "requirements.
           ".dvcignore", ".gitignore", "data/.gitignore", "models/.gitignore"]
 BIN = Path(sys.executable).parent
 MODELS = ["linear", "softmax_scratch", "softmax_nn"]
-STAGES = {"download", "prepare", "generate", "samples"} | {f"train@{m}" for m in MODELS}
+SWEPT_MODELS = ["softmax_nn"]  # the models with a sweep stage in params.yaml
+STAGES = ({"download", "prepare", "generate", "samples"} | {f"train@{m}" for m in MODELS}
+          | {f"sweep@{m}" for m in SWEPT_MODELS})
+# A sweep the tiny data can hold: 4 trials of 2 epochs, 100 of the 500 training images held out.
+TINY_SWEEP = {"validation_size": 100, "seed": 0, "sample": 0,
+              "grid": {"lr": [0.1, 0.5], "epochs": [2], "batch_size": [50], "weight_decay": [0, 0.001],
+                       "schedule": ["cosine"]}}
 
 
 def environment(**extra) -> dict:
@@ -102,6 +108,7 @@ def make_project(dest: Path, source_url: str, files: dict) -> Path:
     def tiny_data(params):
         params["download"]["sources"] = [source_url, "file:///nonexistent/fashion-mnist/"]
         params["download"]["files"] = files
+        params["sweep"] = {model: TINY_SWEEP for model in SWEPT_MODELS}
     edit_params(dest, tiny_data)
     run(dest, "git", "init", "-q")
     run(dest, "git", "add", "-A")
@@ -141,12 +148,13 @@ def store_uri(project: Path) -> str:
 
 
 def runs_by_model(client: MlflowClient, experiment: str = DEFAULT_EXPERIMENT) -> dict:
-    """{model: [runs, oldest first]} of the experiment."""
+    """{model: [runs of its train stage, oldest first]} of the experiment (sweeps left out)."""
     found = client.get_experiment_by_name(experiment)
     runs = client.search_runs([found.experiment_id], order_by=["attributes.start_time ASC"])
     by_model = {}
     for r in runs:
-        by_model.setdefault(r.data.tags["model"], []).append(r)
+        if r.data.tags.get("dvc.stage", "train@").startswith("train@") and "model" in r.data.tags:
+            by_model.setdefault(r.data.tags["model"], []).append(r)
     return by_model
 
 
@@ -228,23 +236,25 @@ def project_copy(reproduced, tmp_path):
     return copy_of(reproduced[0], tmp_path / "project")
 
 
-# A small grid for `python -m regression.tracking.sweep`: 4 experiments of softmax_nn, each with its own
-# learning rate (none is params.yaml's 0.05, so every run name shows its lr), on 2 workers.
+# Four queued DVC experiments of softmax_nn, each with its own learning rate (none is
+# params.yaml's 0.05, so every run name shows its lr), run by DVC's queue on 2 workers.
 SWEEP_LEARNING_RATES = ("0.1", "0.2", "0.3", "0.4")
-SWEEP_GRID = ["--lr", ",".join(SWEEP_LEARNING_RATES), "--epochs", "2", "--batch-size", "100",
-              "--validation-size", "100", "--jobs", "2"]
 
 
-def sweep(project: Path, uri: str, experiment: str) -> str:
-    """Run the sweep in `project` against the store `uri`; its output."""
+def queue_experiments(project: Path, uri: str, experiment: str) -> str:
+    """Queue the four experiments in `project` and run them (`dvc exp run --run-all -j 2`) against
+    the store `uri`; the output."""
     env = environment(PYTHONPATH="src", MLFLOW_TRACKING_URI=uri, MLFLOW_EXPERIMENT_NAME=experiment)
-    result = run(project, "python", "-m", "regression.tracking.sweep", *SWEEP_GRID, env=env, timeout=900)
-    return result.stdout + result.stderr
+    queued = run(project, "dvc", "exp", "run", "--queue", "train@softmax_nn",
+                 "-S", "prepare.validation_size=100", "-S", "train.softmax_nn.epochs=2",
+                 "-S", f"train.softmax_nn.lr={','.join(SWEEP_LEARNING_RATES)}", env=env)
+    ran = run(project, "dvc", "exp", "run", "--run-all", "-j", "2", env=env, timeout=900)
+    return queued.stdout + ran.stdout + ran.stderr
 
 
 @pytest.fixture(scope="session")
 def swept(reproduced, tmp_path_factory):
-    """A copy of the reproduced project after a 4-experiment sweep into a new sqlite store that had
-    no `mlflow.db` before: (path, the sweep's output). Its store holds the 4 runs of softmax_nn."""
+    """A copy of the reproduced project after four queued experiments into a new sqlite store that
+    had no `mlflow.db` before: (path, their output). Its store holds the 4 runs of softmax_nn."""
     path = copy_of(reproduced[0], tmp_path_factory.mktemp("swept") / "project")
-    return path, sweep(path, store_uri(path), "sweep-sqlite")
+    return path, queue_experiments(path, store_uri(path), "sweep-sqlite")

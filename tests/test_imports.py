@@ -19,6 +19,7 @@ NEEDS = {
     "generate": set(),  # numpy draws the synthetic data
     "samples": {"matplotlib"},
     "train": {"torch", "matplotlib", "mlflow"},
+    "sweep": {"torch", "mlflow"},  # Dask only once the trials start; no figures
 }
 
 

@@ -1,60 +1,291 @@
-"""`make sweep`: four queued experiments on two workers, each exactly one complete MLflow run.
+"""The sweep: its search space, choice rule and table; schedules and weight decay; and the stage
+on Dask, locally and on a real cluster of separate processes (a scheduler and two `make worker`)."""
 
-Run against a new sqlite store (no `mlflow.db` yet: the workers set it up at the same moment)
-and against a real MLflow server on PostgreSQL.
-"""
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
 
 import pytest
+import yaml
 from mlflow import MlflowClient
 
-from projects import SWEEP_GRID, SWEEP_LEARNING_RATES, environment, run, store_uri, sweep
+from projects import BIN, PROJECT, TINY_SWEEP, environment, free_port, read_json
+from regression.params import ParamsError, SweepParams, TrainParams, load_params
+from regression.search import DIVERGED, FINISHED, choose, table_bytes, trials
 
-pytestmark = pytest.mark.slow
-def check(output: str, client: MlflowClient, experiment: str) -> None:
-    assert "4 experiments on 2 workers" in output and "0 problems" in output, output
-    assert "database is locked" not in output
-    [found] = [e for e in client.search_experiments() if e.name == experiment]
-    runs = client.search_runs([found.experiment_id])
-    names = [r.data.tags["dvc.experiment"] for r in runs]
-    assert len(runs) == 4 and len(set(names)) == 4, names
-    assert {r.info.status for r in runs} == {"FINISHED"}
-    for r in runs:  # named after the model, what differs from params.yaml, and the DVC experiment
-        assert r.info.run_name == (f"softmax_nn lr={r.data.params['lr']} epochs=2 "
-                                   f"prepare.validation_size=100 · {r.data.tags['dvc.experiment']}")
-    assert all({"val_accuracy", "test_accuracy"} <= set(r.data.metrics) for r in runs)
-    assert {r.data.params["lr"] for r in runs} == set(SWEEP_LEARNING_RATES)
-    best = max(runs, key=lambda r: (r.data.metrics["val_accuracy"], -r.info.start_time))
-    versions = {v.run_id: v for v in client.search_model_versions("name = 'fashion-mnist-softmax_nn'")}
+BASE = TrainParams(dataset="fashion-mnist", seed=0, lr=0.05, batch_size=100, epochs=10, init_std=0.01)
+
+
+def sweep_params(**grid) -> SweepParams:
+    space = {"lr": [0.1], "epochs": [1], "batch_size": [10], "weight_decay": [0], "schedule": ["constant"]}
+    return SweepParams(validation_size=10, seed=0, sample=0, grid=space | grid)
+
+
+def test_trials_are_every_combination_in_grid_order_over_the_models_params():
+    found = trials(BASE, sweep_params(lr=[0.1, 0.2], weight_decay=[0, 0.001],
+                                      schedule=["constant", "cosine"]))
+    assert len(found) == 8
+    assert [(t.lr, t.weight_decay, t.schedule) for t in found[:3]] == [
+        (0.1, 0, "constant"), (0.1, 0, "cosine"), (0.1, 0.001, "constant")]  # the last list varies fastest
+    assert {(t.seed, t.init_std, t.epochs, t.batch_size) for t in found} == {(0, 0.01, 1, 10)}
+
+
+def test_a_sample_is_seeded_in_grid_order_and_never_larger_than_the_grid():
+    space = {"lr": [0.1, 0.2, 0.3, 0.4], "epochs": [1, 2, 3]}
+    every = trials(BASE, sweep_params(**space))
+    sample = trials(BASE, sweep_params(**space).model_copy(update={"sample": 5}))
+    assert len(sample) == 5 and len(set(sample)) == 5
+    assert [every.index(t) for t in sample] == sorted(every.index(t) for t in sample)
+    assert sample == trials(BASE, sweep_params(**space).model_copy(update={"sample": 5}))
+    other = trials(BASE, sweep_params(**space).model_copy(update={"sample": 5, "seed": 1}))
+    assert other != sample
+    assert trials(BASE, sweep_params(**space).model_copy(update={"sample": 50})) == every
+
+
+def result(trial: int, val_accuracy: float, val_loss: float, status: str = FINISHED) -> dict:
+    return {"trial": trial, "status": status, "val_accuracy": val_accuracy, "val_loss": val_loss,
+            "test_accuracy": 0.5, "test_loss": 1.0}
+
+
+def test_choice_is_on_validation_alone_ties_to_the_earlier_trial_never_a_diverged_one():
+    results = [result(3, 0.9, 0.3), result(1, 0.8, 0.1), result(2, 0.9, 0.3), result(4, 0.95, 0.2, DIVERGED)]
+    assert choose(results, classifies=True)["trial"] == 2  # 2 and 3 tie on both scores
+    assert choose(results, classifies=False)["trial"] == 1  # regression: the lowest validation loss
+    assert choose(list(reversed(results)), classifies=True)["trial"] == 2  # arrival order does not matter
+    with pytest.raises(ValueError, match="every trial diverged"):
+        choose([result(1, 0.9, 0.1, DIVERGED)], classifies=True)
+
+
+def test_the_table_is_in_trial_order_whatever_the_order_results_arrive_in():
+    results = [result(2, 0.9, 0.25) | {"lr": 0.2}, result(1, 0.8, 0.5) | {"lr": 0.1}]
+    table = table_bytes(results).decode().splitlines()
+    assert table[0].startswith("trial,lr,epochs,batch_size,weight_decay,schedule,status,val_accuracy")
+    assert [row.split(",")[:2] for row in table[1:]] == [["1", "0.1"], ["2", "0.2"]]
+    assert table_bytes(list(reversed(results))) == table_bytes(results)
+
+
+def test_learning_rate_schedules():
+    from regression.training import learning_rate
+
+    def rates(schedule):
+        p = BASE.model_copy(update={"lr": 0.4, "epochs": 4, "schedule": schedule})
+        return [learning_rate(p, epoch) for epoch in range(1, 5)]
+
+    assert rates("constant") == [0.4] * 4
+    cosine = rates("cosine")
+    assert cosine[0] == 0.4 and cosine == sorted(cosine, reverse=True) and cosine[-1] < 0.1
+    assert rates("step") == pytest.approx([0.4, 0.4, 0.04, 0.004])
+
+
+@pytest.mark.parametrize("model", ["softmax_scratch", "softmax_nn"])
+def test_weight_decay_shrinks_the_weights_alike_in_both_softmax_models(model, tiny_fashion):
+    from regression.fashion_mnist import CLASSES
+    from regression.models import MODELS
+    from regression.training import as_splits, new_model, train
+
+    splits = as_splits({"train": tiny_fashion["train"]}, MODELS["softmax_nn"])
+    norms = {}
+    for decay in (0.0, 0.5):
+        p = BASE.model_copy(update={"lr": 0.1, "epochs": 2, "batch_size": 32, "weight_decay": decay})
+        trained, _ = new_model(model, splits["train"], CLASSES, p)
+        train(model, MODELS[model], trained, splits, p)
+        norms[decay] = sum(w.square().sum().item() for w in trained.parameters())
+    assert norms[0.5] < 0.8 * norms[0.0]  # each of the 14 steps takes 5 % off the weights
+
+
+def test_params_name_each_bad_sweep_key(tmp_path):
+    params = yaml.safe_load((PROJECT / "params.yaml").read_text())
+    params["sweep"] = {"softmax_nn": {**TINY_SWEEP, "grid": {**TINY_SWEEP["grid"], "lr": [0.1, 0.1],
+                                                             "schedule": ["cosine", "linear"]}},
+                       "nonesuch": TINY_SWEEP}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(ParamsError) as error:
+        load_params(tmp_path / "params.yaml")
+    lines = str(error.value).splitlines()[1:]
+    assert any(line.startswith("  sweep.softmax_nn.grid.lr = [0.1, 0.1]: values repeat")
+               for line in lines), lines
+    assert any(line.startswith("  sweep.softmax_nn.grid.schedule.1 = 'linear'") for line in lines), lines
+    params["sweep"] = {"nonesuch": TINY_SWEEP}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    from regression.models import MODELS
+
+    with pytest.raises(ParamsError, match="sweep.nonesuch: no train.nonesuch"):
+        load_params(tmp_path / "params.yaml", models=MODELS)
+
+
+# The stage on Dask, end to end.
+
+OUTPUTS = ("models/sweep/softmax_nn.pt", "metrics/sweep/softmax_nn.json",
+           "metrics/sweep/softmax_nn/trials.csv")
+
+
+def sweep_project(dest: Path, grid: dict, n_train: int = 500) -> Path:
+    """The stage's code, params.yaml with `grid` as softmax_nn's sweep, and a tiny dataset folder."""
+    import torch
+
+    from idx_files import learnable_split
+    from regression.data import save_dataset
+    from regression.fashion_mnist import CLASSES
+
+    for name in ("src", "stages"):
+        shutil.copytree(PROJECT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+    params = yaml.safe_load((PROJECT / "params.yaml").read_text())
+    params["sweep"] = {"softmax_nn": TINY_SWEEP | {"grid": TINY_SWEEP["grid"] | grid}}
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    generator = torch.Generator().manual_seed(0)
+    splits = {split: tuple(t.numpy().astype("uint8") for t in learnable_split(n, generator))
+              for split, n in (("train", n_train), ("test", 100))}
+    save_dataset(dest / "data/fashion-mnist", splits, {"name": "fashion-mnist", "classes": list(CLASSES)})
+    return dest
+
+
+def sweep_command(workers: int | None = None) -> list[str]:
+    return [str(BIN / "python"), "stages/sweep.py", "softmax_nn", "--data", "data/fashion-mnist",
+            "--model-file", OUTPUTS[0], "--metrics", OUTPUTS[1], "--trials", OUTPUTS[2],
+            *(["--workers", str(workers)] if workers else [])]
+
+
+def sweep_env(project: Path, scheduler: str | None = None) -> dict:
+    env = environment(PYTHONPATH="src", MLFLOW_TRACKING_URI=f"sqlite:///{project / 'mlflow.db'}")
+    return env | ({"DASK_SCHEDULER_ADDRESS": scheduler} if scheduler else {})
+
+
+def run_sweep(project: Path, workers: int | None = None, scheduler: str | None = None) -> dict[str, bytes]:
+    result = subprocess.run(sweep_command(workers), cwd=project, env=sweep_env(project, scheduler),
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return {name: (project / name).read_bytes() for name in OUTPUTS}
+
+
+def sweep_runs(project: Path) -> tuple[object, list]:
+    """The sweep's parent run and its child runs in the project's store."""
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("regression-lesson")
+    runs = client.search_runs([experiment.experiment_id], run_view_type=3)
+    [parent] = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    return parent, [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+
+
+@pytest.fixture(scope="module")
+def local_sweep(tmp_path_factory):
+    """The tiny sweep on a local cluster of one worker: (project, its outputs' bytes)."""
+    project = sweep_project(tmp_path_factory.mktemp("local") / "project", {})
+    return project, run_sweep(project, workers=1)
+
+
+@pytest.mark.slow
+def test_local_sweep_records_parent_and_child_runs_and_registers_the_refit_champion(local_sweep):
+    project, outputs = local_sweep
+    metrics = read_json(project / OUTPUTS[1])
+    assert metrics["trials"] == 4 and metrics["validation_size"] == 100
+    assert {"test_accuracy", "test_loss"} <= set(metrics) and metrics["chosen"]["val_accuracy"] > 0.9
+    rows = outputs[OUTPUTS[2]].decode().splitlines()
+    assert len(rows) == 5 and all(",finished," in row for row in rows[1:])
+    parent, children = sweep_runs(project)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["test_accuracy"] == metrics["test_accuracy"]
+    assert sorted(int(c.data.tags["sweep.trial"]) for c in children) == [1, 2, 3, 4]
+    assert {c.info.status for c in children} == {"FINISHED"}
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    assert [m.step for m in client.get_metric_history(children[0].info.run_id, "val_accuracy")] == [1, 2]
+    assert "trials.csv" in {a.path for a in client.list_artifacts(parent.info.run_id)}
     champion = client.get_model_version_by_alias("fashion-mnist-softmax_nn", "champion")
-    assert versions[champion.run_id].tags["val_accuracy"] == f"{best.data.metrics['val_accuracy']:.6g}"
-    assert champion.tags["champion.selected_by"] == "val_accuracy"
-    assert "champion -> version" in output and "chosen on the test set" not in output
+    assert champion.run_id == parent.info.run_id
+    assert champion.tags["sweep.trial"] == str(metrics["chosen"]["trial"])
+    assert champion.tags["val_accuracy"] == f"{metrics['chosen']['val_accuracy']:.6g}"
 
 
-def test_sweep_on_a_new_sqlite_store(swept):
-    path, output = swept
-    check(output, MlflowClient(store_uri(path)), "sweep-sqlite")
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_marks_the_sweeps_runs_killed_and_writes_no_output(signum, tmp_path):
+    """SIGTERM to the stage (as `timeout` sends it), or SIGINT to its whole process group (Ctrl-C
+    in a terminal, which its local workers receive too)."""
+    project = sweep_project(tmp_path / "project", {"epochs": [60], "batch_size": [5]}, n_train=2000)
+    sweep = subprocess.Popen(sweep_command(workers=1), cwd=project, env=sweep_env(project), text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    for line in sweep.stdout:
+        if line.startswith("sweep@softmax_nn:"):  # the cluster is up, the trials are running
+            break
+    time.sleep(1)
+    if signum == signal.SIGINT:
+        os.killpg(sweep.pid, signum)
+    else:
+        sweep.send_signal(signum)
+    output = sweep.stdout.read()
+    assert sweep.wait(timeout=60) == 128 + signum, output
+    assert "Traceback" not in output and f"error: interrupted by {signum.name}" in output, output
+    assert not any((project / name).exists() for name in OUTPUTS)
+    parent, children = sweep_runs(project)
+    assert parent.info.status == "KILLED" and len(children) == 4
+    assert {c.info.status for c in children} == {"KILLED"}
 
 
-def test_sweep_on_an_mlflow_server_on_postgresql(project_copy, mlflow_pg_server):
-    check(sweep(project_copy, mlflow_pg_server, "sweep-postgres"), MlflowClient(mlflow_pg_server),
-          "sweep-postgres")
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """A Dask scheduler and two `make worker` on 127.0.0.1, each its own process group:
+    (scheduler address, {worker number: Popen})."""
+    from distributed import Client
+
+    logs = tmp_path_factory.mktemp("cluster")
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    processes = {"scheduler": subprocess.Popen(
+        [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+        env=environment(), stdout=open(logs / "scheduler.log", "w"), stderr=subprocess.STDOUT,
+        start_new_session=True)}
+    for n in (1, 2):
+        processes[n] = subprocess.Popen(
+            ["make", "--no-print-directory", "-C", str(PROJECT), "worker", f"SCHEDULER={address}",
+             "WORKERS=1"],
+            env=environment(), stdout=open(logs / f"worker{n}.log", "w"), stderr=subprocess.STDOUT,
+            start_new_session=True)
+    try:
+        with Client(address, timeout="30s") as client:
+            client.wait_for_workers(2, timeout=60)
+        yield address, processes
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in processes.values():
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
 
 
-def test_sweep_refuses_a_workspace_whose_params_differ_from_the_commit(project_copy):
-    (project_copy / "params.yaml").write_text((project_copy / "params.yaml").read_text() + "\n")
-    env = environment(PYTHONPATH="src", MLFLOW_TRACKING_URI=store_uri(project_copy))
-    result = run(project_copy, "python", "-m", "regression.tracking.sweep", *SWEEP_GRID, env=env, check=False)
-    assert result.returncode == 1 and "commit them" in result.stderr
-    assert "Queued" not in run(project_copy, "dvc", "queue", "status").stdout
+@pytest.mark.slow
+def test_a_cluster_of_separate_processes_gives_the_bytes_of_one_local_worker(local_sweep, cluster, tmp_path):
+    _, local = local_sweep
+    address, _ = cluster
+    project = sweep_project(tmp_path / "project", {})
+    assert run_sweep(project, scheduler=address) == local
 
 
-def test_a_failed_experiment_is_named_with_the_end_of_its_log(project_copy):
-    env = environment(PYTHONPATH="src", MLFLOW_TRACKING_URI=store_uri(project_copy))
-    grid = ["--lr", "0.1,-1", "--epochs", "1", "--batch-size", "100", "--validation-size", "100", "--jobs", "2"]
-    result = run(project_copy, "python", "-m", "regression.tracking.sweep", *grid, env=env, check=False, timeout=600)
-    assert result.returncode == 1, result.stdout + result.stderr
-    [problem] = [line for line in result.stderr.splitlines() if "DVC says" in line]
-    assert problem.endswith("DVC says Failed (`dvc queue logs " + problem.split()[1].rstrip(":") + "`):")
-    log = result.stderr.split(problem, 1)[1]
-    assert "train.softmax_nn.lr" in log and "-1" in log, result.stderr  # the params error, from the log
+@pytest.mark.slow
+def test_a_worker_killed_mid_sweep_loses_no_trial(cluster, tmp_path):
+    address, processes = cluster
+    grid = {"epochs": [40], "batch_size": [5], "lr": [0.1, 0.2, 0.3, 0.5]}
+    project = sweep_project(tmp_path / "project", grid, n_train=2000)
+    sweep = subprocess.Popen(sweep_command(), cwd=project, env=sweep_env(project, address), text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    for line in sweep.stdout:
+        if line.startswith("trial "):  # one trial done; each worker has another under way
+            os.killpg(processes[2].pid, signal.SIGKILL)
+            break
+    output = line + sweep.stdout.read()
+    assert sweep.wait(timeout=600) == 0, output
+    assert processes[2].wait(timeout=10) is not None
+    table = (project / OUTPUTS[2]).read_text().splitlines()
+    assert [row.split(",")[0] for row in table[1:]] == [str(n) for n in range(1, 9)]
+    assert sum(line.startswith("trial ") for line in output.splitlines()) == 8  # each taken once
+    parent, children = sweep_runs(project)
+    assert parent.info.status == "FINISHED"
+    assert sorted(int(c.data.tags["sweep.trial"]) for c in children) == list(range(1, 9))
+    assert {c.info.status for c in children} == {"FINISHED"}
+    # The same bytes as when no worker dies: the trials are re-run elsewhere, alike.
+    again = sweep_project(tmp_path / "again", grid, n_train=2000)
+    assert run_sweep(again, workers=2) == {name: (project / name).read_bytes() for name in OUTPUTS}

@@ -8,12 +8,11 @@ would pass `dvc repro` unnoticed: `make run` first refuses it (`python -m regres
 Model names are the model table's business: the train stage passes it in (no torch here).
 """
 
-import difflib
 import sys
 import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args, get_origin
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
                       field_validator)
@@ -21,10 +20,12 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter,
 from regression import PipelineError
 from regression.data import DATASETS
 from regression.fashion_mnist import FASHION_MNIST_FILES
+from regression.params_messages import describe, unknown
 
 # `download.files` must name Fashion-MNIST's four files.
 FashionMnistFile = Literal[tuple(name for pair in FASHION_MNIST_FILES.values() for name in pair)]
 URL_SCHEMES = ("http", "https", "file")
+SCHEDULES = ("constant", "cosine", "step")  # learning-rate schedules (training.learning_rate)
 
 PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
@@ -95,6 +96,38 @@ class TrainParams(_Section):
     batch_size: PositiveInt
     epochs: PositiveInt
     init_std: PositiveFloat
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0  # L2: 0 is the lesson's plain SGD
+    schedule: Literal[SCHEDULES] = "constant"  # the learning rate per epoch (training.learning_rate)
+
+
+def _distinct(values: list) -> list:
+    if len(set(values)) != len(values):
+        raise ValueError("values repeat")
+    return values
+
+
+def _values(kind) -> type:
+    """A search list: one value or more, none twice."""
+    return Annotated[list[kind], Field(min_length=1), AfterValidator(_distinct)]
+
+
+class SearchSpace(_Section):
+    """Values to try for each searched training param (every combination is a trial)."""
+    lr: _values(PositiveFloat)
+    epochs: _values(PositiveInt)
+    batch_size: _values(PositiveInt)
+    weight_decay: _values(Annotated[float, Field(ge=0)])
+    schedule: _values(Literal[SCHEDULES])
+
+
+SEARCH_KEYS = tuple(SearchSpace.model_fields)  # the TrainParams keys a sweep searches
+
+
+class SweepParams(_Section):
+    validation_size: PositiveInt  # training images held out (seeded) to choose on
+    seed: Seed                    # of the validation split and of the sample
+    sample: Annotated[int, Field(ge=0)]  # 0: every combination; n: a seeded random n of them
+    grid: SearchSpace
 
 
 class Params(_Section):
@@ -103,6 +136,8 @@ class Params(_Section):
     generate: GenerateParams
     samples: SamplesParams
     train: Annotated[dict[str, TrainParams], Field(min_length=1)]
+    # One per model that has a sweep stage (sweep@<model>); each searches around train.<model>.
+    sweep: dict[str, SweepParams] = {}
 
 
 def parse_yaml(text: str) -> Any:
@@ -130,8 +165,10 @@ def load_params(path: str | Path = "params.yaml", models: Mapping[str, Any] | No
     try:
         params = Params.model_validate(raw)
     except ValidationError as error:
-        raise ParamsError(f"{path}: invalid params:\n" + _describe(error)) from None
+        raise ParamsError(f"{path}: invalid params:\n" + describe(error, Params)) from None
     _raise_if(path, _model_problems(params.train, models) if models is not None else [])
+    _raise_if(path, [f"  sweep.{name}: no train.{name} to search around (models in train: "
+                     f"{', '.join(params.train)})" for name in params.sweep if name not in params.train])
     return params
 
 
@@ -158,7 +195,7 @@ def load_section(path: str | Path = "params.yaml", key: str | None = None,
     try:
         checked = adapter.validate_python(value, strict=True)
     except ValidationError as error:
-        raise ParamsError(f"{path}: invalid params:\n" + _describe(error, where)) from None
+        raise ParamsError(f"{path}: invalid params:\n" + describe(error, Params, where)) from None
     if model:
         checked = {model: checked}
         _raise_if(path, _model_problems(checked, models) if models is not None else [])
@@ -169,14 +206,7 @@ def check_unread(path: str | Path = "params.yaml") -> None:
     """Refuse a section that no stage reads: one line each, with the section it may be a misspelling of."""
     path = Path(path)
     raw = _read_sections(path)
-    _raise_if(path, [_unknown([key], value) for key, value in raw.items() if key not in Params.model_fields])
-
-
-def _unknown(loc: list[str], value: Any) -> str:
-    """An unknown key (a section: one no stage reads), with the known one it may be a misspelling of."""
-    near = difflib.get_close_matches(loc[-1], _known_keys(loc[:-1]), n=1)
-    what = "no stage reads it" if len(loc) == 1 else "unknown key"
-    return f"  {'.'.join(loc)} = {value!r}: {what}" + (f" (did you mean {near[0]!r}?)" if near else "")
+    _raise_if(path, [unknown([key], value, Params) for key, value in raw.items() if key not in Params.model_fields])
 
 
 def _read_sections(path: Path) -> dict:
@@ -200,46 +230,6 @@ def _model_problems(train: dict[str, TrainParams], models: Mapping[str, Any]) ->
             problems.append(f"  train.{name}.dataset = {p.dataset!r}: model {name} learns from "
                             f"{models[name].dataset!r}")
     return problems
-
-
-def _describe(error: ValidationError, where: tuple[str, ...] = ()) -> str:
-    """One line per problem; `where` is the key of what was validated."""
-    lines = []
-    for problem in error.errors():
-        loc = [*where, *(str(part) for part in problem["loc"])]
-        if loc and loc[-1].startswith(("function-after", "str")):  # pydantic's validator steps
-            loc = loc[:-1]
-        key = ".".join(loc)
-        message = problem["msg"].removeprefix("Value error, ")
-        if problem["type"] == "missing":
-            lines.append(f"  {key}: missing key")
-        elif problem["type"] == "extra_forbidden":
-            lines.append(_unknown(loc, problem["input"]))
-        elif key and len(repr(problem["input"])) > 80:  # a whole section: the message says enough
-            lines.append(f"  {key}: {message}")
-        elif key:
-            lines.append(f"  {key} = {problem['input']!r}: {message}")
-        else:
-            lines.append(f"  {message}")
-    return "\n".join(lines)
-
-
-def _known_keys(loc: list[str]) -> list[str]:
-    """The keys a section allows, for 'did you mean' hints."""
-    model: type[BaseModel] = Params
-    parts = iter(loc)
-    for part in parts:
-        field = model.model_fields.get(part)
-        annotation = getattr(field, "annotation", None) if field else None
-        if get_origin(annotation) is dict:  # a table of sections (train.<model>): skip the name
-            annotation = get_args(annotation)[1]
-            if next(parts, None) is None:
-                return []
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            model = annotation
-        else:
-            return []
-    return list(model.model_fields)
 
 
 if __name__ == "__main__":  # python -m regression.params [params.yaml]: what `make run` checks first

@@ -15,6 +15,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from regression import PipelineError
@@ -105,3 +106,14 @@ def exit_now(code: int) -> None:
 def parser(description: str) -> argparse.ArgumentParser:
     """An argument parser whose help starts with the stage script's first docstring line."""
     return argparse.ArgumentParser(description=description.strip().splitlines()[0])
+
+
+def model_stage_parser(description: str, section: str, model_file: str, metrics: str) -> argparse.ArgumentParser:
+    """`parser` with what every model stage takes: the model (a key of `section`), its dataset
+    folder, where to write the model and its headline metrics."""
+    model_parser = parser(description)
+    model_parser.add_argument("model", help=f"a key of `{section}` in params.yaml")
+    model_parser.add_argument("--data", type=Path, required=True, help="dataset folder to learn from")
+    model_parser.add_argument("--model-file", type=Path, required=True, help=model_file)
+    model_parser.add_argument("--metrics", type=Path, required=True, help=metrics)
+    return model_parser

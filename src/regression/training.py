@@ -71,30 +71,56 @@ def minibatches(n: int, batch_size: int, generator: torch.Generator):
         yield order[start:start + batch_size]
 
 
-def sgd_(parameters, lr: float, batch_size: int) -> None:
-    """The hand-written SGD step: gradients are of the summed loss, so divide by the batch."""
+def sgd_(parameters, lr: float, batch_size: int, weight_decay: float = 0.0) -> None:
+    """The hand-written SGD step: gradients are of the summed loss, so divide by the batch.
+
+    Weight decay adds `weight_decay * parameter` to each gradient (an L2 penalty of
+    weight_decay / 2 times the squared weights on the mean loss), as torch's SGD does.
+    """
     with torch.no_grad():
         for parameter in parameters:
-            parameter -= lr * parameter.grad / batch_size
+            if weight_decay:
+                parameter -= lr * (parameter.grad / batch_size + weight_decay * parameter)
+            else:
+                parameter -= lr * parameter.grad / batch_size
             parameter.grad.zero_()
 
 
-def make_step(spec: ModelSpec, model: nn.Module, lr: float) -> Callable:
-    """One SGD update on a batch; returns the batch's outputs and mean loss, both detached."""
+def learning_rate(params: TrainParams, epoch: int) -> float:
+    """The learning rate of `epoch` (1-based) under `params.schedule`.
+
+    constant: `lr` throughout. cosine: from `lr` down along half a cosine, epoch by epoch
+    (lr * (1 + cos(pi * (epoch - 1) / epochs)) / 2). step: `lr`, a tenth of it from half the
+    epochs on, a hundredth from three quarters on.
+    """
+    if params.schedule == "cosine":
+        return params.lr * (1 + math.cos(math.pi * (epoch - 1) / params.epochs)) / 2
+    if params.schedule == "step":
+        done = (epoch - 1) / params.epochs
+        return params.lr * (1.0 if done < 0.5 else 0.1 if done < 0.75 else 0.01)
+    return params.lr
+
+
+def make_step(spec: ModelSpec, model: nn.Module, params: TrainParams) -> Callable:
+    """One SGD update on a batch at a given learning rate; returns the batch's outputs and mean
+    loss, both detached."""
     parameters = list(model.parameters())
+    weight_decay = params.weight_decay
     if spec.sgd_by_hand:
-        def step(X, y):
+        def step(X, y, lr):
             output = model(X)
             loss = spec.loss(output, y).sum()
             loss.backward()
-            sgd_(parameters, lr, len(y))
+            sgd_(parameters, lr, len(y), weight_decay)
             return output.detach(), loss.detach() / len(y)
         return step
 
     # foreach=False: for two small tensors a plain loop is cheaper than the batched kernels.
-    optimizer = optim.SGD(parameters, lr=lr, foreach=False)
+    optimizer = optim.SGD(parameters, lr=params.lr, weight_decay=weight_decay, foreach=False)
 
-    def step(X, y):
+    def step(X, y, lr):
+        for group in optimizer.param_groups:
+            group["lr"] = lr
         output = model(X)
         loss = spec.loss(output, y).mean()
         optimizer.zero_grad()
@@ -112,16 +138,17 @@ def train(name: str, spec: ModelSpec, model: nn.Module, splits: dict[str, Split]
     other split, e.g. `val_accuracy`, `test_loss`.
     """
     generator = torch.Generator().manual_seed(params.seed)
-    step = make_step(spec, model, params.lr)
+    step = make_step(spec, model, params)
     train_set = splits["train"]
     n = len(train_set.y)
     first_loss, history = None, []
     for epoch in range(1, params.epochs + 1):
         batches = list(minibatches(n, params.batch_size, generator))
+        lr = learning_rate(params, epoch)
         losses, predictions = [], []
         for index in batches:
             y = train_set.y.index_select(0, index)  # index_select: cheaper than y[index] here
-            output, loss = step(features(train_set.X.index_select(0, index)), y)
+            output, loss = step(features(train_set.X.index_select(0, index)), y, lr)
             losses.append(loss)
             if spec.classifies:
                 predictions.append(output.argmax(dim=1))

@@ -61,9 +61,9 @@ def compare(client, experiment_id: str, model: str | None, limit: int) -> list[s
     return lines or ["no runs yet: run the pipeline first (`make run`)"]
 
 
-def metrics_file(model: str) -> Path:
-    """Where the model's stage writes its headline metrics, as dvc.yaml says."""
-    [entry] = read_yaml("dvc.yaml")["stages"]["train"]["do"]["metrics"]
+def metrics_file(model: str, stage: str = "train") -> Path:
+    """Where the model's `stage` (train or sweep) writes its headline metrics, as dvc.yaml says."""
+    [entry] = read_yaml("dvc.yaml")["stages"][stage]["do"]["metrics"]
     template = next(iter(entry)) if isinstance(entry, dict) else entry
     return Path(template.replace("${key}", model))
 

@@ -1,151 +1,165 @@
-"""A grid of experiments on DVC's queue, ranked by validation accuracy; the best becomes `champion`.
+"""MLflow's record of a sweep: a parent run, a child run per trial, the refit champion registered.
 
-Usage: python -m regression.tracking.sweep [--model softmax_nn] [--lr 0.05,0.1,0.2] [--epochs 30]
-           [--batch-size 100,500] [--validation-size 10000] [--jobs 2]        (`make sweep`)
-
-Every combination is queued with DVC's grid syntax (`dvc exp run --queue -S 'k=a,b'`), from
-the committed params.yaml (so a sweep never inherits an experiment applied to the workspace),
-with a validation split held out so the choice is not made on the test set. Only the model's
-stage and what it depends on run. The queue runs on `--jobs` workers; then every experiment
-must have exactly one finished MLflow run, and the ranking, the champion and the sweep's wall
-time are printed.
+The parent run holds the sweep's params, the table of trials (an artifact), the refit
+champion's metrics and its logged model, which is registered as a new version of
+`<dataset>-<model>` and given the `champion` alias; the version is tagged with the sweep's run,
+the chosen settings and the validation score that chose them. Every trial's child run is made
+when the sweep starts and ended when its result arrives: FINISHED, or FAILED if it diverged.
+The sweep, not its workers, writes every run, so workers need no access to the store. If the
+sweep stops (an error, Ctrl-C, SIGTERM), every run still open is ended FAILED or KILLED.
 """
 
-import argparse
 import os
-import re
-import subprocess
-import sys
+import socket
 import time
+import warnings
+from pathlib import Path
 
-from regression.params import read_yaml
-from regression.tracking.compare import table
-from regression.tracking.naming import EXPERIMENT_TAG, registered_name, runs_of
-from regression.tracking.registry import promote, rank_key
-from regression.tracking.store import opened
+from regression import numerics, stage
+from regression.search import setting_text
+from regression.tracking.naming import (COMMIT_TAG, DIGEST_TAG, EXPERIMENT_TAG, HOST_TAG, MODEL_TAG, PID_TAG,
+                                        RUN_NAME_TAG, STAGE_TAG, git, registered_name)
+from regression.tracking.registry import ALIAS, SELECTED_BY_TAG
+from regression.tracking.run import (PACKAGE, SERVING_CODE, mark_orphaned_runs, model_requirements,
+                                     spare_mlflow_package_scan)
+from regression.tracking.served import MODEL_ARTIFACT
+from regression.tracking.store import TrackingError, one_line, open_experiment, tracking_uri
 
-POLL_SECONDS = 2
-QUEUED = re.compile(r"Queued experiment '([^']+)' for future execution")
-
-
-class SweepError(Exception):
-    """The sweep cannot start or did not give one finished run per experiment."""
-
-
-def dvc(*args: str, env: dict | None = None) -> str:
-    result = subprocess.run(["dvc", *args], capture_output=True, text=True, env=env)
-    if result.returncode != 0:
-        raise SweepError(f"dvc {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
-    return result.stdout
+PARENT_TAG = "mlflow.parentRunId"  # MLflow's own: the UI nests a child run under its parent
+SWEEP_TAG, TRIAL_TAG = "sweep.run_id", "sweep.trial"
 
 
-def check_committed() -> None:
-    """Queued runs start from the workspace: refuse one whose params or pipeline differ from git."""
-    changed = subprocess.run(["git", "status", "--porcelain", "--", "params.yaml", "dvc.yaml"],
-                             capture_output=True, text=True, check=True).stdout.strip()
-    if changed:
-        raise SweepError("params.yaml or dvc.yaml differ from the last commit, and queued experiments "
-                         "would start from them: commit them, or `git checkout params.yaml dvc.yaml` "
-                         "(an applied experiment stays in `dvc exp show`)")
+class SweepRun:
+    """The MLflow runs of one sweep, from `start` to the end of its `with` block."""
 
+    def __init__(self, client, experiment: str, parent: str, children: dict[int, str], model: str,
+                 data: dict):
+        self.client, self.experiment, self.parent = client, experiment, parent
+        self.model, self.data = model, data
+        self.children = children           # trial -> run id
+        self.open = {parent, *children.values()}
+        self.forget_on_interrupt = lambda: None
 
-def worker_environment(jobs: int) -> dict:
-    """The workers' environment: the cores shared out between them (torch's threads of several
-    processes fighting over the same cores make each many times slower)."""
-    threads = str(max(1, (os.cpu_count() or 1) // jobs))
-    return os.environ | {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", threads)}
+    @classmethod
+    def start(cls, model: str, sweep_params: dict, trials: list[dict], data: dict) -> "SweepRun":
+        """Open the store; start the parent run (the sweep's params) and a child run per trial
+        (its params). `trials` are each trial's full training params, `data` the dataset's meta."""
+        from mlflow import MlflowClient
+        from mlflow.entities import Param
 
+        experiment = open_experiment()
+        client = MlflowClient()
+        for run_id in mark_orphaned_runs(client, experiment, model):
+            print(f"marked MLflow run {run_id} KILLED: its process had ended without ending it")
+        commit, exp_name = git("rev-parse", "HEAD"), os.environ.get("DVC_EXP_NAME")
+        tags = {MODEL_TAG: model, STAGE_TAG: os.environ.get("DVC_STAGE", f"sweep@{model}"),
+                DIGEST_TAG: data["digest"], HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()),
+                "sweep.trials": str(len(trials))} | numerics.describe()
+        tags |= {COMMIT_TAG: commit} if commit else {}
+        tags |= {EXPERIMENT_TAG: exp_name} if exp_name else {}
+        where = f" · {exp_name}" if exp_name else f" @ {commit[:7]}" if commit else ""
+        try:
+            parent = client.create_run(experiment, run_name=f"{model} sweep of {len(trials)}{where}",
+                                       tags=tags).info.run_id
+            run = cls(client, experiment, parent, {}, model, data)
+            run.forget_on_interrupt = stage.on_interrupt(lambda: run.end_open("KILLED"))
+            client.log_batch(parent, params=[Param(k, str(v)) for k, v in sweep_params.items()])
+            for trial, params in enumerate(trials, start=1):
+                child = client.create_run(experiment, run_name=f"{model} trial {trial}", tags={
+                    PARENT_TAG: parent, SWEEP_TAG: parent, TRIAL_TAG: str(trial), "sweep.model": model,
+                    DIGEST_TAG: data["digest"]}).info.run_id
+                run.children[trial] = child
+                run.open.add(child)
+                client.log_batch(child, params=[Param(k, str(v)) for k, v in params.items()])
+        except Exception as error:
+            if "run" in locals():
+                run.end_open("FAILED")
+            raise cls.tracking_error(error) from None
+        return run
 
-def queue(args) -> list[str]:
-    """Queue the grid; the names DVC gave the experiments."""
-    key = f"train.{args.model}"
-    output = dvc("exp", "run", "--queue", f"train@{args.model}",
-                 "-S", f"prepare.validation_size={args.validation_size}",
-                 "-S", f"{key}.lr={args.lr}", "-S", f"{key}.epochs={args.epochs}",
-                 "-S", f"{key}.batch_size={args.batch_size}")
-    return QUEUED.findall(output)
+    def __enter__(self) -> "SweepRun":
+        return self
 
+    def __exit__(self, kind, error, traceback) -> None:
+        if kind is not None:
+            self.end_open("KILLED" if issubclass(kind, stage.Interrupted) else "FAILED")
+            raise_as = self.tracking_error(error)
+            if raise_as is not error:
+                raise raise_as from None
 
-def run_queue(names: list[str], jobs: int) -> dict[str, str]:
-    """Start `jobs` workers and poll `dvc queue status` until none of `names` is queued or
-    running; their final statuses.
+    @staticmethod
+    def tracking_error(error: BaseException) -> BaseException:
+        from mlflow.exceptions import MlflowException
 
-    DVC's workers stop by themselves a minute after the queue runs dry; one still stopping when
-    the queue is started again keeps a new one from starting, and then leaves tasks queued with
-    no worker. So whenever tasks wait and no worker is up, the workers are started again.
-    """
-    while True:
-        output = dvc("queue", "status")
-        statuses = {}
-        for line in output.splitlines():
-            fields = line.split()
-            if len(fields) >= 3 and fields[1] in names:
-                statuses[fields[1]] = fields[-1]
-        if len(statuses) == len(names) and not {"Queued", "Running"} & set(statuses.values()):
-            return statuses
-        if "Queued" in statuses.values() and "Worker status: 0 active, 0 idle" in output:
-            dvc("queue", "start", "-j", str(jobs), env=worker_environment(jobs))
-        time.sleep(POLL_SECONDS)
+        if isinstance(error, MlflowException):
+            return TrackingError(f"MLflow sweep in {tracking_uri()}: {one_line(error)}")
+        return error
 
+    def end_open(self, status: str) -> None:
+        """End every run still open (children first) with `status`; the store may be gone."""
+        self.forget_on_interrupt()
+        children = [run_id for run_id in self.children.values() if run_id in self.open]
+        for run_id in children + ([self.parent] if self.parent in self.open else []):
+            try:
+                self.client.set_terminated(run_id, status)
+            except Exception:  # the store is gone: the parent is marked when the sweep next starts
+                pass
+        self.open.clear()
+        print(f"MLflow sweep run {self.parent} and its open trials {status}")
 
-def failure_tail(name: str, lines: int = 8) -> str:
-    """The last lines of a failed experiment's log (`dvc queue logs`), indented."""
-    result = subprocess.run(["dvc", "queue", "logs", name], capture_output=True, text=True, check=False)
-    tail = (result.stdout + result.stderr).strip().splitlines()[-lines:]
-    return "".join(f"\n    {line}" for line in tail)
+    def trial(self, result: dict) -> None:
+        """Record one trial's result in its child run and end that run."""
+        from mlflow.entities import Metric
 
+        run_id, now = self.children[result["trial"]], int(time.time() * 1000)
+        metrics = [Metric(key, value, now, record["epoch"]) for record in result["history"]
+                   for key, value in record.items() if key != "epoch"]
+        for start in range(0, len(metrics), 1000):  # MLflow takes at most 1000 per batch
+            self.client.log_batch(run_id, metrics=metrics[start:start + 1000])
+        if result.get("error"):
+            self.client.set_tag(run_id, "mlflow.runStatusReason", result["error"])
+        self.client.set_terminated(run_id, "FINISHED" if not result.get("error") else "FAILED")
+        self.open.discard(run_id)
 
-def ranking(client, experiment_id: str, model: str, names: list[str]) -> tuple[list, list[str]]:
-    """The sweep's runs, best validation accuracy first, and what is wrong with them if anything."""
-    runs = [r for r in runs_of(client, experiment_id, model, max_results=50000)
-            if r.data.tags.get(EXPERIMENT_TAG) in names]
-    problems = []
-    for name in names:
-        mine = [r for r in runs if r.data.tags[EXPERIMENT_TAG] == name]
-        finished = [r for r in mine if r.info.status == "FINISHED"]
-        if len(mine) != 1 or len(finished) != 1:
-            problems.append(f"{name}: {len(mine)} MLflow runs, {len(finished)} finished (expected exactly 1)")
-    ranked = sorted(runs, key=lambda r: rank_key(r.data.metrics))
-    return ranked, problems
+    def finish(self, chosen: dict, history: list[dict], metrics: dict, model, config, model_file: Path,
+               table: Path, input_example) -> str:
+        """The champion on the parent run: its per-epoch training metrics, its test metrics, the
+        table of trials, its model, registered and given the alias. Ends the parent; the version."""
+        import mlflow
+        from mlflow.entities import Metric
 
+        from regression.tracking.served import signature
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="softmax_nn")
-    parser.add_argument("--lr", default="0.05,0.1,0.2", help="comma-separated values (DVC's grid syntax)")
-    parser.add_argument("--epochs", default="30")
-    parser.add_argument("--batch-size", default="100,500")
-    parser.add_argument("--validation-size", type=int, default=10000)
-    parser.add_argument("--jobs", type=int, default=2)
-    args = parser.parse_args(argv)
-    if (experiment_id := opened()) is None:  # fails fast on a missing server; sets up a new store once
-        return 1
-    try:
-        check_committed()
-        started = time.monotonic()
-        names = queue(args)
-        print(f"queued {len(names)} experiments: {', '.join(names)}", flush=True)
-        statuses = run_queue(names, args.jobs)
-        wall = time.monotonic() - started
-    except SweepError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    from mlflow import MlflowClient
+        register_as, now = registered_name(self.data["name"], self.model), int(time.time() * 1000)
+        self.client.log_artifact(self.parent, str(table))
+        headline = {key: value for key, value in metrics.items() if isinstance(value, float)}
+        headline |= {f"chosen_{key}": chosen[key] for key in ("val_accuracy", "val_loss") if key in chosen}
+        self.client.log_batch(self.parent, metrics=[
+            Metric(f"refit_{key}", value, now, record["epoch"])
+            for record in history for key, value in record.items() if key != "epoch"]
+            + [Metric(key, value, now, 0) for key, value in headline.items()])
+        self.client.set_tag(self.parent, "sweep.chosen_trial", str(chosen["trial"]))
+        self.client.set_tag(self.parent, "sweep.chosen", setting_text(chosen["settings"]))
 
-    client = MlflowClient()
-    ranked, problems = ranking(client, experiment_id, args.model, names)
-    problems += [f"{name}: DVC says {status} (`dvc queue logs {name}`):{failure_tail(name)}"
-                 for name, status in statuses.items() if status != "Success"]
-    print("\n" + "\n".join(table(ranked)))
-    print(f"\n{len(names)} experiments on {args.jobs} workers in {wall:.0f} s; "
-          f"{len(ranked)} MLflow runs, {len(problems)} problems")
-    if ranked:
-        dataset = read_yaml("params.yaml")["train"][args.model]["dataset"]
-        print(promote(client, registered_name(dataset, args.model)))
-    for problem in problems:
-        print(f"problem: {problem}", file=sys.stderr)
-    return 1 if problems else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        spare_mlflow_package_scan()
+        mlflow.start_run(run_id=self.parent)  # the active run, which log_model logs to
+        with warnings.catch_warnings():  # MLflow suggests type hints where a signature is given
+            warnings.simplefilter("ignore", UserWarning)
+            info = mlflow.pyfunc.log_model(
+                name=self.model, python_model=str(SERVING_CODE), artifacts={MODEL_ARTIFACT: str(model_file)},
+                code_paths=[str(PACKAGE)], signature=signature(model, config, input_example),
+                input_example=input_example,
+                pip_requirements=model_requirements())
+        version_tags = {RUN_NAME_TAG: f"{self.model} sweep champion", SWEEP_TAG: self.parent,
+                        TRIAL_TAG: str(chosen["trial"]), "sweep.chosen": setting_text(chosen["settings"]),
+                        DIGEST_TAG: self.data["digest"]}
+        version_tags |= {key: f"{chosen[key]:.6g}" for key in ("val_accuracy", "val_loss") if key in chosen}
+        version_tags |= {key: f"{value:.6g}" for key, value in headline.items() if key.startswith("test_")}
+        version = mlflow.register_model(info.model_uri, register_as, tags=version_tags).version
+        self.client.set_registered_model_alias(register_as, ALIAS, version)
+        self.client.set_model_version_tag(register_as, version, SELECTED_BY_TAG, "sweep val_accuracy")
+        self.forget_on_interrupt()
+        mlflow.end_run("FINISHED")
+        self.open.discard(self.parent)
+        print(f"MLflow sweep run {self.parent} FINISHED; {register_as} version {version} is `{ALIAS}`")
+        return version

@@ -1,0 +1,72 @@
+"""A sweep's search space, its trials, the rule that chooses among them, and its table of trials.
+
+A sweep (`sweep.<model>` in params.yaml) lists values for some of a model's training params;
+every combination of them, in the order the lists give (the last list varying fastest), is a
+trial, or a seeded random sample of them when `sample` is set. A trial is the model's
+`train.<model>` params with the combination's values put in (so only its dataset, seed and
+init_std are its own: dvc.yaml lists just those as the sweep stage's params). Each trial trains on the training
+images less a seeded validation split and is scored on that split; `choose` picks the best by
+validation score alone, ties going to the earlier trial, so the choice never depends on which
+worker finished first. numpy only: no torch here.
+"""
+
+import csv
+import io
+import itertools
+
+import numpy as np
+
+from regression.params import SEARCH_KEYS, SweepParams, TrainParams
+
+SCORES = ("val_accuracy", "val_loss", "test_accuracy", "test_loss")
+TABLE_COLUMNS = ("trial", *SEARCH_KEYS, "status", *SCORES)
+FINISHED, DIVERGED = "finished", "diverged"
+
+
+def trials(base: TrainParams, sweep: SweepParams) -> list[TrainParams]:
+    """The trials of `sweep` over the model's params `base`, in grid order (sampled if asked)."""
+    grid = [getattr(sweep.grid, key) for key in SEARCH_KEYS]
+    settings = [base.model_copy(update=dict(zip(SEARCH_KEYS, values))) for values in itertools.product(*grid)]
+    if sweep.sample and sweep.sample < len(settings):
+        picked = np.random.default_rng(sweep.seed).choice(len(settings), sweep.sample, replace=False)
+        settings = [settings[i] for i in sorted(picked.tolist())]
+    return settings
+
+
+def settings_of(params: TrainParams) -> dict:
+    """The searched params of a trial: {lr, epochs, batch_size, weight_decay, schedule}."""
+    return {key: getattr(params, key) for key in SEARCH_KEYS}
+
+
+def rank_key(result: dict, classifies: bool) -> tuple:
+    """Smaller is better: a finished trial before a diverged one; then the higher validation
+    accuracy (classifiers), the lower validation loss, the earlier trial."""
+    if result["status"] != FINISHED:
+        return (1, 0.0, 0.0, result["trial"])
+    accuracy = -result["val_accuracy"] if classifies else 0.0
+    return (0, accuracy, result["val_loss"], result["trial"])
+
+
+def choose(results: list[dict], classifies: bool) -> dict:
+    """The best finished trial (see `rank_key`); a ValueError if none finished."""
+    best = min(results, key=lambda result: rank_key(result, classifies))
+    if best["status"] != FINISHED:
+        raise ValueError("every trial diverged")
+    return best
+
+
+def table_bytes(results: list[dict]) -> bytes:
+    """The table of trials as CSV, one row per trial in trial order; floats as Python writes them
+    (the shortest text that reads back to the same number), empty where a trial diverged."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(TABLE_COLUMNS)
+    for result in sorted(results, key=lambda result: result["trial"]):
+        writer.writerow([repr(v) if isinstance(v, float) else v
+                         for v in (result.get(column, "") for column in TABLE_COLUMNS)])
+    return buffer.getvalue().encode()
+
+
+def setting_text(settings: dict) -> str:
+    """A trial's settings as one line: `lr=0.5 epochs=60 ...`."""
+    return " ".join(f"{key}={value}" for key, value in settings.items())

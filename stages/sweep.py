@@ -1,0 +1,107 @@
+"""Stage `sweep@<model>`: trials on Dask, chosen on a validation split, the best refit on all training data.
+
+Usage: python stages/sweep.py <model> --data <dataset folder> --model-file <.pt>
+           --metrics <.json> --trials <.csv> [--workers N]
+
+Each trial (params.yaml `sweep.<model>`, see regression.search) trains on the training images
+less a seeded validation split and is scored on it; the trials run on the Dask cluster that
+DASK_SCHEDULER_ADDRESS names, else on a local one (`--workers`, default a worker per core).
+The best settings are trained again on every training image and evaluated once on the test
+set. Outputs: the refit model, its metrics with the chosen settings and their validation
+score, and the table of every trial; the same bytes on any number of workers. MLflow records
+the sweep as a parent run with a child run per trial, and registers the refit model as the
+`champion`.
+"""
+
+import tempfile
+from pathlib import Path
+
+from regression import stage
+from regression.data import hold_out, load_dataset
+from regression.evaluation import score
+from regression.files import json_bytes, signals_held, write_bytes_atomic
+from regression.models import MODELS, model_bytes
+from regression.params import ParamsError, load_section
+from regression.search import choose, setting_text, settings_of, table_bytes, trials
+from regression.sweep_dask import cluster, describe, run_trials
+from regression.timing import phases
+from regression.tracking.sweep import SweepRun
+from regression.training import as_splits, features, new_model, outputs_of, train
+
+
+def main(params, args):
+    name = args.model
+    sweep = params.sweep[name]
+    base = load_section("params.yaml", f"train.{name}", models=MODELS).train[name]  # what it searches around
+    spec = MODELS[name]
+    with phases("data load"):
+        meta, arrays = load_dataset(args.data)
+        classes = tuple(meta.get("classes", ()))
+        X, y = arrays["train"]
+        if sweep.validation_size >= len(X):
+            raise ParamsError(f"sweep.{name}.validation_size = {sweep.validation_size}: must be less than "
+                              f"the {len(X)} training examples of {args.data}")
+        searched, validation = hold_out(X, y, sweep.validation_size, sweep.seed)
+    settings = trials(base, sweep)
+    sweep_params = {"model": name, "trials": len(settings)} | {
+        key: value for key, value in sweep.model_dump().items() if key != "grid"} | {
+        f"grid.{key}": value for key, value in sweep.grid.model_dump().items()}
+
+    with phases("tracking setup"):
+        record = SweepRun.start(name, sweep_params, [s.model_dump() for s in settings], meta)
+    with record:
+        results = []
+        with phases("trials"), cluster(args.workers, len(settings)) as client:
+            print(f"sweep@{name}: {len(settings)} trials on {describe(client)}", flush=True)
+            split = {"train": searched, "val": validation, "test": arrays["test"]}
+            for result in run_trials(client, name, [s.model_dump() for s in settings], split, classes):
+                result |= settings_of(settings[result["trial"] - 1])
+                results.append(result)
+                print(f"trial {result['trial']}/{len(settings)} "
+                      f"{setting_text(settings_of(settings[result['trial'] - 1]))}: "
+                      + (", ".join(f"{k} {result[k]:.4f}" for k in ("val_accuracy", "val_loss")
+                                   if k in result) or result["status"]), flush=True)
+                record.trial(result)
+        try:
+            chosen = choose(results, spec.classifies)
+        except ValueError:
+            raise ParamsError(f"sweep.{name}: every trial diverged; try smaller learning rates") from None
+        chosen_params = settings[chosen["trial"] - 1]
+        chosen = {key: value for key, value in chosen.items() if key not in ("history", "code")} | {
+            "settings": settings_of(chosen_params)}
+
+        with phases("refit"):
+            splits = as_splits({"train": arrays["train"]}, spec)
+            model, config = new_model(name, splits["train"], classes, chosen_params)
+            history, _ = train(name, spec, model, splits, chosen_params)
+            test = as_splits({"test": arrays["test"]}, spec)["test"]
+            test_scores = score(spec, outputs_of(model, test.X), test.y)
+        metrics = {f"test_{key}": value for key, value in test_scores.items()} | {
+            "trials": len(settings), "validation_size": sweep.validation_size,
+            "chosen": {"trial": chosen["trial"], **chosen["settings"]} | {
+                key: chosen[key] for key in ("val_accuracy", "val_loss") if key in chosen}}
+        print(f"refit of trial {chosen['trial']} on {len(splits['train'].y)} examples: "
+              + ", ".join(f"test {k} {v:.4f}" for k, v in test_scores.items()), flush=True)
+
+        # MLflow logs the files from a scratch folder; the outputs are written after it, all three
+        # together, so a sweep stopped at any point leaves none of them new.
+        with tempfile.TemporaryDirectory() as scratch, phases("model logging"):
+            model_file, table = Path(scratch) / args.model_file.name, Path(scratch) / args.trials.name
+            model_file.write_bytes(model_bytes(model, config))
+            table.write_bytes(table_bytes(results))
+            example = features(test.X[:5]).numpy()
+            record.finish(chosen, history, metrics, model, config, model_file, table, example)
+            with phases("writing outputs"), signals_held():
+                write_bytes_atomic(args.model_file, model_file.read_bytes())
+                write_bytes_atomic(args.trials, table.read_bytes())
+                write_bytes_atomic(args.metrics, json_bytes(metrics))
+    print(f"{args.model_file}, {args.metrics}, {args.trials} written")
+
+
+if __name__ == "__main__":
+    parser = stage.model_stage_parser(__doc__, "sweep", model_file="where to write the refit model",
+                                      metrics="the refit model's metrics (JSON)")
+    parser.add_argument("--trials", type=Path, required=True, help="the table of trials (CSV)")
+    parser.add_argument("--workers", type=int, help="local Dask workers (default: one per core); "
+                        "ignored when DASK_SCHEDULER_ADDRESS names a cluster")
+    stage.run(main, parser, owns=lambda args: f"sweep.{args.model}")
