@@ -69,17 +69,22 @@ def metrics_file(model: str, stage: str = "train") -> Path:
 
 
 def summary(client, experiment_id: str, uri: str) -> list[str]:
-    """One line per model of params.yaml: the metrics this workspace's pipeline produced, its run."""
-    lines = []
-    for model in read_yaml("params.yaml").get("train", {}):
-        path = metrics_file(model)
-        metrics = json.loads(path.read_text()) if path.exists() else {}
-        # w and b say how good the fit is: their errors would only push the run off the line
-        shown = ", ".join(f"{k} {number(v)}" for k, v in metrics.items() if not k.endswith("_err"))
-        runs = runs_of(client, experiment_id, model, max_results=1, order_by=["attributes.start_time DESC"])
-        run = "no MLflow run" if not runs else f"run '{runs[0].info.run_name}'" + (
-            "" if runs[0].info.status == "FINISHED" else f" {runs[0].info.status}")
-        lines.append(f"{model:16} {shown or 'no metrics yet'}; {run}")
+    """One line per model stage of params.yaml (train, then sweep): the metrics this workspace's
+    pipeline produced, and its run."""
+    lines, params = [], read_yaml("params.yaml")
+    for stage in ("train", "sweep"):
+        for model in params.get(stage, {}):
+            path = metrics_file(model, stage)
+            metrics = json.loads(path.read_text()) if path.exists() else {}
+            # w and b say how good the fit is: their errors would only push the run off the line
+            shown = ", ".join(f"{k} {number(v)}" for k, v in metrics.items()
+                              if isinstance(v, float) and not k.endswith("_err"))
+            runs = runs_of(client, experiment_id, model, stage=f"{stage}@{model}", max_results=1,
+                           order_by=["attributes.start_time DESC"])
+            run = "no MLflow run" if not runs else f"run '{runs[0].info.run_name}'" + (
+                "" if runs[0].info.status == "FINISHED" else f" {runs[0].info.status}")
+            label = model if stage == "train" else f"{stage}@{model}"
+            lines.append(f"{label:16} {shown or 'no metrics yet'}; {run}")
     local = not is_server(uri)  # shown by `make ui`; a server shows its own UI
     where = "MLflow (make ui)" if local else "MLflow"
     lines.append(f"{where}: {run_list_url(local_ui_url() if local else uri, experiment_id)}")

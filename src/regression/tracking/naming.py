@@ -23,10 +23,13 @@ def registered_name(dataset: str, model: str) -> str:
     return f"{dataset}-{model}"
 
 
-def runs_of(client, experiment_id: str, model: str | None, status: str | None = None, **search) -> list:
-    """The runs of `model` (every model's if None), with `status` if given; `search` as MlflowClient's."""
+def runs_of(client, experiment_id: str, model: str | None, status: str | None = None, stage: str | None = None,
+            **search) -> list:
+    """The runs of `model` (every model's if None), with `status` and made by the DVC `stage`
+    (`train@softmax_nn`, `sweep@softmax_nn`) if given; `search` as MlflowClient's."""
     query = [f"tags.{MODEL_TAG} = '{model}'"] if model else []
     query += [f"attributes.status = '{status}'"] if status else []
+    query += [f"tags.`{STAGE_TAG}` = '{stage}'"] if stage else []
     return client.search_runs([experiment_id], " and ".join(query), **search)
 
 
