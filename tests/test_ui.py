@@ -2,8 +2,8 @@
 
 The end-to-end test takes the store of the shared sweep (four queued experiments of softmax_nn,
 each with its own learning rate: tests/projects.py `swept`), serves it with `mlflow ui`, and
-opens the run list in the lesson's view and the compare view of three runs in headless Chromium
-(tests/browser.py). Screenshots land in tests/output/ui/.
+opens the run list in the lesson's view, its chart view and the compare view of three runs in
+headless Chromium (tests/browser.py). Screenshots land in tests/output/ui/.
 """
 
 import json
@@ -50,6 +50,10 @@ COMPARE_ROW = """(name => {
 })"""
 COMPARED_METRICS = "[...document.querySelectorAll('a[title=\"Plot chart\"]')].map(a => a.innerText.trim())"
 PLOT_DRAWN = "document.querySelector('.js-plotly-plot .parcoords')"
+# The chart view's charts: the metric each card is titled with, and how many plots are drawn.
+CHART_TITLES = """[...document.querySelectorAll('[data-testid="experiment-view-compare-runs-card"]')]
+  .map(card => card.innerText.split('\\n')[0].trim())"""
+CHARTS_DRAWN = "document.querySelectorAll('.js-plotly-plot').length"
 
 
 # The saved view and the links
@@ -216,6 +220,12 @@ def test_ui_shows_the_runs_in_the_lesson_view_and_compares_them(chromium, lesson
         accuracies = [float(row[TEST_ACCURACY]) for row in rows]
         assert accuracies == sorted(accuracies, reverse=True), "not sorted by test accuracy, best first"
 
+        charts = load(browser, run_list_url(mlflow_ui, experiment.experiment_id, charts=True),
+                      f"{CHART_TITLES}.includes('test_accuracy') && {CHARTS_DRAWN} >= 3", "run-charts.png",
+                      height=1400)
+        titles = set(charts.evaluate(CHART_TITLES))
+        assert {"test_accuracy", "test_loss", "train_loss", "train_accuracy"} <= titles, titles
+
         compared = SWEEP_LEARNING_RATES[:3]
         ids = [runs[lr].info.run_id for lr in compared]
         compare = load(browser, compare_url(mlflow_ui, experiment.experiment_id, ids),
@@ -224,3 +234,5 @@ def test_ui_shows_the_runs_in_the_lesson_view_and_compares_them(chromium, lesson
         assert compare.evaluate(f"{COMPARE_ROW}('Run Name:')") == [names[lr] for lr in compared]
         assert compare.evaluate(f"{COMPARE_ROW}('lr')") == list(compared)
         assert {"test_accuracy", "test_loss", "train_loss"} <= set(compare.evaluate(COMPARED_METRICS))
+        # An ended run keeps no process tags: nothing in the comparison differs for the process's sake.
+        assert "process.pid" not in compare.text() and "process.host" not in compare.text()

@@ -30,10 +30,12 @@ def local_ui_url(port: int = PORT) -> str:
     return f"http://{HOST}:{port}"
 
 
-def run_list_url(base_url: str, experiment_id: str) -> str:
-    """The experiment's run list in the lesson's view."""
+def run_list_url(base_url: str, experiment_id: str, charts: bool = False) -> str:
+    """The experiment's run list in the lesson's view; with `charts`, as the chart view (a chart
+    per metric, a line per run)."""
+    mode = "&compareRunsMode=CHART" if charts else ""
     return (f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs"
-            f"?viewStateShareKey={VIEW_KEY}&workflowType={WORKFLOW}")
+            f"?viewStateShareKey={VIEW_KEY}&workflowType={WORKFLOW}{mode}")
 
 
 def compare_url(base_url: str, experiment_id: str, run_ids: list[str]) -> str:
@@ -65,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         if ui:
             ui.terminate()
         return 1
-    print(f"The runs, key params and metrics, best first:\n  {run_list_url(local_ui_url(args.port), experiment_id)}")
+    link = run_list_url(local_ui_url(args.port), experiment_id)
+    print(f"The runs, key params and metrics, best first:\n  {link}")
     print("To compare runs there: tick them and press Compare.", flush=True)
     if args.link_only:
         return 0
@@ -80,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
 def start_ui(store: str, port: int) -> subprocess.Popen:
     """`mlflow ui` started, its output passed on with lines folded to 120 columns."""
     print(f"Starting the MLflow UI on {local_ui_url(port)} (Ctrl-C stops it) ...", flush=True)
-    ui = subprocess.Popen(ui_command(store, port), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    ui = subprocess.Popen(ui_command(store, port), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True,
                           env=os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
                                             "PYTHONWARNINGS": "ignore"})
 
