@@ -72,9 +72,12 @@ def cluster(workers: int | None, trials: int):
         return
     n = workers or local_workers(trials)
     # Scheduler and its HTTP server on free ports of 127.0.0.1 (Dask's 8787 may be another user's);
-    # the workers preload this module (see `dask_setup`).
+    # the workers preload this module (see `dask_setup`). Their logs are silenced but for the
+    # critical: a failed task reaches the sweep as an exception, and a worker that outlives the
+    # scheduler by a heartbeat (after Ctrl-C) would only print a traceback about it.
     with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR, preload=[__name__]) as local, \
+                      dashboard_address="127.0.0.1:0", silence_logs=logging.CRITICAL,
+                      preload=[__name__]) as local, \
             Client(local) as client:
         yield client
 

@@ -52,7 +52,8 @@ def table(runs) -> list[str]:
 def compare(client, experiment_id: str, model: str | None, limit: int) -> list[str]:
     by_model: dict[str, list] = {}
     for run in runs_of(client, experiment_id, model, max_results=5000):
-        by_model.setdefault(run.data.tags.get(MODEL_TAG, "?"), []).append(run)
+        if MODEL_TAG in run.data.tags:  # a sweep's trials are shown by the UI, under their sweep
+            by_model.setdefault(run.data.tags[MODEL_TAG], []).append(run)
     lines = []
     for name, group in sorted(by_model.items()):
         count = f"{len(group)} run{'s' if len(group) != 1 else ''}"
