@@ -133,13 +133,18 @@ def test_make_compare_shows_every_model_of_the_pipeline(reproduced):
     path, _, _ = reproduced
     output = make(path, "compare")
     head = run(path, "git", "rev-parse", "HEAD").stdout.strip()
+    swept = yaml.safe_load((path / "params.yaml").read_text()).get("sweep", {})
+    assert "val_acc" not in output  # no run of a model has a validation split: no empty column
     for model in MODELS:
-        assert f"{model}: 1 run\n" in output, output
-        assert "val_acc" not in output  # no run has a validation split: no empty column
-        [row] = compare_rows(output, model)
-        assert row["experiment"] == f"@ {head[:7]}" and row["status"] == "FINISHED", row
-        metrics = read_json(path / f"metrics/{model}.json")
-        assert float(row["test_loss"]) == pytest.approx(metrics["test_loss"], rel=1e-3, abs=1e-4)
+        runs = 1 + (model in swept)  # its train run, and its sweep's (the refit champion's)
+        assert f"{model}: {runs} run{'s' if runs > 1 else ''}\n" in output, output
+        rows = compare_rows(output, model)
+        assert len(rows) == runs and all(row["experiment"] == f"@ {head[:7]}" for row in rows), rows
+        assert all(row["status"] == "FINISHED" for row in rows), rows
+        for stage in ("train", "sweep")[:runs]:
+            metrics = read_json(path / f"metrics/{'sweep/' if stage == 'sweep' else ''}{model}.json")
+            assert any(float(row["test_loss"]) == pytest.approx(metrics["test_loss"], rel=1e-3, abs=1e-4)
+                       for row in rows), (stage, rows)
 
 
 # dvc plots show
