@@ -15,7 +15,7 @@ MODELS = {"linear": "test_loss", "softmax_scratch": "test_accuracy", "softmax_nn
 
 
 def check_mlflow_runs() -> list[str]:
-    """Each model's latest run in the project's store finished, with its model registered."""
+    """Each model stage's latest run in the project's store finished, with its model registered."""
     from mlflow import MlflowClient
 
     from regression import tracking
@@ -23,18 +23,19 @@ def check_mlflow_runs() -> list[str]:
     experiment_id = tracking.open_experiment()  # the store and experiment the pipeline recorded into
     client = MlflowClient()
     failures = []
-    for model, metric in MODELS.items():
-        runs = tracking.runs_of(client, experiment_id, model, order_by=["attributes.start_time DESC"],
-                                max_results=1)
+    stages = [(f"train@{model}", model, metric) for model, metric in MODELS.items()]
+    for stage, model, metric in stages + [("sweep@softmax_nn", "softmax_nn", "test_accuracy")]:
+        runs = tracking.runs_of(client, experiment_id, model, stage=stage,
+                                order_by=["attributes.start_time DESC"], max_results=1)
         if not runs or runs[0].info.status != "FINISHED" or metric not in runs[0].data.metrics:
-            failures.append(f"{model}: latest MLflow run missing, unfinished or without {metric}")
+            failures.append(f"{stage}: latest MLflow run missing, unfinished or without {metric}")
             continue
         run = runs[0]
         versions = client.search_model_versions(f"run_id = '{run.info.run_id}'")
         if not versions:
-            failures.append(f"{model}: MLflow run {run.info.run_id} registered no model version")
+            failures.append(f"{stage}: MLflow run {run.info.run_id} registered no model version")
         value = run.data.metrics[metric]
-        print(f"{model}: MLflow run '{run.info.run_name}' finished, {metric} = {value:.4g}, "
+        print(f"{stage}: MLflow run '{run.info.run_name}' finished, {metric} = {value:.4g}, "
               f"model {', '.join(f'{v.name} v{v.version}' for v in versions)}")
     return failures
 
