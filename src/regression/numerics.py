@@ -4,9 +4,10 @@ On the CPU, a float result depends on three choices that torch and its libraries
 make per machine:
 
 - how many threads split a sum or a matrix product (each thread adds its own part, and the
-  parts are added in another order): pinned to one thread. For models this small it is also
-  the fastest choice: a second OpenMP thread costs more in hand-overs than it saves, and much
-  more when the other cores are busy (see benchmarks/pipeline.py);
+  parts are added in another order): pinned to one thread, a number every machine has. On an
+  idle machine the machine's own settings train these small models about a quarter faster;
+  when the other cores are busy (DVC, MLflow, a second stage), a second OpenMP thread waits
+  for its share and training takes ten times as long (benchmarks/pipeline.py measures both);
 - which vector kernels torch runs (`ATEN_CPU_CAPABILITY`: AVX2 and AVX-512 sum in other
   orders, and draw normal numbers differently): pinned to AVX2, which every x86-64 CPU of the
   last decade has;
