@@ -137,17 +137,17 @@ def run_project(dataset: Path, p) -> dict:
 
 def project_loop_process(dataset: Path, numerics: str) -> None:
     """The project loop in this process, with the pinned numerics or the machine's own; prints JSON."""
-    own = {key: os.environ.get(key) for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "MKL_DYNAMIC",
-                                                 "ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA")}
+    own = dict(os.environ)  # before importing the package pins the numerics
     sys.path.insert(0, str(dataset.parents[1] / "src"))
-    from regression.params import load_params  # importing the package pins the numerics
+    from regression.numerics import PINNED_ENVIRONMENT
+    from regression.params import load_params
 
     if numerics == "native":  # undo the pinning before torch loads: the machine's own settings
-        for key, value in own.items():
-            if value is None:
-                os.environ.pop(key)
+        for key in PINNED_ENVIRONMENT:
+            if key in own:
+                os.environ[key] = own[key]
             else:
-                os.environ[key] = value
+                os.environ.pop(key)
     import torch
     import torch._dynamo  # noqa: F401 - the first optim.SGD step imports it: charged to neither loop
 
