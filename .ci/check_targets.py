@@ -20,12 +20,14 @@ def check_mlflow_runs() -> list[str]:
 
     from regression import tracking
 
-    experiment_id = tracking.open_experiment()  # the store and experiment the pipeline recorded into
+    experiments = tracking.opened()  # the store and experiments the pipeline recorded into
+    if experiments is None:
+        return ["the MLflow store cannot be opened (the error above)"]
     client = MlflowClient()
     failures = []
     stages = [(f"train@{model}", model, metric) for model, metric in MODELS.items()]
     for stage, model, metric in stages + [("sweep@softmax_nn", "softmax_nn", "test_accuracy")]:
-        runs = tracking.runs_of(client, experiment_id, model, stage=stage,
+        runs = tracking.runs_of(client, list(experiments.values()), model, stage=stage,
                                 order_by=["attributes.start_time DESC"], max_results=1)
         if not runs or runs[0].info.status != "FINISHED" or metric not in runs[0].data.metrics:
             failures.append(f"{stage}: latest MLflow run missing, unfinished or without {metric}")

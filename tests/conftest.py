@@ -90,9 +90,9 @@ class Trainable:
 def trainable(tiny_fashion, linear_data):
     """make(name, validation=0, **params) -> a fresh Trainable; `validation` rows of the training
     data are held out (seed 0) as a validation split; params override TRAIN_PARAMS."""
-    from regression.data import hold_out
+    from regression.data import REGRESSION, hold_out
     from regression.fashion_mnist import CLASSES
-    from regression.models import MODELS, REGRESSION
+    from regression.models import MODELS
     from regression.params import TrainParams
     from regression.training import as_splits, new_model
 

@@ -13,6 +13,7 @@ import os
 import time
 
 from regression import stage
+from regression.params import read_yaml
 from regression.tracking import ModelRun
 
 
@@ -21,7 +22,8 @@ def main(params, args):
         print("ready", flush=True)
         while not os.path.exists(args.go_file):
             time.sleep(0.005)
-    data = {"name": "fake", "digest": "0" * 32, "datasets": {}}
+    dataset = read_yaml("params.yaml")["train"][args.model]["dataset"]  # its experiment's dataset
+    data = {"name": dataset, "digest": "0" * 32, "datasets": {}}
     began = time.time()
     run = ModelRun.start(args.model, {"model": args.model}, data, args.epochs)
     print(f"started {run.run_id} {began:.6f} {time.time():.6f}", flush=True)

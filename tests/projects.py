@@ -26,7 +26,6 @@ from mlflow import MlflowClient
 from idx_files import write_tiny_fashion_mnist
 from regression.params import read_yaml
 from regression.tracking.postgres import stop_process
-from regression.tracking.store import DEFAULT_EXPERIMENT
 
 PROJECT = Path(__file__).resolve().parents[1]
 COPIED = ["dvc.yaml", "params.yaml", "stages", "src", "Makefile", "requirements.txt", "requirements.lock",
@@ -147,10 +146,12 @@ def store_uri(project: Path) -> str:
     return f"sqlite:///{project / 'mlflow.db'}"
 
 
-def runs_by_model(client: MlflowClient, experiment: str = DEFAULT_EXPERIMENT) -> dict:
-    """{model: [runs of its train stage, oldest first]} of the experiment (sweeps left out)."""
-    found = client.get_experiment_by_name(experiment)
-    runs = client.search_runs([found.experiment_id], order_by=["attributes.start_time ASC"])
+def runs_by_model(client: MlflowClient, experiment: str | None = None) -> dict:
+    """{model: [runs of its train stage, oldest first]} of the experiment named, else of every
+    experiment of the store (sweeps left out)."""
+    found = ([client.get_experiment_by_name(experiment)] if experiment
+             else client.search_experiments())
+    runs = client.search_runs([e.experiment_id for e in found], order_by=["attributes.start_time ASC"])
     by_model = {}
     for r in runs:
         if r.data.tags.get("dvc.stage", "train@").startswith("train@") and "model" in r.data.tags:
@@ -237,24 +238,29 @@ def project_copy(reproduced, tmp_path):
 
 
 # Four queued DVC experiments of softmax_nn, each with its own learning rate (none is
-# params.yaml's 0.05, so every run name shows its lr), run by DVC's queue on 2 workers.
+# params.yaml's 0.05, so every run name shows its lr), and one of the linear model, run by
+# DVC's queue on 2 workers.
 SWEEP_LEARNING_RATES = ("0.1", "0.2", "0.3", "0.4")
+LINEAR_LEARNING_RATE = "0.1"
 
 
-def queue_experiments(project: Path, uri: str, experiment: str) -> str:
-    """Queue the four experiments in `project` and run them (`dvc exp run --run-all -j 2`) against
+def queue_experiments(project: Path, uri: str) -> str:
+    """Queue the five experiments in `project` and run them (`dvc exp run --run-all -j 2`) against
     the store `uri`; the output."""
-    env = environment(PYTHONPATH="src", MLFLOW_TRACKING_URI=uri, MLFLOW_EXPERIMENT_NAME=experiment)
+    env = environment(PYTHONPATH="src", MLFLOW_TRACKING_URI=uri)
     queued = run(project, "dvc", "exp", "run", "--queue", "train@softmax_nn",
                  "-S", "prepare.validation_size=100", "-S", "train.softmax_nn.epochs=2",
                  "-S", f"train.softmax_nn.lr={','.join(SWEEP_LEARNING_RATES)}", env=env)
+    queued_linear = run(project, "dvc", "exp", "run", "--queue", "train@linear",
+                        "-S", f"train.linear.lr={LINEAR_LEARNING_RATE}", env=env)
     ran = run(project, "dvc", "exp", "run", "--run-all", "-j", "2", env=env, timeout=900)
-    return queued.stdout + ran.stdout + ran.stderr
+    return queued.stdout + queued_linear.stdout + ran.stdout + ran.stderr
 
 
 @pytest.fixture(scope="session")
 def swept(reproduced, tmp_path_factory):
-    """A copy of the reproduced project after four queued experiments into a new sqlite store that
-    had no `mlflow.db` before: (path, their output). Its store holds the 4 runs of softmax_nn."""
+    """A copy of the reproduced project after five queued experiments into a new sqlite store that
+    had no `mlflow.db` before: (path, their output). Its store holds 4 runs of softmax_nn in the
+    experiment of Fashion-MNIST and one of linear in that of the synthetic data."""
     path = copy_of(reproduced[0], tmp_path_factory.mktemp("swept") / "project")
-    return path, queue_experiments(path, store_uri(path), "sweep-sqlite")
+    return path, queue_experiments(path, store_uri(path))

@@ -53,10 +53,30 @@ def test_make_run_ends_with_each_models_metrics_and_run(reproduced):
         assert {"test_loss"} <= set(shown) and ("test_accuracy" in shown) == ("test_accuracy" in metrics)
         [r] = by_model[model]
         assert run_part.strip() == f"run '{r.info.run_name}'"  # finished: no status shown
-    experiment = client.get_experiment_by_name("regression-lesson").experiment_id
-    link, more = output.splitlines()[-2:]
-    assert f"/#/experiments/{experiment}/runs?" in link
+    heading, *links, more = output.splitlines()[-4:]
+    assert heading.startswith("MLflow (make ui)"), output
+    for link, dataset in zip(links, ("synthetic", "fashion-mnist")):  # linear first, as in params.yaml
+        experiment = client.get_experiment_by_name(f"regression-lesson/{dataset}").experiment_id
+        assert link.split()[0] == dataset and f"/#/experiments/{experiment}/runs?" in link, link
     assert all(command in more for command in ("make compare", "make exps", "dvc plots show")), more
+
+
+def test_each_dataset_has_its_own_experiment(reproduced):
+    """The linear model's MSE and the softmax models' cross-entropy are both train_loss and
+    test_loss: each dataset's runs (a sweep's trials too) are in an experiment of their own, so
+    no chart of MLflow's UI puts the two kinds of loss together."""
+    path, _, _ = reproduced
+    client = MlflowClient(store_uri(path))
+    dataset_of = {model: section["dataset"] for model, section in
+                  yaml.safe_load((path / "params.yaml").read_text())["train"].items()}
+    found: dict[str, list] = {}
+    for experiment in client.search_experiments():
+        for r in client.search_runs([experiment.experiment_id]):
+            model = r.data.tags.get("model") or r.data.tags["sweep.model"]
+            found.setdefault(experiment.name, []).append(dataset_of[model])
+    assert {name: set(datasets) for name, datasets in found.items()} == {
+        "regression-lesson/synthetic": {"synthetic"}, "regression-lesson/fashion-mnist": {"fashion-mnist"}}
+    assert len(found["regression-lesson/fashion-mnist"]) > 2, found  # the sweep's runs are there too
 
 
 def compare_rows(output: str, model: str) -> list[dict[str, str]]:
@@ -83,9 +103,9 @@ def test_make_compare_lists_every_swept_run_with_its_metrics(swept):
     DVC experiment, changed params and status. (The tiny data gives the runs equal accuracies:
     the ranking is checked on runs made to differ, below.)"""
     path, _ = swept
-    env = environment(MLFLOW_TRACKING_URI=store_uri(path), MLFLOW_EXPERIMENT_NAME="sweep-sqlite")
+    env = environment(MLFLOW_TRACKING_URI=store_uri(path))
     output = make(path, "compare", "MODEL=softmax_nn", env=env)
-    runs = runs_by_model(MlflowClient(store_uri(path)), "sweep-sqlite")["softmax_nn"]
+    runs = runs_by_model(MlflowClient(store_uri(path)))["softmax_nn"]
     assert f"softmax_nn: {len(runs)} runs" in output, output
     rows = compare_rows(output, "softmax_nn")
     by_experiment = {r.data.tags["dvc.experiment"]: r for r in runs}

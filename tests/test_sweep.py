@@ -163,7 +163,7 @@ def run_sweep(project: Path, workers: int | None = None, scheduler: str | None =
 def sweep_runs(project: Path) -> tuple[object, list]:
     """The sweep's parent run and its child runs in the project's store."""
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("regression-lesson")
+    experiment = client.get_experiment_by_name("regression-lesson/fashion-mnist")
     runs = client.search_runs([experiment.experiment_id], run_view_type=3)
     [parent] = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     return parent, [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]

@@ -118,7 +118,7 @@ def test_parallel_first_use_of_a_new_store_loses_no_run(folder):
     assert began < ended, f"the stages did not overlap (setups: {setups}): nothing raced"
     found = runs(store(folder))
     assert len(found) == 4 and {r.info.status for r in found} == {"FINISHED"}
-    assert len(MlflowClient(store(folder)).search_experiments()) == 2  # Default and the project's
+    assert len(MlflowClient(store(folder)).search_experiments()) == 2  # Default and the synthetic data's
 
 
 def test_an_experiment_another_stage_creates_first_is_the_one_used(folder, monkeypatch):
@@ -128,7 +128,7 @@ def test_an_experiment_another_stage_creates_first_is_the_one_used(folder, monke
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store(folder))
     monkeypatch.chdir(folder)
-    first = open_experiment()
+    first = open_experiment("fashion-mnist")
     lookups = []
     real_lookup = mlflow.get_experiment_by_name
 
@@ -137,7 +137,7 @@ def test_an_experiment_another_stage_creates_first_is_the_one_used(folder, monke
         return None if len(lookups) == 1 else real_lookup(name)
 
     monkeypatch.setattr(mlflow, "get_experiment_by_name", not_yet_created_on_first_lookup)
-    assert open_experiment() == first
+    assert open_experiment("fashion-mnist") == first
     assert len(lookups) == 2
 
 
@@ -354,7 +354,7 @@ def test_store_lock_serialises_setup(folder, monkeypatch):
     lock = FileLock(f"{folder / 'mlflow.db'}.lock")
     lock.acquire()
     done = threading.Event()
-    thread = threading.Thread(target=lambda: (open_experiment(), done.set()))
+    thread = threading.Thread(target=lambda: (open_experiment("fashion-mnist"), done.set()))
     thread.start()
     try:
         assert not done.wait(1.5)

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from regression import PipelineError
-from regression.models import CLASSIFICATION, MODELS
+from regression.data import CLASSIFICATION
+from regression.models import MODELS
 from regression.training import TrainingDiverged, as_splits, features, minibatches
 
 MODEL_NAMES = ["linear", "softmax_scratch", "softmax_nn"]

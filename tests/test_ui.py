@@ -1,9 +1,10 @@
 """The MLflow UI: the lesson's saved view, the links to it, and the UI on real runs in a browser.
 
 The end-to-end test takes the store of the shared sweep (four queued experiments of softmax_nn,
-each with its own learning rate: tests/projects.py `swept`), serves it with `mlflow ui`, and
-opens the run list in the lesson's view, its chart view and the compare view of three runs in
-headless Chromium (tests/browser.py). Screenshots land in tests/output/ui/.
+each with its own learning rate, and one of linear: tests/projects.py `swept`), serves it with
+`mlflow ui`, and opens the Fashion-MNIST experiment's run list in the lesson's view, its chart
+view and the compare view of three runs, and the synthetic data's chart view, in headless
+Chromium (tests/browser.py). Screenshots land in tests/output/ui/.
 """
 
 import json
@@ -16,13 +17,25 @@ import pytest
 from mlflow import MlflowClient
 
 from browser import Browser, find_chromium
-from projects import (BIN, PROJECT, SWEEP_LEARNING_RATES, environment, free_port, runs_by_model, stop,
-                      store_uri, wait_for_http)
-from regression.tracking.store import EXPERIMENT_TAGS, VIEW_TAG, lesson_view, open_experiment
+from projects import (
+    BIN,
+    LINEAR_LEARNING_RATE,
+    PROJECT,
+    SWEEP_LEARNING_RATES,
+    environment,
+    free_port,
+    runs_by_model,
+    stop,
+    store_uri,
+    wait_for_http,
+)
+from regression.data import CLASSIFICATION, REGRESSION
+from regression.tracking.naming import EXPERIMENT_PREFIX
+from regression.tracking.store import VIEW_TAG, experiment_tags, lesson_view, open_experiment
 from regression.tracking.ui import compare_url, run_list_url
 
 OUTPUT = Path(__file__).with_name("output") / "ui"
-SWEPT_EXPERIMENT = "sweep-sqlite"  # the experiment the shared sweep records into
+FASHION, SYNTHETIC = f"{EXPERIMENT_PREFIX}/fashion-mnist", f"{EXPERIMENT_PREFIX}/synthetic"  # the experiments
 PAGE_SECONDS = 60  # for a page to show its data; it takes 2-5 s
 LR, TEST_ACCURACY, RUN_NAME = "params.`lr`", "metrics.`test_accuracy`", "attributes.`Run Name`"
 VIEW_PICKER = '[data-component-id="mlflow.experiment_page.saved_views.trigger"]'
@@ -54,13 +67,20 @@ PLOT_DRAWN = "document.querySelector('.js-plotly-plot .parcoords')"
 CHART_TITLES = """[...document.querySelectorAll('[data-testid="experiment-view-compare-runs-card"]')]
   .map(card => card.innerText.split('\\n')[0].trim())"""
 CHARTS_DRAWN = "document.querySelectorAll('.js-plotly-plot').length"
+# The chart view's charts: {metric: the names of the runs its legend lists, as "<run name> (<metric>)"}.
+CHART_RUNS = """Object.fromEntries(
+  [...document.querySelectorAll('[data-testid="experiment-view-compare-runs-card"]')].map(card => {
+    const lines = card.innerText.split('\\n').map(line => line.trim()), title = lines[0];
+    const legend = lines.filter(line => line.endsWith(` (${title})`));
+    return [title, legend.map(line => line.slice(0, -title.length - 3))];
+  }))"""
 
 
 # The saved view and the links
 
 
-def view_name() -> str:
-    return json.loads(EXPERIMENT_TAGS[VIEW_TAG])["name"]
+def view_name(task: str = CLASSIFICATION) -> str:
+    return json.loads(lesson_view(task)[VIEW_TAG])["name"]
 
 
 def view_state(tag: str) -> dict:
@@ -74,24 +94,37 @@ def column(name: str) -> tuple[str, str]:
     return kind, key.strip("`")
 
 
-def test_every_store_gets_the_same_saved_view(tmp_path):
-    """Two stores set up by two processes, at two moments, hold the same view, byte for byte."""
-    tags = []
+def test_every_store_gets_the_same_saved_views(tmp_path):
+    """Two stores set up by two processes, at two moments, hold the same views, byte for byte:
+    the classifiers' in the experiment of Fashion-MNIST, the regressor's in that of the synthetic data."""
+    views = []
     for name in ("a", "b"):
         uri = f"sqlite:///{tmp_path / name / 'mlflow.db'}"
-        set_up = "from regression.tracking import open_experiment; open_experiment()"
+        set_up = ("from regression.tracking.store import open_experiments; "
+                  "open_experiments(['synthetic', 'fashion-mnist'])")
         subprocess.run([str(BIN / "python"), "-c", set_up],
                        env=environment(PYTHONPATH=str(PROJECT / "src"), MLFLOW_TRACKING_URI=uri), check=True)
-        [experiment] = [e for e in MlflowClient(uri).search_experiments() if VIEW_TAG in e.tags]
-        tags.append(experiment.tags[VIEW_TAG])
-    assert tags[0] == tags[1]
-    assert json.loads(tags[0])["name"] == view_name()
+        views.append({e.name: e.tags[VIEW_TAG] for e in MlflowClient(uri).search_experiments()
+                      if VIEW_TAG in e.tags})
+    assert views[0] == views[1]
+    assert {name: json.loads(tag)["name"] for name, tag in views[0].items()} == {
+        FASHION: view_name(CLASSIFICATION), SYNTHETIC: view_name(REGRESSION)}
+
+
+def test_one_experiment_for_every_dataset_when_mlflow_experiment_name_is_set(tmp_path, monkeypatch):
+    """MLFLOW_EXPERIMENT_NAME, as in MLflow, names the one experiment every run goes to."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "mine")
+    assert open_experiment("synthetic") == open_experiment("fashion-mnist")
+    [experiment] = [e for e in MlflowClient(uri).search_experiments() if e.name != "Default"]
+    assert experiment.name == "mine" and json.loads(experiment.tags[VIEW_TAG])["name"] == view_name()
 
 
 def test_run_list_link_names_the_view_the_store_holds(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    experiment = open_experiment()
+    experiment = open_experiment("fashion-mnist")
     page, _, query = run_list_url("http://127.0.0.1:5000/", experiment).partition("?")
     assert page == f"http://127.0.0.1:5000/#/experiments/{experiment}/runs"
     [key] = parse_qs(query)["viewStateShareKey"]
@@ -109,14 +142,15 @@ def test_opening_the_experiment_saves_the_view_once_and_keeps_the_users(tmp_path
     """A view changed in the UI ("Override saved view") stays; a deleted one comes back."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    experiment = open_experiment()
-    assert client.get_experiment(experiment).tags[VIEW_TAG] == EXPERIMENT_TAGS[VIEW_TAG]
+    experiment = open_experiment("fashion-mnist")
+    saved = experiment_tags("fashion-mnist")[VIEW_TAG]
+    assert client.get_experiment(experiment).tags[VIEW_TAG] == saved
     client.set_experiment_tag(experiment, VIEW_TAG, "the user's own")
-    assert open_experiment() == experiment
+    assert open_experiment("fashion-mnist") == experiment
     assert client.get_experiment(experiment).tags[VIEW_TAG] == "the user's own"
     client.delete_experiment_tag(experiment, VIEW_TAG)
-    open_experiment()
-    assert client.get_experiment(experiment).tags[VIEW_TAG] == EXPERIMENT_TAGS[VIEW_TAG]
+    open_experiment("fashion-mnist")
+    assert client.get_experiment(experiment).tags[VIEW_TAG] == saved
 
 
 # The UI in a browser, on runs the pipeline made
@@ -136,29 +170,48 @@ def chromium() -> str:
 
 @pytest.fixture
 def lesson_runs(swept):
-    """The swept project and its runs: (path, {lr: run})."""
+    """The swept project and its runs of softmax_nn: (path, {lr: run})."""
     path, _ = swept
-    runs = runs_by_model(MlflowClient(store_uri(path)), SWEPT_EXPERIMENT)["softmax_nn"]
+    runs = runs_by_model(MlflowClient(store_uri(path)), FASHION)["softmax_nn"]
     return path, {r.data.params["lr"]: r for r in runs}
 
 
 @pytest.mark.slow
-def test_saved_view_shows_what_the_runs_record_best_test_accuracy_first(lesson_runs):
-    """Every column of the view is a param or metric each swept run (validation split held out)
-    has, and the view's sort puts the run of best test accuracy first."""
-    path, runs = lesson_runs
-    experiment = MlflowClient(store_uri(path)).get_experiment_by_name(SWEPT_EXPERIMENT)
+def test_each_experiment_holds_one_datasets_runs(swept):
+    """The linear model's MSE and the softmax models' cross-entropy never share a chart: the
+    swept runs of softmax_nn are all in Fashion-MNIST's experiment, the linear one in the
+    synthetic data's, and nothing else is in either."""
+    path, _ = swept
+    client = MlflowClient(store_uri(path))
+    in_experiment = {name: {model: [r.data.params["lr"] for r in runs]
+                            for model, runs in runs_by_model(client, name).items()}
+                     for name in (FASHION, SYNTHETIC)}
+    assert {name: {model: sorted(lrs) for model, lrs in models.items()}
+            for name, models in in_experiment.items()} == {
+        FASHION: {"softmax_nn": sorted(SWEEP_LEARNING_RATES)}, SYNTHETIC: {"linear": [LINEAR_LEARNING_RATE]}}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, best", [(FASHION, ("test_accuracy", max)), (SYNTHETIC, ("test_loss", min))])
+def test_saved_view_shows_what_the_runs_record_best_first(swept, name, best):
+    """Every column of each experiment's view is a param or metric each of its runs has (the
+    softmax runs with a validation split held out; the linear run, no accuracy), and the view's
+    sort puts the best run first: best test accuracy, or for the linear model lowest test loss."""
+    path, _ = swept
+    client = MlflowClient(store_uri(path))
+    experiment = client.get_experiment_by_name(name)
+    runs = [r for group in runs_by_model(client, name).values() for r in group]
     state = view_state(experiment.tags[VIEW_TAG])
-    for r in runs.values():
+    for r in runs:
         recorded = {"params": r.data.params, "metrics": r.data.metrics}
         missing = [name for name in state["selectedColumns"]
                    if column(name)[1] not in recorded[column(name)[0]]]
         assert not missing, f"the view shows {missing}, which run {r.info.run_name} does not have"
     kind, key = column(state["orderByKey"])
     assert kind == "metrics" and state["orderByKey"] in state["selectedColumns"]
-    ordered = sorted(runs.values(), key=lambda r: r.data.metrics[key], reverse=not state["orderByAsc"])
-    best = max(r.data.metrics["test_accuracy"] for r in runs.values())
-    assert ordered[0].data.metrics["test_accuracy"] == best
+    ordered = sorted(runs, key=lambda r: r.data.metrics[key], reverse=not state["orderByAsc"])
+    metric, pick = best
+    assert ordered[0].data.metrics[metric] == pick(r.data.metrics[metric] for r in runs)
 
 
 @pytest.fixture
@@ -193,7 +246,7 @@ def load(browser: Browser, url: str, ready: str, screenshot: str, height: int = 
 @pytest.mark.slow
 def test_ui_shows_the_runs_in_the_lesson_view_and_compares_them(chromium, lesson_runs, mlflow_ui):
     path, runs = lesson_runs
-    experiment = MlflowClient(store_uri(path)).get_experiment_by_name(SWEPT_EXPERIMENT)
+    experiment = MlflowClient(store_uri(path)).get_experiment_by_name(FASHION)
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     names = {lr: r.info.run_name for lr, r in runs.items()}
     assert set(names) == set(SWEEP_LEARNING_RATES)
@@ -225,6 +278,17 @@ def test_ui_shows_the_runs_in_the_lesson_view_and_compares_them(chromium, lesson
                       height=1400)
         titles = set(charts.evaluate(CHART_TITLES))
         assert {"test_accuracy", "test_loss", "train_loss", "train_accuracy"} <= titles, titles
+        # Each chart of Fashion-MNIST's experiment has a line per softmax run, and none of the linear
+        # model's: its squared errors (up to 15) would flatten the cross-entropies (about 0.5).
+        legends = {title: sorted(shown) for title, shown in charts.evaluate(CHART_RUNS).items()}
+        assert legends == dict.fromkeys(titles, sorted(names.values())), legends
+        linear = runs_by_model(MlflowClient(store_uri(path)), SYNTHETIC)["linear"]
+        synthetic = MlflowClient(store_uri(path)).get_experiment_by_name(SYNTHETIC).experiment_id
+        charts = load(browser, run_list_url(mlflow_ui, synthetic, charts=True),
+                      f"{CHART_TITLES}.includes('test_loss') && {CHARTS_DRAWN} >= 2",
+                      "run-charts-synthetic.png")
+        linear_names = [r.info.run_name for r in linear]
+        assert charts.evaluate(CHART_RUNS) == {"test_loss": linear_names, "train_loss": linear_names}
 
         compared = SWEEP_LEARNING_RATES[:3]
         ids = [runs[lr].info.run_id for lr in compared]

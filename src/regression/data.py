@@ -20,7 +20,10 @@ import numpy as np
 from regression import PipelineError
 from regression.files import json_bytes, write_folder_atomic
 
-DATASETS = ("synthetic", "fashion-mnist")  # the dataset folders under data/ that a model can learn from
+REGRESSION, CLASSIFICATION = "regression", "classification"
+# The dataset folders under data/ that a model can learn from, and the task each poses: which
+# metrics its models report, and so the MLflow experiment and saved view their runs get.
+DATASETS = {"synthetic": REGRESSION, "fashion-mnist": CLASSIFICATION}
 SPLITS = ("train", "val", "test")  # val: held out from train, to choose settings on
 META = "meta.json"
 

@@ -1,8 +1,9 @@
 """The model table, the three models, and the softmax and cross-entropy written by hand.
 
-`MODELS` is the one place that says, for each model, the data it learns from, its task (and so
-whether it classifies), how it is built, its loss and how it steps; training, evaluation, the
-report, the train stage's params check and the served model read these fields. A model's
+`MODELS` is the one place that says, for each model, the data it learns from (and so its task,
+which `data.DATASETS` gives: whether it classifies), how it is built, its loss and how it
+steps; training, evaluation, the report, the train stage's params check and the served model
+read these fields. A model's
 shape is its `ModelConfig`, saved with its weights (`model_bytes`), so that anything can
 rebuild it from the file alone (`load_model`). How it starts (`init_std`, the seed) is
 training's business: `initialise_`.
@@ -20,8 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from regression import PipelineError
-
-REGRESSION, CLASSIFICATION = "regression", "classification"
+from regression.data import CLASSIFICATION, DATASETS
 
 
 @dataclass(frozen=True)
@@ -114,10 +114,14 @@ class SoftmaxRegressionScratch(nn.Module):
 @dataclass(frozen=True)
 class ModelSpec:
     dataset: str       # the folder under data/ it learns from (params' `dataset` must agree)
-    task: str          # REGRESSION or CLASSIFICATION: which metrics and answers it gives
     build: Callable[[ModelConfig], nn.Module]
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # per-example loss
     sgd_by_hand: bool  # summed loss and a hand-written SGD step, or mean loss and optim.SGD
+
+    @property
+    def task(self) -> str:
+        """REGRESSION or CLASSIFICATION, as its dataset poses: which metrics and answers it gives."""
+        return DATASETS[self.dataset]
 
     @property
     def classifies(self) -> bool:
@@ -131,11 +135,11 @@ class ModelSpec:
 
 
 MODELS = {
-    "linear": ModelSpec("synthetic", REGRESSION, LinearRegression,
+    "linear": ModelSpec("synthetic", LinearRegression,
                         partial(F.mse_loss, reduction="none"), sgd_by_hand=False),
-    "softmax_scratch": ModelSpec("fashion-mnist", CLASSIFICATION, SoftmaxRegressionScratch,
+    "softmax_scratch": ModelSpec("fashion-mnist", SoftmaxRegressionScratch,
                                  cross_entropy, sgd_by_hand=True),
-    "softmax_nn": ModelSpec("fashion-mnist", CLASSIFICATION, SoftmaxRegression,
+    "softmax_nn": ModelSpec("fashion-mnist", SoftmaxRegression,
                             partial(F.cross_entropy, reduction="none"), sgd_by_hand=False),
 }
 

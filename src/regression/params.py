@@ -90,7 +90,7 @@ class SamplesParams(_Section):
 
 
 class TrainParams(_Section):
-    dataset: Literal[DATASETS]
+    dataset: Literal[tuple(DATASETS)]
     seed: Seed
     lr: PositiveFloat
     batch_size: PositiveInt

@@ -18,7 +18,7 @@ from regression.params import read_yaml
 from regression.tracking.naming import CHANGED_TAG, MODEL_TAG, runs_of, where_from
 from regression.tracking.registry import rank_key
 from regression.tracking.store import is_server, opened, tracking_uri
-from regression.tracking.ui import local_ui_url, run_list_url
+from regression.tracking.ui import local_ui_url, run_list_links
 
 WIDTH = 120
 
@@ -49,9 +49,9 @@ def table(runs) -> list[str]:
     return [line.rstrip() for line in lines]
 
 
-def compare(client, experiment_id: str, model: str | None, limit: int) -> list[str]:
+def compare(client, experiment_ids: list[str], model: str | None, limit: int) -> list[str]:
     by_model: dict[str, list] = {}
-    for run in runs_of(client, experiment_id, model, max_results=5000):
+    for run in runs_of(client, experiment_ids, model, max_results=5000):
         if MODEL_TAG in run.data.tags:  # a sweep's trials are shown by the UI, under their sweep
             by_model.setdefault(run.data.tags[MODEL_TAG], []).append(run)
     lines = []
@@ -69,9 +69,9 @@ def metrics_file(model: str, stage: str = "train") -> Path:
     return Path(template.replace("${key}", model))
 
 
-def summary(client, experiment_id: str, uri: str) -> list[str]:
+def summary(client, experiments: dict[str, str], uri: str) -> list[str]:
     """One line per model stage of params.yaml (train, then sweep): the metrics this workspace's
-    pipeline produced, and its run."""
+    pipeline produced, and its run; then a link to each experiment ({dataset: id})."""
     lines, params = [], read_yaml("params.yaml")
     for stage in ("train", "sweep"):
         for model in params.get(stage, {}):
@@ -80,7 +80,7 @@ def summary(client, experiment_id: str, uri: str) -> list[str]:
             # w and b say how good the fit is: their errors would only push the run off the line
             shown = ", ".join(f"{k} {number(v)}" for k, v in metrics.items()
                               if isinstance(v, float) and not k.endswith("_err"))
-            runs = runs_of(client, experiment_id, model, stage=f"{stage}@{model}", max_results=1,
+            runs = runs_of(client, list(experiments.values()), model, stage=f"{stage}@{model}", max_results=1,
                            order_by=["attributes.start_time DESC"])
             run = "no MLflow run" if not runs else f"run '{runs[0].info.run_name}'" + (
                 "" if runs[0].info.status == "FINISHED" else f" {runs[0].info.status}")
@@ -88,7 +88,8 @@ def summary(client, experiment_id: str, uri: str) -> list[str]:
             lines.append(f"{label:16} {shown or 'no metrics yet'}; {run}")
     local = not is_server(uri)  # shown by `make ui`; a server shows its own UI
     where = "MLflow (make ui)" if local else "MLflow"
-    lines.append(f"{where}: {run_list_url(local_ui_url() if local else uri, experiment_id)}")
+    lines.append(f"{where}, an experiment per dataset:")
+    lines += run_list_links(local_ui_url() if local else uri, experiments)
     lines.append("More: make compare (the runs, best first), make exps (DVC's experiments), "
                  "dvc plots show (the charts)")
     return [line if len(line) <= WIDTH else line[:WIDTH - 1] + "…" for line in lines]
@@ -100,13 +101,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=20, help="runs shown per model (default 20)")
     parser.add_argument("--summary", action="store_true", help="one line per model, and the UI link")
     args = parser.parse_args(argv)
-    if (experiment_id := opened()) is None:
+    if (experiments := opened()) is None:
         return 1
     from mlflow import MlflowClient
 
     client = MlflowClient()
-    lines = (summary(client, experiment_id, tracking_uri()) if args.summary
-             else compare(client, experiment_id, args.model, args.limit))
+    lines = (summary(client, experiments, tracking_uri()) if args.summary
+             else compare(client, list(experiments.values()), args.model, args.limit))
     print("\n".join(lines))
     return 0
 

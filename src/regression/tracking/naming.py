@@ -1,9 +1,12 @@
-"""What a model stage's run is called and tagged, and the name its model is registered under.
+"""What a model stage's run is called and tagged, its experiment, and its model's registered name.
 
-A run is named after its model and what makes it different: inside `dvc exp run`, the params
-that differ from the committed params.yaml and the DVC experiment, else the commit. Its tags tie
-it to DVC and git; `runs_of` finds a model's runs by them. Its model is registered as a new
-version of `<dataset>-<model>` (`registered_name`).
+A run goes to the experiment of its dataset (`experiment_name`): the linear model's MSE and the
+softmax models' cross-entropy are both `train_loss`/`test_loss`, and an experiment per dataset
+keeps each chart of MLflow's UI to one kind of loss. A run is named after its model and what
+makes it different: inside `dvc exp run`, the params that differ from the committed params.yaml
+and the DVC experiment, else the commit. Its tags tie it to DVC and git; `runs_of` finds a
+model's runs by them. Its model is registered as a new version of `<dataset>-<model>`
+(`registered_name`).
 """
 
 import os
@@ -16,6 +19,18 @@ CHANGED_TAG, COMMIT_TAG = "dvc.changed_params", "mlflow.source.git.commit"
 HOST_TAG, PID_TAG = "process.host", "process.pid"
 STATUS_REASON_TAG = "mlflow.runStatusReason"
 RUN_NAME_TAG = "run_name"  # a registered model version's: the run it came from
+EXPERIMENT_PREFIX = "regression-lesson"
+
+
+def experiment_name(dataset: str) -> str:
+    """The experiment a dataset's runs go to: `regression-lesson/<dataset>`, or, as MLflow does,
+    MLFLOW_EXPERIMENT_NAME if set (one experiment for every run)."""
+    return os.environ.get("MLFLOW_EXPERIMENT_NAME") or f"{EXPERIMENT_PREFIX}/{dataset}"
+
+
+def model_datasets(params: dict) -> dict[str, str]:
+    """{model: the dataset it learns from}, for each model of params.yaml's `train` section."""
+    return {model: section["dataset"] for model, section in params.get("train", {}).items()}
 
 
 def registered_name(dataset: str, model: str) -> str:
@@ -23,14 +38,14 @@ def registered_name(dataset: str, model: str) -> str:
     return f"{dataset}-{model}"
 
 
-def runs_of(client, experiment_id: str, model: str | None, status: str | None = None, stage: str | None = None,
-            **search) -> list:
-    """The runs of `model` (every model's if None), with `status` and made by the DVC `stage`
-    (`train@softmax_nn`, `sweep@softmax_nn`) if given; `search` as MlflowClient's."""
+def runs_of(client, experiment_ids: list[str], model: str | None, status: str | None = None,
+            stage: str | None = None, **search) -> list:
+    """The runs of `model` (every model's if None) in the experiments, with `status` and made by
+    the DVC `stage` (`train@softmax_nn`, `sweep@softmax_nn`) if given; `search` as MlflowClient's."""
     query = [f"tags.{MODEL_TAG} = '{model}'"] if model else []
     query += [f"attributes.status = '{status}'"] if status else []
     query += [f"tags.`{STAGE_TAG}` = '{stage}'"] if stage else []
-    return client.search_runs([experiment_id], " and ".join(query), **search)
+    return client.search_runs(list(dict.fromkeys(experiment_ids)), " and ".join(query), **search)
 
 
 def git(*args: str) -> str | None:

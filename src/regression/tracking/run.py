@@ -1,10 +1,12 @@
 """The one MLflow run of a model stage: started, fed each epoch, given the model, then ended.
 
-`ModelRun.start` opens the store, marks this model's orphaned runs (`mark_orphaned_runs`), and
-starts a run named and tagged as `naming` says, with the stage's params and its datasets (each
-split of the dataset folder, with the data's digest). `log_epoch` records each epoch's metrics;
-`finish` logs the model (`served`), links the last epoch's metrics to it and its datasets,
-attaches the evaluation files and registers the model (`naming.registered_name`).
+`ModelRun.start` opens the store and the dataset's experiment, marks this model's orphaned runs
+(`open_for`), and starts a run named and tagged as `naming` and `stage_tags` say, with the
+stage's params and its datasets (each split of the dataset folder, with the data's digest).
+`log_epoch` records each epoch's metrics; `finish` logs the model (`served`), links the last
+epoch's metrics to it and its datasets, attaches the evaluation files and registers the model
+(`naming.registered_name`). A sweep's runs (`sweep.py`) are opened, tagged, ended and given
+their model by the same functions.
 """
 
 import os
@@ -73,7 +75,7 @@ def mark_orphaned_runs(client, experiment: str, model: str) -> list[str]:
 
     host = socket.gethostname()
     marked = []
-    for run in runs_of(client, experiment, model, status="RUNNING"):
+    for run in runs_of(client, [experiment], model, status="RUNNING"):
         tags = run.data.tags
         if tags.get(HOST_TAG) != host or not tags.get(PID_TAG, "").isdigit():
             continue
@@ -89,6 +91,49 @@ def mark_orphaned_runs(client, experiment: str, model: str) -> list[str]:
             client.set_terminated(run.info.run_id, "KILLED")
             marked.append(run.info.run_id)
     return marked
+
+
+def open_for(model: str, dataset: str):
+    """Open the store and the dataset's experiment, and mark `model`'s orphaned runs there:
+    (client, experiment id), for a model stage (train or sweep) to start its runs in."""
+    experiment = open_experiment(dataset)
+    client = mlflow.MlflowClient()
+    for run_id in mark_orphaned_runs(client, experiment, model):
+        print(f"marked MLflow run {run_id} KILLED: its process had ended without ending it")
+    return client, experiment
+
+
+def stage_tags(model: str, stage_name: str, data: dict) -> dict[str, str]:
+    """The tags of a model stage's run: the model, the DVC stage, the data's digest, the process
+    (for `mark_orphaned_runs`), the git commit and DVC experiment if any, the numerics."""
+    commit, exp_name = git("rev-parse", "HEAD"), os.environ.get("DVC_EXP_NAME")
+    tags = {MODEL_TAG: model, STAGE_TAG: os.environ.get("DVC_STAGE", stage_name), DIGEST_TAG: data["digest"],
+            HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())} | numerics.describe()
+    tags |= {COMMIT_TAG: commit} if commit else {}
+    tags |= {EXPERIMENT_TAG: exp_name} if exp_name else {}
+    return tags
+
+
+def drop_process_tags(client, run_id: str) -> None:
+    """The process tags only find runs left RUNNING by a dead process (`mark_orphaned_runs`); on
+    an ended run they would be noise in the UI's comparison of runs."""
+    for key in (HOST_TAG, PID_TAG):
+        client.delete_tag(run_id, key)
+
+
+def log_served_model(model, config, model_file: Path, example, **log):
+    """Log the model to the active run as MLflow serves it (`served`, models-from-code with this
+    package beside it, pinned requirements), `example` its input example; `log` as log_model's.
+    Its ModelInfo."""
+    from regression.tracking.served import MODEL_ARTIFACT, signature
+
+    spare_mlflow_package_scan()
+    with warnings.catch_warnings():  # MLflow suggests type hints where a signature is given
+        warnings.simplefilter("ignore", UserWarning)
+        return mlflow.pyfunc.log_model(
+            name=config.kind, python_model=str(SERVING_CODE), artifacts={MODEL_ARTIFACT: str(model_file)},
+            code_paths=[str(PACKAGE)], signature=signature(model, config, example), input_example=example,
+            pip_requirements=model_requirements(), **log)
 
 
 class ModelRun:
@@ -113,18 +158,11 @@ class ModelRun:
         the dataset folder and `splits` the splits the model learns from and is scored on.
         """
         datasets = {split: split_dataset(data["name"], split, data["digest"], folder) for split in splits}
-        experiment = open_experiment()
-        client = mlflow.MlflowClient()
-        for run_id in mark_orphaned_runs(client, experiment, model):
-            print(f"marked MLflow run {run_id} KILLED: its process had ended without ending it")
-        exp_name, commit = os.environ.get("DVC_EXP_NAME"), git("rev-parse", "HEAD")
+        client, experiment = open_for(model, data["name"])
         changed = changed_params(read_yaml("params.yaml"), committed_params(), model)
-        tags = {MODEL_TAG: model, STAGE_TAG: os.environ.get("DVC_STAGE", f"train@{model}"),
-                DIGEST_TAG: data["digest"], HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()),
-                CHANGED_TAG: " ".join(f"{k}={v}" for k, v in changed.items())} | numerics.describe()
-        tags |= {COMMIT_TAG: commit} if commit else {}
-        tags |= {EXPERIMENT_TAG: exp_name} if exp_name else {}
-        name = run_name(model, changed, exp_name, commit)
+        tags = stage_tags(model, f"train@{model}", data)
+        tags[CHANGED_TAG] = " ".join(f"{k}={v}" for k, v in changed.items())
+        name = run_name(model, changed, tags.get(EXPERIMENT_TAG), tags.get(COMMIT_TAG))
         run_id = client.create_run(experiment, run_name=name, tags=tags | {
             "mlflow.note.content": description(model, params, changed, tags, data)}).info.run_id
         run = cls(run_id, name, tags, epochs, data, datasets)
@@ -150,10 +188,7 @@ class ModelRun:
         self.forget_on_interrupt()
         try:
             mlflow.end_run(status)
-            # The process tags only find runs left RUNNING by a dead process (`mark_orphaned_runs`);
-            # on an ended run they would be noise in the UI's comparison of runs.
-            for key in (HOST_TAG, PID_TAG):
-                mlflow.MlflowClient().delete_tag(self.run_id, key)
+            drop_process_tags(mlflow.MlflowClient(), self.run_id)
         except Exception:  # the store is gone: the next start of this stage marks the run
             pass
         print(f"MLflow run {self.run_id} {status}: {self.name}")
@@ -175,15 +210,7 @@ class ModelRun:
         """Log the model (answering as `served` says, `example` its input example), the last epoch's
         metrics linked to it (by split, with its dataset) and the evaluation `files`; register it as
         a new version of `<dataset>-<model>`, tagged with the headline `metrics`. That version."""
-        from regression.tracking.served import MODEL_ARTIFACT, signature
-
-        spare_mlflow_package_scan()
-        with warnings.catch_warnings():  # MLflow suggests type hints where a signature is given
-            warnings.simplefilter("ignore", UserWarning)
-            info = mlflow.pyfunc.log_model(
-                name=config.kind, python_model=str(SERVING_CODE), artifacts={MODEL_ARTIFACT: str(model_path)},
-                code_paths=[str(PACKAGE)], signature=signature(model, config, example), input_example=example,
-                pip_requirements=model_requirements(), step=self.epochs)
+        info = log_served_model(model, config, model_path, example, step=self.epochs)
         for split, dataset in self.datasets.items():
             scores = {k: v for k, v in self.last_record.items() if k.startswith(f"{split}_")}
             if scores:

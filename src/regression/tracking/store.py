@@ -1,4 +1,4 @@
-"""The tracking store: where it is, opening it with its experiment, its health, bounded HTTP.
+"""The tracking store: where it is, opening it with its experiments, its health, bounded HTTP.
 
 The store is `MLFLOW_TRACKING_URI` if set (e.g. an `mlflow server` over HTTP), else
 `mlflow.db` (sqlite) at the project root with artifacts in `mlartifacts/` beside it, both by
@@ -8,8 +8,8 @@ parallel stages (queued experiments on several workers) never race to set it up.
 asked for its health before any work, and every HTTP request is bounded (see `HTTP_BOUNDS`),
 so a missing or dying server fails a stage in seconds, not minutes.
 
-The experiment (`regression-lesson`, or `MLFLOW_EXPERIMENT_NAME`) opens in the UI's
-model-training view with the lesson's saved view of the run list (`lesson_view`).
+Each dataset's runs have their own experiment (`naming.experiment_name`), which opens in the
+UI's model-training view with the lesson's saved view of the run list for its task (`lesson_view`).
 """
 
 import json
@@ -20,9 +20,11 @@ import urllib.request
 from pathlib import Path
 
 from regression import PipelineError
+from regression.data import CLASSIFICATION, DATASETS
 from regression.headline import HEADLINE
+from regression.params import read_yaml
+from regression.tracking.naming import experiment_name, model_datasets
 
-DEFAULT_EXPERIMENT = "regression-lesson"
 # MLflow reads these per request; unset, a dead server costs minutes of retries.
 HTTP_BOUNDS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
                "MLFLOW_HTTP_REQUEST_TIMEOUT": "8"}
@@ -36,33 +38,41 @@ class TrackingError(PipelineError):
     """The tracking store cannot be reached, opened or written."""
 
 
-def lesson_view() -> dict[str, str]:
-    """The lesson's saved view of the run list in MLflow's UI, as the experiment tag holding it.
+def lesson_view(task: str) -> dict[str, str]:
+    """The lesson's saved view of the run list for a task's runs, as the experiment tag holding it.
 
     Which columns the run list shows, and its sort, live in the UI, not in the tracking API; a
     saved view ships them with the store. MLflow's UI keeps one as the tag
     `mlflow.sharedViewState.<key>`: a JSON envelope {name, createdAt, state} whose state is the
     UI's persisted state as a JSON string, naming columns as the UI does (params.`lr`,
     metrics.`test_accuracy`). The view is listed under "Views" above the run list;
-    `ui.run_list_url` links to it. val_accuracy shows only with a validation split.
+    `ui.run_list_url` links to it. val_accuracy shows only with a validation split; a
+    regressor's runs have no accuracy, and rank by lowest test loss.
     """
+    classifies = task == CLASSIFICATION
+    ranked_by = "test_accuracy" if classifies else "test_loss"  # the first headline metric every run has
     params = [f"params.`{key}`" for key in ("lr", "epochs", "batch_size", "seed")]
-    metrics = [f"metrics.`{key}`" for key in (*HEADLINE, "train_loss")]
+    metrics = [f"metrics.`{key}`" for key in (*HEADLINE, "train_loss") if classifies or "accuracy" not in key]
     run_name = "attributes.`Run Name`"
     state = {"selectedColumns": params + metrics,
-             "orderByKey": "metrics.`test_accuracy`", "orderByAsc": False,  # every run has test_accuracy
+             "orderByKey": f"metrics.`{ranked_by}`", "orderByAsc": HEADLINE[ranked_by] < 0,
              # the run name, the UI's created and duration columns, the params, the metrics; names
              # and metrics wider than the UI's default (else cut short), params narrower
              "columnOrder": [run_name, "runDateAndNestInfo", "duration", *params, *metrics],
              "columnWidths": {run_name: 260} | dict.fromkeys(params, 90) | dict.fromkeys(metrics, 120)}
-    envelope = {"name": "Lesson: key params and metrics, best test accuracy first",
+    best = "best test accuracy" if classifies else "lowest test loss"
+    envelope = {"name": f"Lesson: key params and metrics, {best} first",
                 "createdAt": 1_795_996_800_000,  # 2026-11-30 in ms: fixed, so every store gets the same tag
                 "state": json.dumps(state)}
     return {VIEW_TAG: json.dumps(envelope)}
 
 
-# The UI's model-training view, and the lesson's saved view (set only where missing: see experiment_id).
-EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"} | lesson_view()
+def experiment_tags(dataset: str) -> dict[str, str]:
+    """The tags of a dataset's experiment: the UI's model-training view, and the lesson's saved
+    view for its task (set only where missing: see experiment_id). One experiment for every
+    dataset (MLFLOW_EXPERIMENT_NAME) gets the classifiers' view, as the lesson's did."""
+    task = CLASSIFICATION if os.environ.get("MLFLOW_EXPERIMENT_NAME") else DATASETS[dataset]
+    return {"mlflow.experimentKind": "custom_model_development"} | lesson_view(task)
 
 
 def project_root(cwd: Path | None = None) -> Path:
@@ -115,8 +125,13 @@ def one_line(error: BaseException) -> str:
     return text[0][:300] if text else type(error).__name__
 
 
-def open_experiment() -> str:
-    """Point MLflow at the store (set up once, checked reachable) and the experiment; its id."""
+def open_experiment(dataset: str) -> str:
+    """Point MLflow at the store (set up once, checked reachable) and the dataset's experiment; its id."""
+    return open_experiments([dataset])[dataset]
+
+
+def open_experiments(datasets) -> dict[str, str]:
+    """Point MLflow at the store (set up once, checked reachable); {dataset: its experiment's id}."""
     for key, value in HTTP_BOUNDS.items():
         os.environ.setdefault(key, value)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -131,38 +146,39 @@ def open_experiment() -> str:
     mlflow.set_tracking_uri(uri)
     database = sqlite_path(uri)
     if database is None:
-        return experiment_id(uri)
+        return {dataset: experiment_id(uri, dataset) for dataset in datasets}
     from filelock import FileLock, Timeout
 
     database.parent.mkdir(parents=True, exist_ok=True)
     try:
         with FileLock(f"{database}.lock", timeout=STORE_LOCK_SECONDS):
-            return experiment_id(uri)
+            return {dataset: experiment_id(uri, dataset) for dataset in datasets}
     except Timeout:
         raise TrackingError(f"{database}: another process has held {database}.lock for "
                             f"{STORE_LOCK_SECONDS} s; if none is running, delete the lock file") from None
 
 
-def opened() -> str | None:
-    """For the commands: the experiment's id, or None once the reason has been printed as `error:`."""
+def opened() -> dict[str, str] | None:
+    """For the commands: {dataset: experiment id} for the datasets of params.yaml's models, or
+    None once the reason has been printed as `error:`."""
     try:
-        return open_experiment()
+        return open_experiments(dict.fromkeys(model_datasets(read_yaml("params.yaml")).values()))
     except TrackingError as error:
         print(f"error: {error}", file=sys.stderr)
         return None
 
 
-def experiment_id(uri: str) -> str:
-    """The id of the experiment (created if missing), with the tags the UI needs.
+def experiment_id(uri: str, dataset: str) -> str:
+    """The id of the dataset's experiment (created if missing), with the tags the UI needs.
 
-    EXPERIMENT_TAGS are set where they differ (the UI may guess another kind), but a saved view
-    only where missing: a view the user has overridden in the UI stays as they left it.
+    Its `experiment_tags` are set where they differ (the UI may guess another kind), but a saved
+    view only where missing: a view the user has overridden in the UI stays as they left it.
     """
     import mlflow
     from mlflow.exceptions import MlflowException
     from sqlalchemy.exc import SQLAlchemyError
 
-    name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
+    name, tags = experiment_name(dataset), experiment_tags(dataset)
     database = sqlite_path(uri)
     try:
         experiment = mlflow.get_experiment_by_name(name)
@@ -170,12 +186,12 @@ def experiment_id(uri: str) -> str:
             # An sqlite store keeps artifacts beside its file; a server decides for itself.
             location = (database.resolve().parent / "mlartifacts").as_uri() if database else None
             try:
-                experiment = mlflow.get_experiment(mlflow.create_experiment(name, location, EXPERIMENT_TAGS))
+                experiment = mlflow.get_experiment(mlflow.create_experiment(name, location, tags))
             except MlflowException:  # on a server, a stage on another worker may create it first
                 experiment = mlflow.get_experiment_by_name(name)
                 if experiment is None:
                     raise
-        to_set = {key: value for key, value in EXPERIMENT_TAGS.items() if experiment.tags.get(key) != value
+        to_set = {key: value for key, value in tags.items() if experiment.tags.get(key) != value
                   and not (key.startswith(SHARED_VIEW) and key in experiment.tags)}
         for key, value in to_set.items():
             mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, key, value)

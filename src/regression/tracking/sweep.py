@@ -9,21 +9,23 @@ The sweep, not its workers, writes every run, so workers need no access to the s
 sweep stops (an error, Ctrl-C, SIGTERM), every run still open is ended FAILED or KILLED.
 """
 
-import os
-import socket
 import time
-import warnings
 from pathlib import Path
 
-from regression import numerics, stage
+from regression import stage
 from regression.search import setting_text
-from regression.tracking.naming import (COMMIT_TAG, DIGEST_TAG, EXPERIMENT_TAG, HOST_TAG, MODEL_TAG, PID_TAG,
-                                        RUN_NAME_TAG, STAGE_TAG, git, registered_name)
+from regression.tracking.naming import (
+    COMMIT_TAG,
+    DIGEST_TAG,
+    EXPERIMENT_TAG,
+    RUN_NAME_TAG,
+    STATUS_REASON_TAG,
+    registered_name,
+    run_name,
+)
 from regression.tracking.registry import ALIAS, SELECTED_BY_TAG
-from regression.tracking.run import (PACKAGE, SERVING_CODE, mark_orphaned_runs, model_requirements,
-                                     spare_mlflow_package_scan)
-from regression.tracking.served import MODEL_ARTIFACT
-from regression.tracking.store import TrackingError, one_line, open_experiment, tracking_uri
+from regression.tracking.run import drop_process_tags, log_served_model, open_for, stage_tags
+from regression.tracking.store import TrackingError, one_line, tracking_uri
 
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's own: the UI nests a child run under its parent
 SWEEP_TAG, TRIAL_TAG = "sweep.run_id", "sweep.trial"
@@ -44,23 +46,13 @@ class SweepRun:
     def start(cls, model: str, sweep_params: dict, trials: list[dict], data: dict) -> "SweepRun":
         """Open the store; start the parent run (the sweep's params) and a child run per trial
         (its params). `trials` are each trial's full training params, `data` the dataset's meta."""
-        from mlflow import MlflowClient
         from mlflow.entities import Param
 
-        experiment = open_experiment()
-        client = MlflowClient()
-        for run_id in mark_orphaned_runs(client, experiment, model):
-            print(f"marked MLflow run {run_id} KILLED: its process had ended without ending it")
-        commit, exp_name = git("rev-parse", "HEAD"), os.environ.get("DVC_EXP_NAME")
-        tags = {MODEL_TAG: model, STAGE_TAG: os.environ.get("DVC_STAGE", f"sweep@{model}"),
-                DIGEST_TAG: data["digest"], HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()),
-                "sweep.trials": str(len(trials))} | numerics.describe()
-        tags |= {COMMIT_TAG: commit} if commit else {}
-        tags |= {EXPERIMENT_TAG: exp_name} if exp_name else {}
-        where = f" · {exp_name}" if exp_name else f" @ {commit[:7]}" if commit else ""
+        client, experiment = open_for(model, data["name"])
+        tags = stage_tags(model, f"sweep@{model}", data) | {"sweep.trials": str(len(trials))}
+        name = run_name(f"{model} sweep of {len(trials)}", {}, tags.get(EXPERIMENT_TAG), tags.get(COMMIT_TAG))
         try:
-            parent = client.create_run(experiment, run_name=f"{model} sweep of {len(trials)}{where}",
-                                       tags=tags).info.run_id
+            parent = client.create_run(experiment, run_name=name, tags=tags).info.run_id
             run = cls(client, experiment, parent, {}, model, data)
             run.forget_on_interrupt = stage.on_interrupt(lambda: run.end_open("KILLED"))
             client.log_batch(parent, params=[Param(k, str(v)) for k, v in sweep_params.items()])
@@ -102,6 +94,8 @@ class SweepRun:
         for run_id in children + ([self.parent] if self.parent in self.open else []):
             try:
                 self.client.set_terminated(run_id, status)
+                if run_id == self.parent:
+                    drop_process_tags(self.client, run_id)
             except Exception:  # the store is gone: the parent is marked when the sweep next starts
                 pass
         self.open.clear()
@@ -117,7 +111,7 @@ class SweepRun:
         for start in range(0, len(metrics), 1000):  # MLflow takes at most 1000 per batch
             self.client.log_batch(run_id, metrics=metrics[start:start + 1000])
         if result.get("error"):
-            self.client.set_tag(run_id, "mlflow.runStatusReason", result["error"])
+            self.client.set_tag(run_id, STATUS_REASON_TAG, result["error"])
         self.client.set_terminated(run_id, "FINISHED" if not result.get("error") else "FAILED")
         self.open.discard(run_id)
 
@@ -127,8 +121,6 @@ class SweepRun:
         table of trials, its model, registered and given the alias. Ends the parent; the version."""
         import mlflow
         from mlflow.entities import Metric
-
-        from regression.tracking.served import signature
 
         register_as, now = registered_name(self.data["name"], self.model), int(time.time() * 1000)
         self.client.log_artifact(self.parent, str(table))
@@ -141,15 +133,8 @@ class SweepRun:
         self.client.set_tag(self.parent, "sweep.chosen_trial", str(chosen["trial"]))
         self.client.set_tag(self.parent, "sweep.chosen", setting_text(chosen["settings"]))
 
-        spare_mlflow_package_scan()
         mlflow.start_run(run_id=self.parent)  # the active run, which log_model logs to
-        with warnings.catch_warnings():  # MLflow suggests type hints where a signature is given
-            warnings.simplefilter("ignore", UserWarning)
-            info = mlflow.pyfunc.log_model(
-                name=self.model, python_model=str(SERVING_CODE), artifacts={MODEL_ARTIFACT: str(model_file)},
-                code_paths=[str(PACKAGE)], signature=signature(model, config, input_example),
-                input_example=input_example,
-                pip_requirements=model_requirements())
+        info = log_served_model(model, config, model_file, input_example)
         version_tags = {RUN_NAME_TAG: f"{self.model} sweep champion", SWEEP_TAG: self.parent,
                         TRIAL_TAG: str(chosen["trial"]), "sweep.chosen": setting_text(chosen["settings"]),
                         DIGEST_TAG: self.data["digest"]}
@@ -160,6 +145,7 @@ class SweepRun:
         self.client.set_model_version_tag(register_as, version, SELECTED_BY_TAG, "sweep val_accuracy")
         self.forget_on_interrupt()
         mlflow.end_run("FINISHED")
+        drop_process_tags(self.client, self.parent)
         self.open.discard(self.parent)
         print(f"MLflow sweep run {self.parent} FINISHED; {register_as} version {version} is `{ALIAS}`")
         return version

@@ -1,14 +1,14 @@
 """`make ui`: the MLflow UI on the project's store, and links into it (the lesson's view, compared runs).
 
-Usage: python -m regression.tracking.ui [--port 5000]   (`make ui`: prints the run-list link,
+Usage: python -m regression.tracking.ui [--port 5000]   (`make ui`: prints the run-list links,
 then serves the UI on http://127.0.0.1:<port> until stopped)
 
-The UI shows the project's own store (`mlflow.db`); a tracking server shows its own UI. The
-saved view is an experiment tag the store sets up (`store.lesson_view`); the UI opens it with
-`?viewStateShareKey=<key>` on the experiment's runs page. The links name that page and the
-"Model training" side of the UI's GenAI / Model training switch: MLflow 3.17 opens a bare
-`#/experiments/<id>` on GenAI's overview in a browser that has not been switched, and drops
-the share key on the way.
+The UI shows the project's own store (`mlflow.db`), an experiment per dataset; a tracking server
+shows its own UI. The saved view is an experiment tag the store sets up (`store.lesson_view`);
+the UI opens it with `?viewStateShareKey=<key>` on the experiment's runs page. The links name
+that page and the "Model training" side of the UI's GenAI / Model training switch: MLflow 3.17
+opens a bare `#/experiments/<id>` on GenAI's overview in a browser that has not been switched,
+and drops the share key on the way.
 """
 
 import argparse
@@ -38,6 +38,17 @@ def run_list_url(base_url: str, experiment_id: str, charts: bool = False) -> str
             f"?viewStateShareKey={VIEW_KEY}&workflowType={WORKFLOW}{mode}")
 
 
+def run_list_links(base_url: str, experiments: dict[str, str]) -> list[str]:
+    """A line per experiment ({dataset: id}, as `store.opened` gives): its dataset and its run list's link."""
+    by_id: dict[str, list[str]] = {}
+    for dataset, experiment_id in experiments.items():
+        by_id.setdefault(experiment_id, []).append(dataset)
+    labels = {experiment_id: datasets[0] if len(datasets) == 1 else "all datasets"
+              for experiment_id, datasets in by_id.items()}
+    return [f"  {label:14} {run_list_url(base_url, experiment_id)}"
+            for experiment_id, label in labels.items()]
+
+
 def compare_url(base_url: str, experiment_id: str, run_ids: list[str]) -> str:
     """The UI's side-by-side comparison of `run_ids`: a plot, then their params and metrics."""
     runs, experiments = quote(json.dumps(list(run_ids))), quote(json.dumps([experiment_id]))
@@ -53,8 +64,8 @@ def ui_command(store: str, port: int) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Start the UI, and while it starts, open the project's store (saving the view if missing)
-    and print the run-list link; serve until stopped."""
+    """Start the UI, and while it starts, open the project's store (saving the views if missing)
+    and print the run-list links; serve until stopped."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=PORT, help=f"the UI's port (default {PORT})")
     parser.add_argument("--link-only", action="store_true", help="print the link, do not serve the UI")
@@ -63,12 +74,12 @@ def main(argv: list[str] | None = None) -> int:
     ui = None
     if not args.link_only and sqlite_path(store).exists():  # a new store is made by `opened` first
         ui = start_ui(store, args.port)
-    if (experiment_id := opened()) is None:
+    if (experiments := opened()) is None:
         if ui:
             ui.terminate()
         return 1
-    link = run_list_url(local_ui_url(args.port), experiment_id)
-    print(f"The runs, key params and metrics, best first:\n  {link}")
+    print("The runs of each dataset's experiment, key params and metrics, best first:")
+    print("\n".join(run_list_links(local_ui_url(args.port), experiments)))
     print("To compare runs there: tick them and press Compare.", flush=True)
     if args.link_only:
         return 0
