@@ -26,9 +26,9 @@ def test_the_table_shows_names_varying_params_and_headline_metrics_only():
     lines = table(rows_of(show_json({"nn-lr-0.1": ({"lr": 0.1}, 0.8409), "nn-30": ({"epochs": 30}, 0.84)})))
     assert lines[0].split() == ["experiment", "linear", "test_loss", "softmax_nn", "test_acc", "softmax_nn.epochs",
                                 "softmax_nn.lr"]
-    assert [line.split() for line in lines[1:]] == [["main", "1.03e-04", "0.8331", "10", "0.05"],
-                                                    ["nn-lr-0.1", "1.03e-04", "0.8409", "10", "0.1"],
-                                                    ["nn-30", "1.03e-04", "0.8400", "30", "0.05"]]
+    assert [line.split() for line in lines[1:]] == [["main", "0.000103", "0.8331", "10", "0.05"],
+                                                    ["nn-lr-0.1", "0.000103", "0.8409", "10", "0.1"],
+                                                    ["nn-30", "0.000103", "0.8400", "30", "0.05"]]
     assert not any("sha256" in line or "validation_size" in line for line in lines)  # the same in every row
 
 

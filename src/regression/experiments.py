@@ -15,19 +15,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from regression.headline import HEADLINE
+from regression.headline import HEADLINE, number
+from regression.params import flat
 
 PARAMS_FILE = "params.yaml"
-
-
-def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat |= flatten(value, f"{prefix}{key}.")
-        else:
-            flat[f"{prefix}{key}"] = json.dumps(value) if isinstance(value, list) else value
-    return flat
 
 
 def headline(metrics: dict) -> dict[str, float]:
@@ -53,8 +44,9 @@ def rows_of(show: list[dict]) -> list[dict]:
                 (experiment.get("name") or rev["rev"][:7], rev.get("data"))
                 for experiment in commit.get("experiments") or [] for rev in experiment["revs"]]:
             if data:
-                params = ((data.get("params") or {}).get(PARAMS_FILE) or {}).get("data") or {}
-                rows.append({"name": name, "params": flatten(params),
+                params = flat(((data.get("params") or {}).get(PARAMS_FILE) or {}).get("data") or {})
+                rows.append({"name": name,  # a list (true_w) as its JSON text: a value to compare and show
+                             "params": {k: json.dumps(v) if isinstance(v, list) else v for k, v in params.items()},
                              "metrics": headline(data.get("metrics") or {})})
     return rows
 
@@ -73,9 +65,7 @@ def short_names(keys: list[str]) -> dict[str, str]:
 
 
 def metric_cell(value) -> str:
-    if not isinstance(value, (int, float)):
-        return ""
-    return f"{value:.4f}" if abs(value) >= 1e-3 else f"{value:.2e}"
+    return number(value) if isinstance(value, (int, float)) else ""
 
 
 def param_cell(value) -> str:

@@ -1,4 +1,5 @@
-"""The headline metrics: the numbers a model is judged and compared by, in order of preference.
+"""The headline metrics: the numbers a model is judged and compared by, in order of preference, and
+how a table shows one (`number`).
 
 A model stage writes those its last epoch has to `metrics/<model>.json` (a regression model adds
 its fit: the learned w and b); the registry tags every model version with them; runs and
@@ -9,3 +10,8 @@ set; then test accuracy; then, for regression, the lowest test loss.
 
 # name -> +1 if larger is better, -1 if smaller is; in order of preference
 HEADLINE = {"val_accuracy": +1, "test_accuracy": +1, "test_loss": -1}
+
+
+def number(value: float) -> str:
+    """A metric as every table shows it: 4 decimals, or 3 significant digits below 0.001."""
+    return f"{value:.3g}" if 0 < abs(value) < 0.001 else f"{value:.4f}"

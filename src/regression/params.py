@@ -147,6 +147,13 @@ def parse_yaml(text: str) -> Any:
     return YAML(typ="safe", pure=True).load(text)
 
 
+def flat(tree, prefix: str = "") -> dict:
+    """{'a': {'b': 1}} -> {'a.b': 1}: params as DVC names them (`train.softmax_nn.lr`)."""
+    if not isinstance(tree, dict):
+        return {prefix.rstrip("."): tree}
+    return {k: v for key, value in tree.items() for k, v in flat(value, f"{prefix}{key}.").items()}
+
+
 def read_yaml(path: str | Path) -> Any:
     """A YAML file, read by `parse_yaml`; any failure is a ParamsError naming the file."""
     from ruamel.yaml.error import YAMLError

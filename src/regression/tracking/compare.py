@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from regression.headline import HEADLINE
+from regression.headline import HEADLINE, number
 from regression.params import read_yaml
 from regression.tracking.naming import CHANGED_TAG, MODEL_TAG, runs_of, where_from
 from regression.tracking.registry import rank_key
@@ -21,10 +21,6 @@ from regression.tracking.store import is_server, opened, tracking_uri
 from regression.tracking.ui import local_ui_url, run_list_links
 
 WIDTH = 120
-
-
-def number(value: float) -> str:
-    return f"{value:.3g}" if 0 < abs(value) < 0.001 else f"{value:.4f}"
 
 
 def cell(value, width: int) -> str:
@@ -62,9 +58,10 @@ def compare(client, experiment_ids: list[str], model: str | None, limit: int) ->
     return lines or ["no runs yet: run the pipeline first (`make run`)"]
 
 
-def metrics_file(model: str, stage: str = "train") -> Path:
-    """Where the model's `stage` (train or sweep) writes its headline metrics, as dvc.yaml says."""
-    [entry] = read_yaml("dvc.yaml")["stages"][stage]["do"]["metrics"]
+def metrics_file(model: str, stage: str = "train", dvc_yaml: dict | None = None) -> Path:
+    """Where the model's `stage` (train or sweep) writes its headline metrics, as dvc.yaml (read
+    unless given) says."""
+    [entry] = (dvc_yaml or read_yaml("dvc.yaml"))["stages"][stage]["do"]["metrics"]
     template = next(iter(entry)) if isinstance(entry, dict) else entry
     return Path(template.replace("${key}", model))
 
@@ -72,10 +69,10 @@ def metrics_file(model: str, stage: str = "train") -> Path:
 def summary(client, experiments: dict[str, str], uri: str) -> list[str]:
     """One line per model stage of params.yaml (train, then sweep): the metrics this workspace's
     pipeline produced, and its run; then a link to each experiment ({dataset: id})."""
-    lines, params = [], read_yaml("params.yaml")
+    lines, params, dvc_yaml = [], read_yaml("params.yaml"), read_yaml("dvc.yaml")
     for stage in ("train", "sweep"):
         for model in params.get(stage, {}):
-            path = metrics_file(model, stage)
+            path = metrics_file(model, stage, dvc_yaml)
             metrics = json.loads(path.read_text()) if path.exists() else {}
             # w and b say how good the fit is: their errors would only push the run off the line
             shown = ", ".join(f"{k} {number(v)}" for k, v in metrics.items()

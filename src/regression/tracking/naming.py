@@ -12,7 +12,7 @@ model's runs by them. Its model is registered as a new version of `<dataset>-<mo
 import os
 import subprocess
 
-from regression.params import parse_yaml
+from regression.params import flat, parse_yaml
 
 MODEL_TAG, STAGE_TAG, EXPERIMENT_TAG, DIGEST_TAG = "model", "dvc.stage", "dvc.experiment", "data.digest"
 CHANGED_TAG, COMMIT_TAG = "dvc.changed_params", "mlflow.source.git.commit"
@@ -81,13 +81,6 @@ def changed_params(current: dict, committed: dict, model: str) -> dict[str, obje
     changed = {key: value for key, value in now.items() if before.get(key, object()) != value}
     return ({key.removeprefix(own): value for key, value in changed.items() if key.startswith(own)}
             | {key: value for key, value in changed.items() if not key.startswith("train.")})
-
-
-def flat(tree, prefix: str = "") -> dict:
-    """{'a': {'b': 1}} -> {'a.b': 1}."""
-    if not isinstance(tree, dict):
-        return {prefix.rstrip("."): tree}
-    return {k: v for key, value in tree.items() for k, v in flat(value, f"{prefix}{key}.").items()}
 
 
 def run_name(model: str, changed: dict, experiment: str | None, commit: str | None) -> str:
