@@ -74,9 +74,10 @@ def summary(client, experiments: dict[str, str], uri: str) -> list[str]:
         for model in params.get(stage, {}):
             path = metrics_file(model, stage, dvc_yaml)
             metrics = json.loads(path.read_text()) if path.exists() else {}
-            # w and b say how good the fit is: their errors would only push the run off the line
-            shown = ", ".join(f"{k} {number(v)}" for k, v in metrics.items()
-                              if isinstance(v, float) and not k.endswith("_err"))
+            # The headline metrics, and what else says how good the model is (the fit's w and b, the
+            # chosen trial's validation accuracy): errors and other losses would push the run off the line.
+            shown = ", ".join(f"{k} {number(v)}" for k, v in metrics.items() if isinstance(v, float)
+                              and (k in HEADLINE or not k.endswith(("_err", "_loss"))))
             runs = runs_of(client, list(experiments.values()), model, stage=f"{stage}@{model}", max_results=1,
                            order_by=["attributes.start_time DESC"])
             run = "no MLflow run" if not runs else f"run '{runs[0].info.run_name}'" + (

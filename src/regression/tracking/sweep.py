@@ -125,7 +125,6 @@ class SweepRun:
         register_as, now = registered_name(self.data["name"], self.model), int(time.time() * 1000)
         self.client.log_artifact(self.parent, str(table))
         headline = {key: value for key, value in metrics.items() if isinstance(value, float)}
-        headline |= {f"chosen_{key}": chosen[key] for key in ("val_accuracy", "val_loss") if key in chosen}
         self.client.log_batch(self.parent, metrics=[
             Metric(f"refit_{key}", value, now, record["epoch"])
             for record in history for key, value in record.items() if key != "epoch"]
