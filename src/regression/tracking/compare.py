@@ -10,6 +10,7 @@ Lines fit in 120 columns.
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -74,10 +75,10 @@ def summary(client, experiments: dict[str, str], uri: str) -> list[str]:
         for model in params.get(stage, {}):
             path = metrics_file(model, stage, dvc_yaml)
             metrics = json.loads(path.read_text()) if path.exists() else {}
-            # The headline metrics, and what else says how good the model is (the fit's w and b, the
-            # chosen trial's validation accuracy): errors and other losses would push the run off the line.
+            # The headline metrics, and a regressor's fit (w and b); the rest (their errors, a sweep's
+            # choice) would push the run off the line: `make compare` and the UI show them.
             shown = ", ".join(f"{k} {number(v)}" for k, v in metrics.items() if isinstance(v, float)
-                              and (k in HEADLINE or not k.endswith(("_err", "_loss"))))
+                              and (k in HEADLINE or re.fullmatch(r"w_\d+|b", k)))
             runs = runs_of(client, list(experiments.values()), model, stage=f"{stage}@{model}", max_results=1,
                            order_by=["attributes.start_time DESC"])
             run = "no MLflow run" if not runs else f"run '{runs[0].info.run_name}'" + (
