@@ -274,7 +274,8 @@ def test_a_cluster_of_separate_processes_gives_the_bytes_of_one_local_worker(loc
 @pytest.mark.slow
 def test_a_worker_killed_mid_sweep_loses_no_trial(cluster, tmp_path):
     address, processes = cluster
-    grid = {"epochs": [40], "batch_size": [5], "lr": [0.1, 0.2, 0.3, 0.5]}
+    # 4 trials of equal length on 2 workers: when the first ends, the other worker has one under way.
+    grid = {"epochs": [20], "batch_size": [5]}
     project = sweep_project(tmp_path / "project", grid, n_train=2000)
     sweep = subprocess.Popen(sweep_command(), cwd=project, env=sweep_env(project, address), text=True,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -286,11 +287,11 @@ def test_a_worker_killed_mid_sweep_loses_no_trial(cluster, tmp_path):
     assert sweep.wait(timeout=600) == 0, output
     assert processes[2].wait(timeout=10) is not None
     table = (project / OUTPUTS[2]).read_text().splitlines()
-    assert [row.split(",")[0] for row in table[1:]] == [str(n) for n in range(1, 9)]
-    assert sum(line.startswith("trial ") for line in output.splitlines()) == 8  # each taken once
+    assert [row.split(",")[0] for row in table[1:]] == [str(n) for n in range(1, 5)]
+    assert sum(line.startswith("trial ") for line in output.splitlines()) == 4  # each taken once
     parent, children = sweep_runs(project)
     assert parent.info.status == "FINISHED"
-    assert sorted(int(c.data.tags["sweep.trial"]) for c in children) == list(range(1, 9))
+    assert sorted(int(c.data.tags["sweep.trial"]) for c in children) == list(range(1, 5))
     assert {c.info.status for c in children} == {"FINISHED"}
     # The same bytes as when no worker dies: the trials are re-run elsewhere, alike.
     again = sweep_project(tmp_path / "again", grid, n_train=2000)
