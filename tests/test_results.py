@@ -161,6 +161,8 @@ def test_make_compare_shows_every_model_of_the_pipeline(reproduced):
         rows = compare_rows(output, model)
         assert len(rows) == runs and all(row["experiment"] == f"@ {head[:7]}" for row in rows), rows
         assert all(row["status"] == "FINISHED" for row in rows), rows
+        # The sweep's refit says so, and what it chose: not the same line as a plain train run.
+        assert sum(row["changed params"].startswith("sweep's refit: ") for row in rows) == runs - 1, rows
         for stage in ("train", "sweep")[:runs]:
             metrics = read_json(path / f"metrics/{'sweep/' if stage == 'sweep' else ''}{model}.json")
             assert any(float(row["test_loss"]) == pytest.approx(metrics["test_loss"], rel=1e-3, abs=1e-4)

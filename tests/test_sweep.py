@@ -199,7 +199,7 @@ def test_local_sweep_records_parent_and_child_runs_and_registers_the_refit_champ
     assert [m.step for m in client.get_metric_history(children[0].info.run_id, "val_accuracy")] == [1, 2]
     assert "trials.csv" in {a.path for a in client.list_artifacts(parent.info.run_id)}
     champion = client.get_model_version_by_alias("fashion-mnist-softmax_nn", "champion")
-    assert champion.run_id == parent.info.run_id
+    assert champion.run_id == parent.info.run_id and champion.tags["run_name"] == parent.info.run_name
     assert champion.tags["sweep.trial"] == str(metrics["chosen_trial"])
     assert champion.tags["val_accuracy"] == f"{metrics['chosen_val_accuracy']:.6g}"
 

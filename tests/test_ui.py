@@ -9,7 +9,10 @@ Chromium (tests/browser.py). Screenshots land in tests/output/ui/.
 
 import json
 import os
+import shutil
+import signal
 import subprocess
+import urllib.request
 from pathlib import Path
 from urllib.parse import parse_qs
 
@@ -151,6 +154,30 @@ def test_opening_the_experiment_saves_the_view_once_and_keeps_the_users(tmp_path
     client.delete_experiment_tag(experiment, VIEW_TAG)
     open_experiment("fashion-mnist")
     assert client.get_experiment(experiment).tags[VIEW_TAG] == saved
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["SIGTERM to make ui", "Ctrl-C in its terminal"])
+def test_make_ui_stops_the_ui_it_started_and_leaves_nothing_serving(tmp_path, how):
+    """Stopped by a signal to it (a service manager, `kill`) or by Ctrl-C (SIGINT to the whole
+    foreground group), `make ui` stops the UI it started, quietly: nothing answers afterwards."""
+    shutil.copy(PROJECT / "params.yaml", tmp_path / "params.yaml")
+    port = free_port()
+    ui = subprocess.Popen([str(BIN / "python"), "-m", "regression.tracking.ui", "--port", str(port)],
+                          cwd=tmp_path, env=environment(PYTHONPATH=str(PROJECT / "src")), text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/health", ui)
+        if how.startswith("SIGTERM"):
+            ui.send_signal(signal.SIGTERM)
+        else:
+            os.killpg(ui.pid, signal.SIGINT)
+        output, _ = ui.communicate(timeout=60)
+        with pytest.raises(OSError):  # before `stop` below ends whatever is left in its group
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5)
+    finally:
+        stop(ui)
+    assert ui.returncode != 0 and "Traceback" not in output, output
 
 
 # The UI in a browser, on runs the pipeline made

@@ -11,6 +11,7 @@ Usage: python -m regression.experiments [--width 120] [-A]   (-A: experiments of
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -45,9 +46,9 @@ def rows_of(show: list[dict]) -> list[dict]:
                 for experiment in commit.get("experiments") or [] for rev in experiment["revs"]]:
             if data:
                 params = flat(((data.get("params") or {}).get(PARAMS_FILE) or {}).get("data") or {})
-                rows.append({"name": name,  # a list (true_w) as its JSON text: a value to compare and show
-                             "params": {k: json.dumps(v) if isinstance(v, list) else v for k, v in params.items()},
-                             "metrics": headline(data.get("metrics") or {})})
+                # a list (true_w) as its JSON text: a value to compare and show
+                params = {k: json.dumps(v) if isinstance(v, list) else v for k, v in params.items()}
+                rows.append({"name": name, "params": params, "metrics": headline(data.get("metrics") or {})})
     return rows
 
 
@@ -106,10 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=120, help="columns to fit in (default 120)")
     parser.add_argument("-A", "--all-commits", action="store_true", help="experiments of every commit")
     args = parser.parse_args(argv)
-    command = ["dvc", "exp", "show", "--json", *(["-A"] if args.all_commits else [])]
+    dvc = shutil.which("dvc") or str(Path(sys.executable).with_name("dvc"))  # the project's, if not on PATH
+    command = [dvc, "exp", "show", "--json", *(["-A"] if args.all_commits else [])]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
-        print(f"error: {' '.join(command)} failed: {result.stderr.strip()}", file=sys.stderr)
+        print(f"error: dvc exp show --json failed: {result.stderr.strip()}", file=sys.stderr)
         return 1
     print("\n".join(table(rows_of(json.loads(result.stdout or "[]")), args.width)))
     return 0

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from regression.headline import HEADLINE, number
 from regression.params import read_yaml
-from regression.tracking.naming import CHANGED_TAG, MODEL_TAG, runs_of, where_from
+from regression.tracking.naming import CHANGED_TAG, CHOSEN_TAG, MODEL_TAG, runs_of, where_from
 from regression.tracking.registry import rank_key
 from regression.tracking.store import is_server, opened, tracking_uri
 from regression.tracking.ui import local_ui_url, run_list_links
@@ -41,8 +41,10 @@ def table(runs) -> list[str]:
     for i, run in enumerate(sorted(runs, key=lambda run: rank_key(run.data.metrics)), start=1):
         m, tags = run.data.metrics, run.data.tags
         values = (i, *(m.get(name) for name in shown), where_from(tags))
+        changed = tags.get(CHANGED_TAG) or (
+            f"sweep's refit: {tags[CHOSEN_TAG]}" if CHOSEN_TAG in tags else "-")
         lines.append(" ".join(cell(v, w) for v, (_, w) in zip(values, columns)) + " "
-                     + cell(tags.get(CHANGED_TAG) or "-", changed_width) + " " + run.info.status)
+                     + cell(changed, changed_width) + " " + run.info.status)
     return [line.rstrip() for line in lines]
 
 
@@ -77,8 +79,8 @@ def summary(client, experiments: dict[str, str], uri: str) -> list[str]:
             metrics = json.loads(path.read_text()) if path.exists() else {}
             # The headline metrics, and a regressor's fit (w and b); the rest (their errors, a sweep's
             # choice) would push the run off the line: `make compare` and the UI show them.
-            shown = ", ".join(f"{k} {number(v)}" for k, v in metrics.items() if isinstance(v, float)
-                              and (k in HEADLINE or re.fullmatch(r"w_\d+|b", k)))
+            keys = [k for k in HEADLINE if k in metrics] + [k for k in metrics if re.fullmatch(r"w_\d+|b", k)]
+            shown = ", ".join(f"{k} {number(metrics[k])}" for k in keys if isinstance(metrics[k], float))
             runs = runs_of(client, list(experiments.values()), model, stage=f"{stage}@{model}", max_results=1,
                            order_by=["attributes.start_time DESC"])
             run = "no MLflow run" if not runs else f"run '{runs[0].info.run_name}'" + (

@@ -19,6 +19,7 @@ CHANGED_TAG, COMMIT_TAG = "dvc.changed_params", "mlflow.source.git.commit"
 HOST_TAG, PID_TAG = "process.host", "process.pid"
 STATUS_REASON_TAG = "mlflow.runStatusReason"
 RUN_NAME_TAG = "run_name"  # a registered model version's: the run it came from
+CHOSEN_TAG = "sweep.chosen"  # a sweep's run and its champion version's: the settings it chose
 EXPERIMENT_PREFIX = "regression-lesson"
 
 

@@ -114,6 +114,11 @@ def stage_tags(model: str, stage_name: str, data: dict) -> dict[str, str]:
     return tags
 
 
+def provenance(tags: dict) -> dict[str, str]:
+    """The git commit and DVC experiment among a run's tags: its model version carries them too."""
+    return {key: tags[key] for key in (EXPERIMENT_TAG, COMMIT_TAG) if key in tags}
+
+
 def drop_process_tags(client, run_id: str) -> None:
     """The process tags only find runs left RUNNING by a dead process (`mark_orphaned_runs`); on
     an ended run they would be noise in the UI's comparison of runs."""
@@ -219,7 +224,7 @@ class ModelRun:
             mlflow.log_artifact(str(path), "evaluation")
         return mlflow.register_model(info.model_uri, registered_name(self.data["name"], config.kind), tags={
             RUN_NAME_TAG: self.name, DIGEST_TAG: self.data["digest"],
-            **{key: self.tags[key] for key in (EXPERIMENT_TAG, COMMIT_TAG) if key in self.tags},
+            **provenance(self.tags),
             **{key: f"{value:.6g}" for key, value in metrics.items()}})
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from regression import stage
 from regression.search import setting_text
 from regression.tracking.naming import (
+    CHOSEN_TAG,
     COMMIT_TAG,
     DIGEST_TAG,
     EXPERIMENT_TAG,
@@ -24,7 +25,7 @@ from regression.tracking.naming import (
     run_name,
 )
 from regression.tracking.registry import ALIAS, SELECTED_BY_TAG
-from regression.tracking.run import drop_process_tags, log_served_model, open_for, stage_tags
+from regression.tracking.run import drop_process_tags, log_served_model, open_for, provenance, stage_tags
 from regression.tracking.store import TrackingError, one_line, tracking_uri
 
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's own: the UI nests a child run under its parent
@@ -35,9 +36,10 @@ class SweepRun:
     """The MLflow runs of one sweep, from `start` to the end of its `with` block."""
 
     def __init__(self, client, experiment: str, parent: str, children: dict[int, str], model: str,
-                 data: dict):
+                 data: dict, name: str = "", tags: dict | None = None):
         self.client, self.experiment, self.parent = client, experiment, parent
         self.model, self.data = model, data
+        self.name, self.tags = name, tags or {}  # the parent run's
         self.children = children           # trial -> run id
         self.open = {parent, *children.values()}
         self.forget_on_interrupt = lambda: None
@@ -53,7 +55,7 @@ class SweepRun:
         name = run_name(f"{model} sweep of {len(trials)}", {}, tags.get(EXPERIMENT_TAG), tags.get(COMMIT_TAG))
         try:
             parent = client.create_run(experiment, run_name=name, tags=tags).info.run_id
-            run = cls(client, experiment, parent, {}, model, data)
+            run = cls(client, experiment, parent, {}, model, data, name, tags)
             run.forget_on_interrupt = stage.on_interrupt(lambda: run.end_open("KILLED"))
             client.log_batch(parent, params=[Param(k, str(v)) for k, v in sweep_params.items()])
             for trial, params in enumerate(trials, start=1):
@@ -130,13 +132,13 @@ class SweepRun:
             for record in history for key, value in record.items() if key != "epoch"]
             + [Metric(key, value, now, 0) for key, value in headline.items()])
         self.client.set_tag(self.parent, "sweep.chosen_trial", str(chosen["trial"]))
-        self.client.set_tag(self.parent, "sweep.chosen", setting_text(chosen["settings"]))
+        self.client.set_tag(self.parent, CHOSEN_TAG, setting_text(chosen["settings"]))
 
         mlflow.start_run(run_id=self.parent)  # the active run, which log_model logs to
         info = log_served_model(model, config, model_file, input_example)
-        version_tags = {RUN_NAME_TAG: f"{self.model} sweep champion", SWEEP_TAG: self.parent,
-                        TRIAL_TAG: str(chosen["trial"]), "sweep.chosen": setting_text(chosen["settings"]),
-                        DIGEST_TAG: self.data["digest"]}
+        version_tags = {RUN_NAME_TAG: self.name, SWEEP_TAG: self.parent,
+                        TRIAL_TAG: str(chosen["trial"]), CHOSEN_TAG: setting_text(chosen["settings"]),
+                        DIGEST_TAG: self.data["digest"]} | provenance(self.tags)
         version_tags |= {key: f"{chosen[key]:.6g}" for key in ("val_accuracy", "val_loss") if key in chosen}
         version_tags |= {key: f"{value:.6g}" for key, value in headline.items() if key.startswith("test_")}
         version = mlflow.register_model(info.model_uri, register_as, tags=version_tags).version

@@ -14,6 +14,7 @@ and drops the share key on the way.
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -71,31 +72,40 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--link-only", action="store_true", help="print the link, do not serve the UI")
     args = parser.parse_args(argv)
     store = os.environ["MLFLOW_TRACKING_URI"] = local_store_uri()
+    for signum in (signal.SIGTERM, signal.SIGHUP):  # as Ctrl-C does: stop the UI, then this process
+        signal.signal(signum, interrupted)
     ui = None
-    if not args.link_only and sqlite_path(store).exists():  # a new store is made by `opened` first
-        ui = start_ui(store, args.port)
-    if (experiments := opened()) is None:
-        if ui:
-            ui.terminate()
-        return 1
-    print("The runs of each dataset's experiment, key params and metrics, best first:")
-    print("\n".join(run_list_links(local_ui_url(args.port), experiments)))
-    print("To compare runs there: tick them and press Compare.", flush=True)
-    if args.link_only:
-        return 0
-    ui = ui or start_ui(store, args.port)
     try:
+        if not args.link_only and sqlite_path(store).exists():  # a new store is made by `opened` first
+            ui = start_ui(store, args.port)
+        if (experiments := opened()) is None:
+            return 1
+        print("The runs of each dataset's experiment, key params and metrics, best first:")
+        print("\n".join(run_list_links(local_ui_url(args.port), experiments)))
+        print("To compare runs there: tick them and press Compare.", flush=True)
+        if args.link_only:
+            return 0
+        ui = ui or start_ui(store, args.port)
         return ui.wait()
     except KeyboardInterrupt:
-        ui.terminate()
-        return ui.wait()
+        return 130
+    finally:
+        if ui is not None and ui.poll() is None:
+            ui.terminate()  # `mlflow ui` stops its web server, and says so
+            ui.wait()
+
+
+def interrupted(signum, frame):
+    raise KeyboardInterrupt
 
 
 def start_ui(store: str, port: int) -> subprocess.Popen:
     """`mlflow ui` started, its output passed on with lines folded to 120 columns."""
     print(f"Starting the MLflow UI on {local_ui_url(port)} (Ctrl-C stops it) ...", flush=True)
+    # Its own session: Ctrl-C reaches this process alone, which stops the UI in order (the web
+    # server, interrupted itself, would print a page of traceback).
     ui = subprocess.Popen(ui_command(store, port), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True,
+                          text=True, start_new_session=True,
                           env=os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
                                             "PYTHONWARNINGS": "ignore"})
 
