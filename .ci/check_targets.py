@@ -43,20 +43,23 @@ def check_mlflow_runs() -> list[str]:
 
 
 def main() -> int:
+    from regression.params import read_yaml
     from regression.tracking.compare import metrics_file
+
+    dvc_yaml = read_yaml("dvc.yaml")  # where each stage writes its metrics
 
     failures = []
     for model in ("softmax_scratch", "softmax_nn"):
-        accuracy = json.loads(metrics_file(model).read_text())["test_accuracy"]
+        accuracy = json.loads(metrics_file(model, dvc_yaml=dvc_yaml).read_text())["test_accuracy"]
         print(f"{model}: test accuracy {accuracy:.4f} (target >= {MIN_ACCURACY})")
         if accuracy < MIN_ACCURACY:
             failures.append(f"{model} test accuracy {accuracy:.4f} < {MIN_ACCURACY}")
-    sweep = json.loads(metrics_file("softmax_nn", stage="sweep").read_text())
+    sweep = json.loads(metrics_file("softmax_nn", "sweep", dvc_yaml).read_text())
     accuracy = sweep["test_accuracy"]
     print(f"sweep@softmax_nn: refit test accuracy {accuracy:.4f} (target >= {MIN_SWEEP_ACCURACY})")
     if accuracy < MIN_SWEEP_ACCURACY:
         failures.append(f"sweep@softmax_nn refit test accuracy {accuracy:.4f} < {MIN_SWEEP_ACCURACY}")
-    linear = json.loads(metrics_file("linear").read_text())
+    linear = json.loads(metrics_file("linear", dvc_yaml=dvc_yaml).read_text())
     print(f"linear: w [{linear['w_0']:.4f}, {linear['w_1']:.4f}], b {linear['b']:.4f}")
     for key in ("w_err", "b_err"):
         if linear[key] > MAX_LINEAR_ERROR:

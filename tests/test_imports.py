@@ -18,7 +18,7 @@ NEEDS = {
     "prepare": {"torch", "torchvision"},  # torchvision's IDX reader, once
     "generate": set(),  # numpy draws the synthetic data
     "samples": {"matplotlib"},
-    "train": {"torch", "matplotlib", "mlflow"},
+    "train": {"torch", "matplotlib"},  # MLflow once its run starts, after the params check
     "sweep": {"torch", "mlflow"},  # Dask only once the trials start; no figures
 }
 

@@ -19,8 +19,16 @@ One module per job:
     server      `make server`, the team's MLflow server on PostgreSQL (postgres.py: the cluster)
 """
 
-from regression.tracking.naming import MODEL_TAG, runs_of
-from regression.tracking.run import ModelRun
-from regression.tracking.store import TrackingError, open_experiment, opened
+import importlib
 
-__all__ = ["MODEL_TAG", "ModelRun", "TrackingError", "open_experiment", "opened", "runs_of"]
+# name -> the module it comes from, imported on first use (PEP 562): importing one module of the
+# package (`server` asking `store` for a health check) does not load mlflow, which `run` needs.
+_FROM = {"MODEL_TAG": "naming", "runs_of": "naming", "ModelRun": "run",
+         "TrackingError": "store", "open_experiment": "store", "opened": "store"}
+__all__ = sorted(_FROM)
+
+
+def __getattr__(name: str):
+    if name not in _FROM:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_FROM[name]}"), name)

@@ -36,10 +36,10 @@ class SweepRun:
     """The MLflow runs of one sweep, from `start` to the end of its `with` block."""
 
     def __init__(self, client, experiment: str, parent: str, children: dict[int, str], model: str,
-                 data: dict, name: str = "", tags: dict | None = None):
+                 data: dict, name: str, tags: dict):
         self.client, self.experiment, self.parent = client, experiment, parent
         self.model, self.data = model, data
-        self.name, self.tags = name, tags or {}  # the parent run's
+        self.name, self.tags = name, tags  # the parent run's
         self.children = children           # trial -> run id
         self.open = {parent, *children.values()}
         self.forget_on_interrupt = lambda: None
