@@ -82,6 +82,19 @@ def test_runs_logging_the_same_datasets_at_the_same_moment_all_get_them(mlflow_p
         assert sorted(i.dataset.name for i in inputs) == ["tiny-test", "tiny-train"]
 
 
+def listening_sockets(processes) -> set[tuple[str, int]]:
+    """(ip, port) of each socket the processes listen on. A process that ends meanwhile (the
+    PostgreSQL backend of a connection just closed) listens on nothing."""
+    found = set()
+    for process in processes:
+        try:
+            connections = process.net_connections(kind="inet")
+        except psutil.NoSuchProcess:
+            continue
+        found |= {(c.laddr.ip, c.laddr.port) for c in connections if c.status == psutil.CONN_LISTEN}
+    return found
+
+
 def test_server_starts_once_says_where_and_stops_leaving_nothing_running(postgres_binaries,
                                                                         postgres_tmp_path):
     project = postgres_tmp_path / "project"
@@ -115,8 +128,7 @@ def test_server_starts_once_says_where_and_stops_leaving_nothing_running(postgre
         # The passwords are readable by their owner only; both servers listen on 127.0.0.1 only.
         assert stat.S_IMODE((state / "pgpass").stat().st_mode) == 0o600
         assert (state / "pgpass").stat().st_uid == os.geteuid()
-        listening = {(c.laddr.ip, c.laddr.port) for p in family for c in p.net_connections(kind="inet")
-                     if c.status == psutil.CONN_LISTEN}
+        listening = listening_sockets(family)
         assert {port, postgres_port} == {listen_port for _, listen_port in listening}, listening
         assert {ip for ip, _ in listening} == {"127.0.0.1"}, listening
 
