@@ -19,7 +19,8 @@ from pathlib import Path
 from regression import stage
 from regression.data import hold_out, load_dataset
 from regression.evaluation import score
-from regression.files import json_bytes, signals_held, write_bytes_atomic
+from regression.files import json_bytes, write_outputs
+from regression.headline import HEADLINE
 from regression.models import MODELS, model_bytes
 from regression.params import ParamsError, load_section
 from regression.search import choose, setting_text, settings_of, table_bytes, trials
@@ -76,11 +77,15 @@ def main(params, args):
             history, _ = train(name, spec, model, splits, chosen_params)
             test = as_splits({"test": arrays["test"]}, spec)["test"]
             test_scores = score(spec, outputs_of(model, test.X), test.y)
-        # Numbers only, so that `dvc metrics show` stays narrow: the chosen trial's settings are its
-        # row of the trials table.
         metrics = {f"test_{key}": value for key, value in test_scores.items()} | {
             "trials": len(settings), "chosen_trial": chosen["trial"]} | {
             f"chosen_{key}": chosen[key] for key in ("val_accuracy", "val_loss") if key in chosen}
+        # The metrics file holds the headline numbers only (the validation score that chose the
+        # refit, its test scores), so that `dvc metrics show` fits 120 columns: the table of
+        # trials has every trial's settings and scores, the chosen one marked.
+        scores = {f"test_{key}": value for key, value in test_scores.items()} | {
+            key: chosen[key] for key in ("val_accuracy", "val_loss") if key in chosen}
+        headline = {key: scores[key] for key in HEADLINE if key in scores}
         print(f"refit of trial {chosen['trial']} on {len(splits['train'].y)} examples: "
               + ", ".join(f"test {k} {v:.4f}" for k, v in test_scores.items()), flush=True)
 
@@ -89,13 +94,12 @@ def main(params, args):
         with tempfile.TemporaryDirectory() as scratch, phases("model logging"):
             model_file, table = Path(scratch) / args.model_file.name, Path(scratch) / args.trials.name
             model_file.write_bytes(model_bytes(model, config))
-            table.write_bytes(table_bytes(results))
+            table.write_bytes(table_bytes(results, chosen["trial"]))
             example = features(test.X[:5]).numpy()
             record.finish(chosen, history, metrics, model, config, model_file, table, example)
-            with phases("writing outputs"), signals_held():
-                write_bytes_atomic(args.model_file, model_file.read_bytes())
-                write_bytes_atomic(args.trials, table.read_bytes())
-                write_bytes_atomic(args.metrics, json_bytes(metrics))
+            with phases("writing outputs"):
+                write_outputs({args.model_file: model_file.read_bytes(), args.trials: table.read_bytes(),
+                               args.metrics: json_bytes(headline)})
     print(f"{args.model_file}, {args.metrics}, {args.trials} written")
 
 

@@ -37,6 +37,9 @@ def classification_report(outputs: torch.Tensor, y: torch.Tensor, classes: tuple
     }
 
 
+FIT_ERRORS = ("w_err", "b_err")  # of `regression_report`
+
+
 @torch.no_grad()
 def regression_report(model: nn.Module, truth: dict) -> dict[str, float]:
     """The learned w (`w_0`, `w_1`, ...) and b of a linear model; `w_err` is the largest
