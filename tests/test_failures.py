@@ -16,7 +16,7 @@ import pytest
 from projects import edit_params, environment, run, stages_run
 from regression.stage import WAY_BACK
 
-pytestmark = pytest.mark.slow
+
 
 
 def outputs(project) -> dict[str, bytes]:
@@ -61,6 +61,7 @@ FAILURES = [
 ]
 
 
+@pytest.mark.slow
 def test_every_kind_of_failure_keeps_the_last_good_outputs_and_says_how_to_go_back(project_copy):
     run(project_copy, "git", "add", "-A")  # the results committed, as in the project
     run(project_copy, "git", "commit", "-qm", "results")
@@ -91,3 +92,25 @@ def test_every_kind_of_failure_keeps_the_last_good_outputs_and_says_how_to_go_ba
     # Nothing left behind stops the next experiment.
     result = run(project_copy, "dvc", "exp", "run", "-S", "train.softmax_nn.epochs=2")
     assert stages_run(result.stdout) == {"train@softmax_nn"}, result.stdout
+
+
+def test_outputs_are_replaced_all_together_or_not_at_all(tmp_path):
+    """If any output cannot be written, none is replaced: the earlier ones stay, no temporary file is left."""
+    from regression.files import write_outputs
+
+    (tmp_path / "model.pt").write_bytes(b"old model")
+    (tmp_path / "evaluation").mkdir()
+    (tmp_path / "evaluation" / "a.csv").write_bytes(b"old a")
+    (tmp_path / "blocked").write_bytes(b"a file where a folder would go")
+    with pytest.raises(OSError):
+        write_outputs({tmp_path / "model.pt": b"new model", tmp_path / "evaluation": {"a.csv": b"new a"},
+                       tmp_path / "blocked" / "metrics.json": b"{}"})
+    assert (tmp_path / "model.pt").read_bytes() == b"old model"
+    assert [p.name for p in (tmp_path / "evaluation").iterdir()] == ["a.csv"]
+    assert (tmp_path / "evaluation" / "a.csv").read_bytes() == b"old a"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocked", "evaluation", "model.pt"]
+
+    write_outputs({tmp_path / "model.pt": b"new model", tmp_path / "evaluation": {"b.csv": b"new b"}})
+    assert (tmp_path / "model.pt").read_bytes() == b"new model"
+    assert [p.name for p in (tmp_path / "evaluation").iterdir()] == ["b.csv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocked", "evaluation", "model.pt"]
