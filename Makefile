@@ -46,11 +46,11 @@ compare: $(VENV)/.installed
 promote: $(VENV)/.installed
 	PYTHONPATH=src python -m regression.tracking.registry
 
-# The MLflow UI on http://127.0.0.1:5000. First prints the link to the run list in the lesson's
-# view (key params and metrics as columns, best test accuracy first); there, tick runs and press
-# "Compare" to see them side by side.
+# The MLflow UI on http://127.0.0.1:5000 (PORT=5005 for another port). First prints the link to
+# the run list in the lesson's view (key params and metrics as columns, best test accuracy first);
+# there, tick runs and press "Compare" to see them side by side.
 ui: $(VENV)/.installed
-	PYTHONPATH=src python -m regression.tracking.ui
+	PYTHONPATH=src python -m regression.tracking.ui $(if $(PORT),--port $(PORT))
 
 # The sweep of each model in params.yaml (`sweep@<model>`: trials on Dask, the best refit on all
 # the training data). On the local machine, or on a running Dask cluster:
