@@ -12,10 +12,14 @@ ifneq ($(wildcard $(SHARED_DATA)/train-images-idx3-ubyte.gz),)
 export FASHION_MNIST_SOURCE ?= $(SHARED_DATA)
 endif
 
+# The page `dvc plots show` fills (.dvc/config names it), with the charting library inside so
+# that its charts draw offline: fetched once per environment (npm), see regression.plots_page.
+PLOTS_PAGE := $(VENV)/share/dvc-plots/index.html
+
 .PHONY: run test test-quick exps ui compare promote sweep worker remote server server-stop benchmark lock
 
 # params.yaml is checked first for a section no stage reads (a misspelling DVC would pass over).
-run: $(VENV)/.installed
+run: $(VENV)/.installed $(PLOTS_PAGE)
 	PYTHONPATH=src python -m regression.params params.yaml
 	dvc repro
 	PYTHONPATH=src python -m regression.tracking.compare --summary
@@ -26,11 +30,11 @@ run: $(VENV)/.installed
 TEST_WORKERS ?= 2
 PYTEST := python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed $(PLOTS_PAGE)
 	$(PYTEST)
 
 # The quick loop: everything but the end-to-end tests (real DVC runs, servers, browser).
-test-quick: $(VENV)/.installed
+test-quick: $(VENV)/.installed $(PLOTS_PAGE)
 	$(PYTEST) -m "not slow"
 
 # DVC's experiments as a table that fits 120 columns: the params that vary, each model's headline
@@ -91,6 +95,9 @@ $(VENV)/.installed: requirements.lock
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
 	touch $@
+
+$(PLOTS_PAGE): src/regression/plots_page.py | $(VENV)/.installed
+	PYTHONPATH=src python -m regression.plots_page $@
 
 # Re-pin the whole environment after changing requirements.txt.
 lock:

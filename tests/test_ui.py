@@ -19,7 +19,7 @@ from urllib.parse import parse_qs
 import pytest
 from mlflow import MlflowClient
 
-from browser import Browser, find_chromium
+from browser import Browser
 from projects import (
     BIN,
     LINEAR_LEARNING_RATE,
@@ -181,18 +181,6 @@ def test_make_ui_stops_the_ui_it_started_and_leaves_nothing_serving(tmp_path, ho
 
 
 # The UI in a browser, on runs the pipeline made
-
-
-@pytest.fixture(scope="session")
-def chromium() -> str:
-    """Chromium's path; without one the browser test is skipped, or fails when CI is set."""
-    path = find_chromium()
-    if path is None:
-        message = "no Chromium to load the MLflow UI in: apt-get install -y --no-install-recommends chromium"
-        if os.environ.get("CI"):
-            pytest.fail(f"CI is set and there is {message}")
-        pytest.skip(message)
-    return path
 
 
 @pytest.fixture

@@ -1,0 +1,69 @@
+"""`dvc plots show` offline: its page holds the charting library, and every plot it lists draws.
+
+The end-to-end test renders the reproduced project's plots with the page .dvc/config names
+(regression.plots_page, made by `make`) and opens the result in headless Chromium with the
+network switched off. Its screenshot lands in tests/output/plots/.
+"""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from browser import Browser
+from projects import run
+from regression.plots_page import LIBRARIES
+
+OUTPUT = Path(__file__).with_name("output") / "plots"
+# Charts vega-embed has drawn (a canvas or an SVG of marks with a size), and pictures loaded.
+CHARTS_DRAWN = ("[...document.querySelectorAll('.vega-embed .marks')]"
+                ".filter(marks => marks.getBoundingClientRect().width > 0).length")
+IMAGES_SHOWN = "[...document.images].filter(image => image.complete && image.naturalWidth > 0).length"
+DECADES = 2  # a chart whose values span this many powers of ten (or more) reads only on a log scale
+
+
+def test_the_page_holds_the_library_versions_dvc_draws_with():
+    """The page inlines the versions dvc-render's own page loads from the CDN."""
+    from dvc_render.vega import VegaRenderer
+
+    loaded = dict(re.findall(r"npm/([a-z-]+)@([\d.]+)", VegaRenderer.SCRIPTS))
+    assert loaded == {package: version for package, (version, _) in LIBRARIES.items()}
+
+
+def y_values(content: dict) -> list[float]:
+    return [row["dvc_inferred_y_value"] for row in content["data"]["values"] if "dvc_inferred_y_value" in row]
+
+
+def on_log_scale(content: dict) -> bool:
+    return '"scale": {"type": "log"' in json.dumps(content)
+
+
+@pytest.mark.slow
+def test_every_plot_dvc_lists_draws_offline(reproduced, chromium, tmp_path):
+    path, _, _ = reproduced
+    listed = json.loads(run(path, "dvc", "plots", "show", "--json", "-o", str(tmp_path / "json")).stdout)
+    assert not listed.get("errors"), listed["errors"]
+    plots = [plot | {"name": name} for name, items in listed["data"].items() for plot in items]
+    charts = [plot for plot in plots if plot["type"] == "vega"]
+    images = [plot for plot in plots if plot["type"] == "image"]
+    assert len(charts) + len(images) == len(plots) and charts and images
+
+    for chart in charts:  # a loss that falls by decades (the linear model's squared error) is drawn on a log axis
+        values = y_values(chart["content"])
+        spans = bool(values) and min(values) > 0 and max(values) / min(values) >= 10 ** DECADES
+        assert on_log_scale(chart["content"]) == spans, f"{chart['name']}: values {min(values, default=None)}.." \
+            f"{max(values, default=None)}, log scale {on_log_scale(chart['content'])}"
+
+    run(path, "dvc", "plots", "show", "-o", str(tmp_path / "html"))
+    page_file = tmp_path / "html" / "index.html"
+    html = page_file.read_text()
+    assert not re.findall(r"<script[^>]*\ssrc=", html), "the page loads a script from elsewhere"
+
+    with Browser(chromium) as browser:
+        page = browser.open(page_file.as_uri(), height=5200, offline=True)
+        drawn = page.wait_for(f"{CHARTS_DRAWN} === {len(charts)} && {IMAGES_SHOWN} === {len(images)}", 60)
+        page.screenshot(OUTPUT / "plots.png")
+        shown = page.evaluate(f"[{CHARTS_DRAWN}, {IMAGES_SHOWN}]")
+    assert drawn, (f"offline, {shown[0]} of {len(charts)} charts and {shown[1]} of {len(images)} images "
+                   f"drawn (screenshot: {OUTPUT / 'plots.png'})")
