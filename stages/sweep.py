@@ -63,18 +63,20 @@ def main(params, args):
                                    if k in result) or result["status"]), flush=True)
                 record.trial(result)
         try:
-            chosen = choose(results, spec.classifies)
+            best = choose(results, spec.classifies)
         except ValueError:
             raise ParamsError(f"sweep.{name}: every trial diverged; try smaller learning rates") from None
-        chosen_params = settings[chosen["trial"] - 1]
-        chosen = {key: value for key, value in chosen.items() if key not in ("history", "code")} | {
+        chosen_params = settings[best["trial"] - 1]
+        chosen = {key: value for key, value in best.items() if key not in ("history", "code")} | {
             "settings": settings_of(chosen_params)}
 
         with phases("refit"):
-            splits = as_splits({"train": arrays["train"]}, spec)
+            # Scored on the test set after every epoch, as a train stage's model is (for MLflow's
+            # curves; the training is the same): the last epoch's scores are the result.
+            splits = as_splits({"train": arrays["train"], "test": arrays["test"]}, spec)
             model, config = new_model(name, splits["train"], classes, chosen_params)
             history, _ = train(name, spec, model, splits, chosen_params)
-            test = as_splits({"test": arrays["test"]}, spec)["test"]
+            test = splits["test"]
             test_scores = score(spec, outputs_of(model, test.X), test.y)
         # Numbers only, so that `dvc metrics show` stays narrow: the chosen trial's settings are its
         # row of the trials table.
@@ -91,7 +93,8 @@ def main(params, args):
             model_file.write_bytes(model_bytes(model, config))
             table.write_bytes(table_bytes(results))
             example = features(test.X[:5]).numpy()
-            record.finish(chosen, history, metrics, model, config, model_file, table, example)
+            record.finish(chosen, chosen_params.model_dump(), best["history"], history, metrics, model, config,
+                          model_file, table, example)
             with phases("writing outputs"), signals_held():
                 write_bytes_atomic(args.model_file, model_file.read_bytes())
                 write_bytes_atomic(args.trials, table.read_bytes())
