@@ -93,8 +93,8 @@ def main(params, args):
             model_file.write_bytes(model_bytes(model, config))
             table.write_bytes(table_bytes(results))
             example = features(test.X[:5]).numpy()
-            record.finish(chosen, chosen_params.model_dump(), best["history"], history, metrics, model, config,
-                          model_file, table, example)
+            record.finish(chosen, chosen_params.model_dump(), best["history"], history, metrics, model,
+                          config, model_file, table, example)
             with phases("writing outputs"), signals_held():
                 write_bytes_atomic(args.model_file, model_file.read_bytes())
                 write_bytes_atomic(args.trials, table.read_bytes())

@@ -49,11 +49,12 @@ def test_every_plot_dvc_lists_draws_offline(reproduced, chromium, tmp_path):
     images = [plot for plot in plots if plot["type"] == "image"]
     assert len(charts) + len(images) == len(plots) and charts and images
 
-    for chart in charts:  # a loss that falls by decades (the linear model's squared error) is drawn on a log axis
+    # A loss that falls by decades (the linear model's squared error) is drawn on a log axis.
+    for chart in charts:
         values = y_values(chart["content"])
         spans = bool(values) and min(values) > 0 and max(values) / min(values) >= 10 ** DECADES
-        assert on_log_scale(chart["content"]) == spans, f"{chart['name']}: values {min(values, default=None)}.." \
-            f"{max(values, default=None)}, log scale {on_log_scale(chart['content'])}"
+        assert on_log_scale(chart["content"]) == spans, (chart["name"], min(values, default=None),
+                                                         max(values, default=None))
 
     run(path, "dvc", "plots", "show", "-o", str(tmp_path / "html"))
     page_file = tmp_path / "html" / "index.html"

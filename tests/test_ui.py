@@ -76,9 +76,10 @@ CHARTS_DRAWN = "document.querySelectorAll('.js-plotly-plot').length"
 CHART_SERIES = """Object.fromEntries(
   [...document.querySelectorAll('[data-testid="experiment-view-compare-runs-card"]')].map(card => {
     const title = card.innerText.split('\\n')[0].trim(), plot = card.querySelector('.js-plotly-plot');
-    const label = [...card.querySelectorAll('*')].find(e => !e.children.length && e.textContent.trim() === title);
-    return [title, {range: plot?._fullLayout?.xaxis?.range,
-                    series: Object.fromEntries((plot?.data || []).map(trace => [trace.name, Array.from(trace.x || [])])),
+    const label = [...card.querySelectorAll('*')]
+      .find(e => !e.children.length && e.textContent.trim() === title);
+    const traces = (plot?.data || []).map(trace => [trace.name, Array.from(trace.x || [])]);
+    return [title, {range: plot?._fullLayout?.xaxis?.range, series: Object.fromEntries(traces),
                     cut: !label || label.scrollWidth > label.clientWidth}];
   }))"""
 # The chart view's charts: {metric: the names of the runs its legend lists, as "<run name> (<metric>)"}.
@@ -347,7 +348,8 @@ def test_ui_shows_the_runs_in_the_lesson_view_and_compares_them(chromium, lesson
 def top_level_runs(client: MlflowClient, name: str) -> list:
     """The runs of an experiment that are not nested under another (a sweep's trials are)."""
     experiment = client.get_experiment_by_name(name)
-    return [r for r in client.search_runs([experiment.experiment_id]) if "mlflow.parentRunId" not in r.data.tags]
+    runs = client.search_runs([experiment.experiment_id])
+    return [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
 
 
 @pytest.mark.slow
@@ -366,16 +368,16 @@ def test_ui_compares_like_with_like_and_nests_each_sweeps_trials(chromium, pipel
             runs = top_level_runs(client, name)
             steps = {r.info.run_name: list(range(1, int(r.data.params["epochs"]) + 1)) for r in runs}
             metrics = set().union(*(r.data.metrics for r in runs))
+            screenshot = f"charts-{name.split('/', 1)[1].replace('/', '-')}.png"
             page = load(browser, run_list_url(url, experiment.experiment_id, charts=True),
-                        f"{CHARTS_DRAWN} >= {len(metrics)}", f"charts-{name.split('/', 1)[1].replace('/', '-')}.png",
-                        height=600 + 300 * len(metrics))
+                        f"{CHARTS_DRAWN} >= {len(metrics)}", screenshot, height=600 + 300 * len(metrics))
             charts = page.evaluate(CHART_SERIES)
             assert set(charts) == metrics, (name, set(charts), metrics)
             last = max(map(len, steps.values()))
             for metric, chart in charts.items():
                 start, end = chart["range"]
-                assert 0 < start < 1 and last < end < last + 1, f"{name}, {metric}: x from {start} to {end}, " \
-                    f"its runs' epochs 1 to {last}"
+                assert 0 < start < 1 and last < end < last + 1, \
+                    f"{name}, {metric}: x from {start} to {end}, its runs' epochs 1 to {last}"
                 assert chart["series"] == {run: steps[run] for run in steps
                                            if any(r.info.run_name == run and metric in r.data.metrics
                                                   for r in runs)}, (name, metric, chart["series"])
@@ -384,7 +386,8 @@ def test_ui_compares_like_with_like_and_nests_each_sweeps_trials(chromium, pipel
         experiment = client.get_experiment_by_name(SWEEPS)
         shown = view_state(experiment.tags[VIEW_TAG])["selectedColumns"]
         [sweep] = top_level_runs(client, SWEEPS)
-        filled = f"{RUN_LIST_ROWS}.filter(row => {json.dumps(shown)}.every(key => row[key] && row[key] !== '-'))"
+        filled = (f"{RUN_LIST_ROWS}.filter(row => "
+                  f"{json.dumps(shown)}.every(key => row[key] && row[key] !== '-'))")
         run_list = load(browser, run_list_url(url, experiment.experiment_id), f"{filled}.length === 1",
                         "run-list-sweeps.png")
         rows = run_list.evaluate(RUN_LIST_ROWS)
@@ -392,4 +395,5 @@ def test_ui_compares_like_with_like_and_nests_each_sweeps_trials(chromium, pipel
         [row] = rows
         assert {key: row[key] for key in shown if column(key)[0] == "params"} == {
             key: sweep.data.params[column(key)[1]] for key in shown if column(key)[0] == "params"}
-        assert float(row["metrics.`val_accuracy`"]) == pytest.approx(sweep.data.metrics["val_accuracy"], abs=1e-4)
+        chosen = sweep.data.metrics["val_accuracy"]
+        assert float(row["metrics.`val_accuracy`"]) == pytest.approx(chosen, abs=1e-4)

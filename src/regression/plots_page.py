@@ -60,8 +60,8 @@ def fetch(package: str, version: str, sha256: str, folder: Path) -> Path:
     if npm is None:
         raise PlotsPageError(f"npm is needed once, to fetch {package} {version} for `dvc plots show`'s "
                              "offline page: apt-get install npm")
-    done = subprocess.run([npm, "pack", "--silent", "--pack-destination", str(folder), f"{package}@{version}"],
-                          capture_output=True, text=True, timeout=300)
+    command = [npm, "pack", "--silent", "--pack-destination", str(folder), f"{package}@{version}"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     tarball = folder / f"{package}-{version}.tgz"
     if done.returncode != 0 or not tarball.is_file():
         reason = (done.stderr.strip().splitlines() or ["no tarball"])[-1]

@@ -3,11 +3,11 @@
 A run goes to the experiment of its dataset (`experiment_name`): the linear model's MSE and the
 softmax models' cross-entropy are both `train_loss`/`test_loss`, and an experiment per dataset
 keeps each chart of MLflow's UI to one kind of loss. A sweep's runs go to the dataset's sweeps
-experiment, so that its long trials do not share a step axis with the lesson's runs. A run is named after its model and what
-makes it different: inside `dvc exp run`, the params that differ from the committed params.yaml
-and the DVC experiment, else the commit. Its tags tie it to DVC and git; `runs_of` finds a
-model's runs by them. Its model is registered as a new version of `<dataset>-<model>`
-(`registered_name`).
+experiment, so that its long trials do not share a step axis with the lesson's runs. A run is
+named after its model and what makes it different: inside `dvc exp run`, the params that differ
+from the committed params.yaml and the DVC experiment, else the commit. Its tags tie it to DVC
+and git; `runs_of` finds a model's runs by them. Its model is registered as a new version of
+`<dataset>-<model>` (`registered_name`).
 """
 
 import os
@@ -51,8 +51,8 @@ def experiment_keys(params: dict) -> list[str]:
     """The experiments params.yaml's stages record into: each model's dataset, then the sweeps
     experiment of each swept model's dataset."""
     datasets = model_datasets(params)
-    return list(dict.fromkeys([*datasets.values(), *(sweeps_of(datasets[model]) for model in params.get("sweep", {})
-                                                     if model in datasets)]))
+    swept = [sweeps_of(datasets[model]) for model in params.get("sweep", {}) if model in datasets]
+    return list(dict.fromkeys([*datasets.values(), *swept]))
 
 
 def registered_name(dataset: str, model: str) -> str:

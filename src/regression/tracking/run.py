@@ -94,9 +94,8 @@ def mark_orphaned_runs(client, experiment: str, model: str) -> list[str]:
 
 
 def open_for(model: str, experiment_key: str):
-    """Open the store and an experiment (a dataset's, or its sweeps': `naming.experiment_name`),
-    and mark `model`'s orphaned runs there: (client, experiment id), for a model stage (train or
-    sweep) to start its runs in."""
+    """Open the store and an experiment (`naming.experiment_name`), and mark `model`'s orphaned
+    runs there: (client, experiment id), for a model stage (train or sweep) to start its runs in."""
     experiment = open_experiment(experiment_key)
     client = mlflow.MlflowClient()
     for run_id in mark_orphaned_runs(client, experiment, model):

@@ -7,10 +7,11 @@ table of trials (an artifact), and, once chosen, what a train run of the chosen 
 hold under the same names: the settings as params (lr, epochs, ...), and per epoch the chosen
 trial's validation scores (val_accuracy, val_loss: what chose it) and the refit's training and
 test scores (its last epoch's test scores are the result, linked to its model). So the saved
-view's columns and the charts read a sweep as they read a train run. Its logged model records just the settings it was trained with, and is
-registered as a new version of `<dataset>-<model>` and given the `champion` alias; the version is
-tagged with the sweep's run, the chosen settings and the validation score that chose them. Every trial's child run is made
-when the sweep starts and ended when its result arrives: FINISHED, or FAILED if it diverged.
+view's columns and the charts read a sweep as they read a train run. Its logged model records
+just the settings it was trained with, and is registered as a new version of `<dataset>-<model>`
+and given the `champion` alias; the version is tagged with the sweep's run, the chosen settings
+and the validation score that chose them. Every trial's child run is made when the sweep starts
+and ended when its result arrives: FINISHED, or FAILED if it diverged.
 The sweep, not its workers, writes every run, so workers need no access to the store. If the
 sweep stops (an error, Ctrl-C, SIGTERM), every run still open is ended FAILED or KILLED.
 """
@@ -126,8 +127,8 @@ class SweepRun:
         self.client.set_terminated(run_id, "FINISHED" if not result.get("error") else "FAILED")
         self.open.discard(run_id)
 
-    def finish(self, chosen: dict, settings: dict, trial_history: list[dict], history: list[dict], metrics: dict,
-               model, config, model_file: Path, table: Path, input_example) -> str:
+    def finish(self, chosen: dict, settings: dict, trial_history: list[dict], history: list[dict],
+               metrics: dict, model, config, model_file: Path, table: Path, input_example) -> str:
         """The champion on the parent run, under a train run's names: the chosen trial's full
         training params (`settings`) and its validation scores per epoch (from `trial_history`),
         the refit's per-epoch training and test scores (`history`), its test metrics (`metrics`)
@@ -143,13 +144,13 @@ class SweepRun:
                     and key.startswith("test_")}
         per_epoch = [(record["epoch"], key, value) for record in history for key, value in record.items()
                      if key != "epoch" and not (record["epoch"] == epochs and key in headline)]
-        per_epoch += [(record["epoch"], key, value) for record in trial_history for key, value in record.items()
-                      if key in scores]
+        per_epoch += [(record["epoch"], key, value) for record in trial_history
+                      for key, value in record.items() if key in scores]
         self.client.log_artifact(self.parent, str(table))
         self.client.log_batch(self.parent, params=[Param(k, str(v)) for k, v in settings.items()])
         for start in range(0, len(per_epoch), 1000):  # MLflow takes at most 1000 per batch
-            self.client.log_batch(self.parent, metrics=[Metric(key, value, now, epoch)
-                                                        for epoch, key, value in per_epoch[start:start + 1000]])
+            batch = [Metric(key, value, now, epoch) for epoch, key, value in per_epoch[start:start + 1000]]
+            self.client.log_batch(self.parent, metrics=batch)
         self.client.set_tag(self.parent, "sweep.chosen_trial", str(chosen["trial"]))
         self.client.set_tag(self.parent, CHOSEN_TAG, setting_text(chosen["settings"]))
 

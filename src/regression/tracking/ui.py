@@ -107,7 +107,7 @@ def port_in_use(port: int) -> str | None:
 
     `mlflow ui` would say so only in its log, after the links were printed, and exit 0."""
     with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a closed port's TIME_WAIT is free
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a port in TIME_WAIT is free
         try:
             probe.bind((HOST, port))
         except OSError as error:
