@@ -14,30 +14,33 @@ MIN_SWEEP_ACCURACY = 0.846  # the sweep's refit softmax_nn, test set: above scik
 MODELS = {"linear": "test_loss", "softmax_scratch": "test_accuracy", "softmax_nn": "test_accuracy"}
 
 
-def check_mlflow_runs() -> list[str]:
-    """Each model stage's latest run in the project's store finished, with its model registered."""
+def check_mlflow_runs(dvc_yaml: dict) -> list[str]:
+    """Each model stage's run that made its model file, in the project's store: finished, with its
+    model registered."""
     from mlflow import MlflowClient
 
     from regression import tracking
+    from regression.tracking.compare import stage_file
+    from regression.tracking.naming import run_of_outputs
+    from regression.tracking.searching import every
 
     experiments = tracking.opened()  # the store and experiments the pipeline recorded into
     if experiments is None:
         return ["the MLflow store cannot be opened (the error above)"]
     client = MlflowClient()
     failures = []
-    stages = [(f"train@{model}", model, metric) for model, metric in MODELS.items()]
-    for stage, model, metric in stages + [("sweep@softmax_nn", "softmax_nn", "test_accuracy")]:
-        runs = tracking.runs_of(client, list(experiments.values()), model, stage=stage,
-                                order_by=["attributes.start_time DESC"], max_results=1)
-        if not runs or runs[0].info.status != "FINISHED" or metric not in runs[0].data.metrics:
-            failures.append(f"{stage}: latest MLflow run missing, unfinished or without {metric}")
+    stages = [("train", model, metric) for model, metric in MODELS.items()]
+    for stage, model, metric in stages + [("sweep", "softmax_nn", "test_accuracy")]:
+        model_file = stage_file(model, stage, "model", dvc_yaml)
+        run = run_of_outputs(client, list(experiments.values()), model, f"{stage}@{model}", model_file)
+        if run is None or metric not in run.data.metrics:
+            failures.append(f"{stage}@{model}: no finished MLflow run with {metric} made {model_file}")
             continue
-        run = runs[0]
-        versions = client.search_model_versions(f"run_id = '{run.info.run_id}'")
+        versions = list(every(client.search_model_versions, filter_string=f"run_id = '{run.info.run_id}'"))
         if not versions:
-            failures.append(f"{stage}: MLflow run {run.info.run_id} registered no model version")
+            failures.append(f"{stage}@{model}: MLflow run {run.info.run_id} registered no model version")
         value = run.data.metrics[metric]
-        print(f"{stage}: MLflow run '{run.info.run_name}' finished, {metric} = {value:.4g}, "
+        print(f"{stage}@{model}: MLflow run '{run.info.run_name}' finished, {metric} = {value:.4g}, "
               f"model {', '.join(f'{v.name} v{v.version}' for v in versions)}")
     return failures
 
@@ -64,7 +67,7 @@ def main() -> int:
     for key in ("w_err", "b_err"):
         if linear[key] > MAX_LINEAR_ERROR:
             failures.append(f"linear {key} {linear[key]:.4g} > {MAX_LINEAR_ERROR}")
-    failures += check_mlflow_runs()
+    failures += check_mlflow_runs(dvc_yaml)
     dvc = Path(sys.executable).parent / "dvc"
     status = subprocess.run([str(dvc), "status", "--json"], capture_output=True, text=True, check=True)
     if json.loads(status.stdout or "{}"):

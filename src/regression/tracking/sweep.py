@@ -19,8 +19,10 @@ from regression.tracking.naming import (
     COMMIT_TAG,
     DIGEST_TAG,
     EXPERIMENT_TAG,
+    MODEL_DIGEST_TAG,
     RUN_NAME_TAG,
     STATUS_REASON_TAG,
+    file_digest,
     registered_name,
     run_name,
 )
@@ -133,6 +135,7 @@ class SweepRun:
             + [Metric(key, value, now, 0) for key, value in headline.items()])
         self.client.set_tag(self.parent, "sweep.chosen_trial", str(chosen["trial"]))
         self.client.set_tag(self.parent, CHOSEN_TAG, setting_text(chosen["settings"]))
+        self.client.set_tag(self.parent, MODEL_DIGEST_TAG, file_digest(model_file))
 
         mlflow.start_run(run_id=self.parent)  # the active run, which log_model logs to
         info = log_served_model(model, config, model_file, input_example)
