@@ -133,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
 
     client = MlflowClient()
     params = read_yaml("params.yaml")
-    models = [args.model] if args.model else list(dict.fromkeys([*params.get("train", {}), *params.get("sweep", {})]))
+    models = [args.model] if args.model else list(dict.fromkeys([*params.get("train", {}),
+                                                                 *params.get("sweep", {})]))
     lines = (summary(client, experiments, tracking_uri()) if args.summary
              else compare(client, list(experiments.values()), models, args.limit))
     print("\n".join(lines))

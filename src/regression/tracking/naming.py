@@ -53,7 +53,8 @@ def runs_of(client, experiment_ids: list[str], model: str | None, status: str | 
     query += [f"attributes.status = '{status}'"] if status else []
     query += [f"tags.`{STAGE_TAG}` = '{stage}'"] if stage else []
     query += [f"tags.`{key}` = '{value}'" for key, value in (tags or {}).items()]
-    return list(every(client.search_runs, page_size, limit, experiment_ids=list(dict.fromkeys(experiment_ids)),
+    experiments = list(dict.fromkeys(experiment_ids))
+    return list(every(client.search_runs, page_size, limit, experiment_ids=experiments,
                       filter_string=" and ".join(query), order_by=order_by))
 
 
