@@ -16,7 +16,8 @@ import sys
 
 from regression.headline import HEADLINE
 from regression.tracking.naming import RUN_NAME_TAG
-from regression.tracking.store import opened
+from regression.tracking.access import require
+from regression.tracking.store import TrackingError, opened
 
 ALIAS = "champion"
 WIDTH = 120  # columns of a line printed
@@ -51,6 +52,7 @@ def promote(client, name: str) -> str:
     if chosen is None:
         return f"{name}: no version has a {', '.join(HEADLINE)} tag; nothing promoted"
     version, metric = chosen
+    require("MANAGE", "registered_model", name, f"registered model '{name}'", f"moving its {ALIAS} alias")
     client.set_registered_model_alias(name, ALIAS, version.version)
     client.set_model_version_tag(name, version.version, SELECTED_BY_TAG, metric)
     first = next(iter(HEADLINE))
@@ -72,8 +74,12 @@ def main(argv: list[str] | None = None) -> int:
     names = [args.model] if args.model else sorted(m.name for m in client.search_registered_models())
     if not names:
         print("no registered models yet: run the pipeline first (`make run`)")
-    for name in names:
-        print(promote(client, name))
+    try:
+        for name in names:
+            print(promote(client, name))
+    except TrackingError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -19,6 +19,7 @@ import mlflow
 
 from regression import numerics, stage
 from regression.params import read_yaml
+from regression.tracking.access import require_recording
 from regression.tracking.naming import (
     CHANGED_TAG,
     COMMIT_TAG,
@@ -97,6 +98,7 @@ def open_for(model: str, dataset: str):
     """Open the store and the dataset's experiment, and mark `model`'s orphaned runs there:
     (client, experiment id), for a model stage (train or sweep) to start its runs in."""
     experiment = open_experiment(dataset)
+    require_recording(experiment, dataset)
     client = mlflow.MlflowClient()
     for run_id in mark_orphaned_runs(client, experiment, model):
         print(f"marked MLflow run {run_id} KILLED: its process had ended without ending it")
