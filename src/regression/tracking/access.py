@@ -16,6 +16,15 @@ PERMISSIONS_ENDPOINT = "/api/3.0/mlflow/users/permissions/get"
 CAPABILITY = {"READ": "can_read", "EDIT": "can_update", "MANAGE": "can_manage"}
 
 
+def account() -> str:
+    """Who records: the server account (MLflow's credentials), else the user of this machine."""
+    import getpass
+
+    from mlflow.utils.credentials import read_mlflow_creds
+
+    return read_mlflow_creds().username or getpass.getuser()
+
+
 def require(permission: str, resource_type: str, resource_id: str, label: str, doing: str) -> None:
     """Fail, naming `permission`, unless this account holds it on the resource (`label` names it to
     people, e.g. "experiment 'regression-lesson/synthetic'"; `doing` says what needs it)."""

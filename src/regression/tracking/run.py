@@ -19,7 +19,7 @@ import mlflow
 
 from regression import numerics, stage
 from regression.params import read_yaml
-from regression.tracking.access import require_recording
+from regression.tracking.access import account, require_recording
 from regression.tracking.naming import (
     CHANGED_TAG,
     COMMIT_TAG,
@@ -111,6 +111,7 @@ def stage_tags(model: str, stage_name: str, data: dict) -> dict[str, str]:
     commit, exp_name = git("rev-parse", "HEAD"), os.environ.get("DVC_EXP_NAME")
     tags = {MODEL_TAG: model, STAGE_TAG: os.environ.get("DVC_STAGE", stage_name), DIGEST_TAG: data["digest"],
             HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())} | numerics.describe()
+    tags["mlflow.user"] = account()  # MLflow makes it the run's user_id
     tags |= {COMMIT_TAG: commit} if commit else {}
     tags |= {EXPERIMENT_TAG: exp_name} if exp_name else {}
     return tags

@@ -83,7 +83,12 @@ def client_context(url: str) -> ssl.SSLContext | None:
     """For urllib: the context trusting MLFLOW_TRACKING_SERVER_CERT_PATH (if set) for an https URL."""
     if not url.startswith("https://"):
         return None
-    return ssl.create_default_context(cafile=os.environ.get(CERT_VARIABLE) or None)
+    given = os.environ.get(CERT_VARIABLE) or None
+    try:
+        return ssl.create_default_context(cafile=given)
+    except (ssl.SSLError, OSError) as error:
+        raise ValueError(f"{CERT_VARIABLE}={given}: not a readable PEM certificate "
+                         f"({getattr(error, 'reason', None) or error})") from None
 
 
 def is_certificate_error(error: BaseException) -> bool:
