@@ -13,7 +13,7 @@ from regression.tracking.naming import experiment_name
 from regression.tracking.store import TrackingError, refusal, tracking_uri
 
 PERMISSIONS_ENDPOINT = "/api/3.0/mlflow/users/permissions/get"
-CAPABILITY = {"READ": "can_read", "EDIT": "can_update", "MANAGE": "can_manage"}
+LEVELS = ("READ", "USE", "EDIT", "MANAGE")  # MLflow's permissions, each granting what those before it do
 
 
 def account() -> str:
@@ -32,7 +32,6 @@ def require(permission: str, resource_type: str, resource_id: str, label: str, d
     if not uri.startswith(("http://", "https://")):
         return
     from mlflow.exceptions import MlflowException
-    from mlflow.server.auth.permissions import get_permission
     from mlflow.utils.credentials import get_default_host_creds, read_mlflow_creds
     from mlflow.utils.rest_utils import http_request, verify_rest_response
 
@@ -48,7 +47,7 @@ def require(permission: str, resource_type: str, resource_id: str, label: str, d
         held = verify_rest_response(response, PERMISSIONS_ENDPOINT).json()["permission"]
     except MlflowException as error:
         raise TrackingError(f"MLflow tracking server {uri}: {refusal(error)}") from None
-    if not getattr(get_permission(held), CAPABILITY[permission]):
+    if held not in LEVELS or LEVELS.index(held) < LEVELS.index(permission):  # NO_PERMISSIONS, DENY
         raise TrackingError(f"MLflow tracking server {uri}: account '{name}' holds {held} on {label}; "
                             f"{doing} needs {permission} (ask the server's admin)")
 
