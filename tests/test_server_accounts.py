@@ -18,9 +18,10 @@ from mlflow import MlflowClient
 
 from postgres import folder_postgres_can_reach, postgres_binaries  # noqa: F401 - fixture
 from projects import BIN, PROJECT, environment, free_port, run, train_command  # noqa: F401
+from regression.tracking.accounts import admin, read_settings, write_settings
+from regression.tracking.postgres import ServerError
+from regression.tracking.tls import check_given, make_certificate
 from test_server import listening_sockets
-
-pytestmark = pytest.mark.slow
 
 CERT_VARIABLE = "MLFLOW_TRACKING_SERVER_CERT_PATH"
 USERS = {"alice": "editor", "bob": "editor", "rita": "reader"}
@@ -91,6 +92,7 @@ def client_env(team, user: str | None, **extra) -> dict:
 SEARCH = "/api/2.0/mlflow/experiments/search?max_results=10"
 
 
+@pytest.mark.slow
 def test_the_admin_password_is_generated_kept_private_and_no_secret_is_readable_by_others(team):
     admin_password = team.passwords["admin"]
     assert f"admin_password = {admin_password}" in (team.state / "auth.ini").read_text()
@@ -106,6 +108,7 @@ def test_the_admin_password_is_generated_kept_private_and_no_secret_is_readable_
             assert not [s for s in secrets if s in text], f"{path} holds a secret and others may read it"
 
 
+@pytest.mark.slow
 def test_the_api_answers_401_without_or_with_a_wrong_password_403_to_a_reader_writing(team):
     assert ask(team, SEARCH)[0] == 401
     assert ask(team, SEARCH, "alice", "not-her-password")[0] == 401
@@ -119,6 +122,7 @@ def test_the_api_answers_401_without_or_with_a_wrong_password_403_to_a_reader_wr
                body={"experiment_id": experiment})[0] == 200
 
 
+@pytest.mark.slow
 def test_the_security_middleware_refuses_a_foreign_host_and_a_foreign_origin(team):
     assert ask(team, SEARCH, "admin", headers={"Host": "evil.example.com"}) == (
         403, b"Invalid Host header - possible DNS rebinding attack detected")
@@ -128,6 +132,7 @@ def test_the_security_middleware_refuses_a_foreign_host_and_a_foreign_origin(tea
                headers={"Origin": "https://evil.example.com"}) == (403, b"Cross-origin request blocked")
 
 
+@pytest.mark.slow
 def test_https_only_with_the_servers_certificate_on_every_address_postgresql_on_loopback(team):
     with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
         ask(team, SEARCH, "admin", trust=False)
@@ -142,15 +147,23 @@ def test_https_only_with_the_servers_certificate_on_every_address_postgresql_on_
     assert f"export {CERT_VARIABLE}={team.cert}" in team.started
 
 
-def test_a_client_without_the_certificate_fails_in_one_line_naming_the_variable(team):
-    result = run(team.project, str(BIN / "python"), "-m", "regression.tracking.registry",
-                 env=client_env(team, "alice", **{CERT_VARIABLE: None}), check=False)
+@pytest.mark.slow
+def test_a_client_without_the_certificate_or_with_a_wrong_password_fails_in_one_line(team):
+    promote = [str(BIN / "python"), "-m", "regression.tracking.registry"]
+    result = run(team.project, *promote, env=client_env(team, "alice", **{CERT_VARIABLE: None}), check=False)
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
         f"error: MLflow tracking server {team.url}: its TLS certificate is not trusted ({CERT_VARIABLE} is "
         f"not set): set {CERT_VARIABLE} to the server's certificate (.mlflow-server/tls/cert.pem on its host)"]
+    result = run(team.project, *promote, env=client_env(team, "alice", MLFLOW_TRACKING_PASSWORD="guess"),
+                 check=False)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"error: MLflow tracking server {team.url}: it refused the account (401: no or a wrong "
+        "MLFLOW_TRACKING_USERNAME or MLFLOW_TRACKING_PASSWORD; the server's admin makes accounts with `make user`)"]
 
 
+@pytest.mark.slow
 def test_an_editor_records_as_themself_a_reader_is_refused_at_once_promote_needs_manage(team, project_copy,
                                                                                        monkeypatch):
     alice = run(project_copy, "dvc", "repro", "-f", "train@linear", env=client_env(team, "alice"))
@@ -174,6 +187,7 @@ def test_an_editor_records_as_themself_a_reader_is_refused_at_once_promote_needs
 
     # A reader's stage stops before any work, naming the permission: no run, no output.
     outputs = [project_copy / p for p in ("models/linear.pt", "metrics/linear.json", "metrics/linear/history.json")]
+    runs_before = {r.info.run_id: r.info.status for r in client.search_runs([experiment])}
     started = time.monotonic()
     rita = run(project_copy, "dvc", "repro", "-f", "train@linear", env=client_env(team, "rita"), check=False)
     assert time.monotonic() - started < 60
@@ -182,7 +196,7 @@ def test_an_editor_records_as_themself_a_reader_is_refused_at_once_promote_needs
     assert errors == [f"error: MLflow tracking server {team.url}: account 'rita' holds READ on experiment "
                       "'regression-lesson/synthetic'; recording runs needs EDIT (ask the server's admin)"]
     assert "Traceback" not in rita.stderr
-    assert [r.info.run_id for r in client.search_runs([experiment])] == [recorded.info.run_id]
+    assert {r.info.run_id: r.info.status for r in client.search_runs([experiment])} == runs_before
     assert not [p for p in outputs if p.exists()], "DVC removed the outputs; the stage must write none"
 
     # Moving `champion` needs MANAGE on the registered model: alice made it, bob may only edit it.
@@ -193,3 +207,25 @@ def test_an_editor_records_as_themself_a_reader_is_refused_at_once_promote_needs
         "'synthetic-linear'; moving its champion alias needs MANAGE (ask the server's admin)"]
     promoted = run(project_copy, *promote, env=client_env(team, "alice"))
     assert promoted.stdout.startswith("synthetic-linear: champion -> version 1")
+
+
+def test_the_admin_password_and_form_key_are_made_once_and_kept_through_restarts(tmp_path):
+    settings = tmp_path / "auth.ini"
+    assert write_settings(settings, 5433) is True
+    first = settings.read_text()
+    assert stat.S_IMODE(settings.stat().st_mode) == 0o600
+    assert write_settings(settings, 5434) is False  # another PostgreSQL port, the same secrets
+    assert admin(settings) == ("admin", read_settings(settings)["mlflow"]["admin_password"])
+    assert settings.read_text() == first.replace(":5433/", ":5434/")
+
+
+def test_a_given_certificate_is_refused_in_one_line_if_its_key_is_readable_by_others_or_not_its_own(tmp_path):
+    certificate, key = make_certificate(tmp_path / "one")
+    assert check_given((certificate, key)) == (certificate, key)
+    key.chmod(0o644)
+    with pytest.raises(ServerError, match=f"^KEY={key}: others may read it .*`chmod 600 {key}` first$"):
+        check_given((certificate, key))
+    key.chmod(0o600)
+    _, other_key = make_certificate(tmp_path / "other")
+    with pytest.raises(ServerError, match="do not make a certificate and its key"):
+        check_given((certificate, other_key))
