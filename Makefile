@@ -12,7 +12,7 @@ ifneq ($(wildcard $(SHARED_DATA)/train-images-idx3-ubyte.gz),)
 export FASHION_MNIST_SOURCE ?= $(SHARED_DATA)
 endif
 
-.PHONY: run test test-quick exps ui compare promote sweep worker remote server server-stop benchmark lock
+.PHONY: run test test-quick mutants exps ui compare promote sweep worker remote server server-stop benchmark lock
 
 # params.yaml is checked first for a section no stage reads (a misspelling DVC would pass over).
 run: $(VENV)/.installed
@@ -32,6 +32,14 @@ test: $(VENV)/.installed
 # The quick loop: everything but the end-to-end tests (real DVC runs, servers, browser).
 test-quick: $(VENV)/.installed
 	$(PYTEST) -m "not slow"
+
+# Mutation testing (not part of `make test`): mutmut changes the modules that carry the lesson's
+# promises ([tool.mutmut] in pyproject.toml) one small edit at a time and runs the fast tests
+# against each change; a change no test notices survives. `make mutants MODULES="files numerics"`
+# for some modules; then `mutmut results` lists the survivors and `mutmut show <name>` shows one.
+MUTANT_WORKERS ?= 2
+mutants: $(VENV)/.installed
+	mutmut run --max-children $(MUTANT_WORKERS) $(foreach m,$(MODULES),'regression.$(m).*' 'regression.tracking.$(m).*')
 
 # DVC's experiments as a table that fits 120 columns: the params that vary, each model's headline
 # metric (`dvc exp show` shows every param and dependency hash). ARGS=-A for every commit's.
