@@ -14,9 +14,8 @@ endif
 
 .PHONY: run test test-quick exps ui compare promote sweep worker remote server server-stop benchmark lock
 
-# params.yaml is checked first for a section no stage reads (a misspelling DVC would pass over).
+# `dvc repro` refuses a section of params.yaml no stage reads before any work (the params stage).
 run: $(VENV)/.installed
-	PYTHONPATH=src python -m regression.params params.yaml
 	dvc repro
 	PYTHONPATH=src python -m regression.tracking.compare --summary
 

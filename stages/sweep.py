@@ -1,9 +1,10 @@
 """Stage `sweep@<model>`: trials on Dask, chosen on a validation split, the best refit on all training data.
 
-Usage: python stages/sweep.py <model> --data <dataset folder> --model-file <.pt>
+Usage: python stages/sweep.py <model> --base <.json> --data <dataset folder> --model-file <.pt>
            --metrics <.json> --trials <.csv> [--workers N]
 
-Each trial (params.yaml `sweep.<model>`, see regression.search) trains on the training images
+Each trial (params.yaml `sweep.<model>` over the params `--base` holds: those of `train.<model>`
+that the trials do not set, as the `params` stage wrote them; see regression.search) trains on the training images
 less a seeded validation split and is scored on it; the trials run on the Dask cluster that
 DASK_SCHEDULER_ADDRESS names, else on a local one (`--workers`, default a worker per core).
 The best settings are trained again on every training image and evaluated once on the test
@@ -13,6 +14,7 @@ the sweep as a parent run with a child run per trial, and registers the refit mo
 `champion`.
 """
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -21,7 +23,7 @@ from regression.data import hold_out, load_dataset
 from regression.evaluation import score
 from regression.files import json_bytes, signals_held, write_bytes_atomic
 from regression.models import MODELS, model_bytes
-from regression.params import ParamsError, load_section
+from regression.params import ParamsError, check_entry
 from regression.search import choose, setting_text, settings_of, table_bytes, trials
 from regression.sweep_dask import cluster, describe, run_trials
 from regression.timing import phases
@@ -32,8 +34,14 @@ from regression.training import as_splits, features, new_model, outputs_of, trai
 def main(params, args):
     name = args.model
     sweep = params.sweep[name]
-    base = load_section("params.yaml", f"train.{name}", models=MODELS).train[name]  # what it searches around
-    spec = MODELS[name]
+    try:
+        base = json.loads(args.base.read_text())  # what it searches around
+    except (OSError, ValueError) as error:
+        raise ParamsError(f"{args.base}: cannot read the params sweep.{name} searches around ({error}); "
+                          "`dvc repro params` writes it") from None
+    settings = [check_entry(name, trial, MODELS) for trial in trials(base, sweep)]
+    trial_params = [s.model_dump() for s in settings]
+    spec = MODELS[base["architecture"]]
     with phases("data load"):
         meta, arrays = load_dataset(args.data)
         classes = tuple(meta.get("classes", ()))
@@ -42,23 +50,22 @@ def main(params, args):
             raise ParamsError(f"sweep.{name}.validation_size = {sweep.validation_size}: must be less than "
                               f"the {len(X)} training examples of {args.data}")
         searched, validation = hold_out(X, y, sweep.validation_size, sweep.seed)
-    settings = trials(base, sweep)
     sweep_params = {"model": name, "trials": len(settings)} | {
         key: value for key, value in sweep.model_dump().items() if key != "grid"} | {
         f"grid.{key}": value for key, value in sweep.grid.model_dump().items()}
 
     with phases("tracking setup"):
-        record = SweepRun.start(name, sweep_params, [s.model_dump() for s in settings], meta)
+        record = SweepRun.start(name, sweep_params, trial_params, meta)
     with record:
         results = []
         with phases("trials"), cluster(args.workers, len(settings)) as client:
             print(f"sweep@{name}: {len(settings)} trials on {describe(client)}", flush=True)
             split = {"train": searched, "val": validation, "test": arrays["test"]}
-            for result in run_trials(client, name, [s.model_dump() for s in settings], split, classes):
-                result |= settings_of(settings[result["trial"] - 1])
+            for result in run_trials(client, name, trial_params, split, classes):
+                result |= settings_of(trial_params[result["trial"] - 1])
                 results.append(result)
                 print(f"trial {result['trial']}/{len(settings)} "
-                      f"{setting_text(settings_of(settings[result['trial'] - 1]))}: "
+                      f"{setting_text(settings_of(trial_params[result['trial'] - 1]))}: "
                       + (", ".join(f"{k} {result[k]:.4f}" for k in ("val_accuracy", "val_loss")
                                    if k in result) or result["status"]), flush=True)
                 record.trial(result)
@@ -68,7 +75,7 @@ def main(params, args):
             raise ParamsError(f"sweep.{name}: every trial diverged; try smaller learning rates") from None
         chosen_params = settings[chosen["trial"] - 1]
         chosen = {key: value for key, value in chosen.items() if key not in ("history", "code")} | {
-            "settings": settings_of(chosen_params)}
+            "settings": settings_of(trial_params[chosen["trial"] - 1])}
 
         with phases("refit"):
             splits = as_splits({"train": arrays["train"]}, spec)
@@ -102,6 +109,8 @@ def main(params, args):
 if __name__ == "__main__":
     parser = stage.model_stage_parser(__doc__, "sweep", model_file="where to write the refit model",
                                       metrics="the refit model's metrics (JSON)")
+    parser.add_argument("--base", type=Path, required=True,
+                        help="the params of train.<model> the trials do not set (JSON, from the params stage)")
     parser.add_argument("--trials", type=Path, required=True, help="the table of trials (CSV)")
     parser.add_argument("--workers", type=int, help="local Dask workers (default: one per core); "
                         "ignored when DASK_SCHEDULER_ADDRESS names a cluster")

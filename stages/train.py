@@ -1,7 +1,7 @@
 """Stage `train@<model>`: train one model, evaluate it on the test set, record it all in one MLflow run.
 
 Usage: python stages/train.py <model> --data <dataset folder> --model-file <.pt>
-           --metrics <.json> --history <.json> --evaluation <folder>
+           --metrics <.json> --history <.json> --evaluation <folder> --figures <folder>
 """
 
 # ruff: noqa: E402 - the collector is off before the imports (see regression.stage.collect_garbage_from_here)
@@ -22,7 +22,8 @@ from regression.training import as_splits, features, new_model, train
 
 def main(params, args):
     name = args.model
-    spec, p = MODELS[name], params.train[name]
+    p = params.train[name]
+    spec = MODELS[p.architecture]
     with phases("data load"):
         meta, arrays = load_dataset(args.data)
         splits = as_splits(arrays, spec)
@@ -31,7 +32,7 @@ def main(params, args):
     model, config = new_model(name, train_set, classes, p)
 
     with phases("tracking setup"):
-        run = tracking.ModelRun.start(name, p.model_dump() | {"model": name}, meta, p.epochs,
+        run = tracking.ModelRun.start(name, p.model_dump() | {"model": name}, meta, p.epochs, params.file,
                                       folder=args.data, splits=tuple(splits))
     with run:
         def on_epoch(record):
@@ -45,15 +46,15 @@ def main(params, args):
         with phases("evaluation"):
             report = make_report(spec, model, history[-1], outputs["test"], test_set.y, config, meta)
         with phases("figures"):
-            files = report.files | draw_figures(name, spec, report, history, outputs["test"], test_set.X,
-                                                test_set.y, classes)
+            figures = draw_figures(name, spec, report, history, outputs["test"], test_set.X, test_set.y, classes)
         with phases("writing outputs"):
             write_bytes_atomic(args.model_file, model_bytes(model, config))
             write_json(args.history, history)
-            write_folder_atomic(args.evaluation, files)
+            write_folder_atomic(args.evaluation, report.files)
+            write_folder_atomic(args.figures, figures)
         with phases("model logging"):
             version = run.finish(model, config, args.model_file, features(test_set.X[:5]).numpy(),
-                                 sorted(args.evaluation.iterdir()), report.metrics)
+                                 sorted([*args.evaluation.iterdir(), *args.figures.iterdir()]), report.metrics)
         write_json(args.metrics, report.metrics)
     print(f"{args.model_file}, {args.metrics} written; model version {version.version} of {version.name}")
 
@@ -63,5 +64,6 @@ if __name__ == "__main__":
                                       metrics="headline metrics (JSON)")
     parser.add_argument("--history", type=Path, required=True, help="per-epoch metrics (JSON)")
     parser.add_argument("--evaluation", type=Path, required=True,
-                        help="folder for the test-set predictions and figures")
+                        help="folder for the test-set predictions, per-class accuracy and confusion matrix")
+    parser.add_argument("--figures", type=Path, required=True, help="folder for the figures (PNG)")
     stage.run(main, parser, owns=lambda args: f"train.{args.model}", models=MODELS)

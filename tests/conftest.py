@@ -69,6 +69,18 @@ def stage_module(name: str) -> types.ModuleType:
     return module
 
 
+def own_params_in_project(architecture: str) -> dict:
+    """An architecture's own params (the MLP's `hidden`) as the first entry of it in params.yaml has them."""
+    from pathlib import Path
+
+    from regression.params import read_yaml
+    from regression.params_schema import TrainParams
+
+    train = read_yaml(Path(__file__).resolve().parents[1] / "params.yaml")["train"]
+    entry = next(e for name, e in train.items() if e.get("architecture", name) == architecture)
+    return {key: value for key, value in entry.items() if key not in TrainParams.model_fields}
+
+
 @dataclass
 class Trainable:
     """A model of the table, initialised as the train stage does, with its data and params."""
@@ -93,11 +105,10 @@ def trainable(tiny_fashion, linear_data):
     from regression.data import REGRESSION, hold_out
     from regression.fashion_mnist import CLASSES
     from regression.models import MODELS
-    from regression.params import TrainParams
     from regression.training import as_splits, new_model
 
     def make(name: str, validation: int = 0, **params) -> Trainable:
-        spec = MODELS[name]
+        spec = MODELS[name]  # an architecture of the table, trained as the model of the same name
         if spec.task == REGRESSION:
             arrays, meta, classes = linear_data.arrays, linear_data.meta, ()
         else:
@@ -107,7 +118,7 @@ def trainable(tiny_fashion, linear_data):
             train_part, validation_part = hold_out(*arrays["train"], validation, seed=0)
             arrays = {"train": train_part, "val": validation_part, "test": arrays["test"]}
         splits = as_splits(arrays, spec)
-        p = TrainParams(**(TRAIN_PARAMS[spec.task] | params))
+        p = spec.params(architecture=name, **(TRAIN_PARAMS[spec.task] | own_params_in_project(name) | params))
         model, config = new_model(name, splits["train"], classes, p)
         return Trainable(name, spec, config, model, splits, p, meta)
 

@@ -13,7 +13,6 @@ import os
 import time
 
 from regression import stage
-from regression.params import read_yaml
 from regression.tracking import ModelRun
 
 
@@ -22,10 +21,10 @@ def main(params, args):
         print("ready", flush=True)
         while not os.path.exists(args.go_file):
             time.sleep(0.005)
-    dataset = read_yaml("params.yaml")["train"][args.model]["dataset"]  # its experiment's dataset
+    dataset = params.file["train"][args.model]["dataset"]  # its experiment's dataset
     data = {"name": dataset, "digest": "0" * 32, "datasets": {}}
     began = time.time()
-    run = ModelRun.start(args.model, {"model": args.model}, data, args.epochs)
+    run = ModelRun.start(args.model, {"model": args.model}, data, args.epochs, params.file)
     print(f"started {run.run_id} {began:.6f} {time.time():.6f}", flush=True)
     with run:
         for epoch in range(1, args.epochs + 1):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from regression.params import FASHION_MNIST_FILES
+from regression.fashion_mnist import FASHION_MNIST_FILES
 
 IMAGE_MAGIC, LABEL_MAGIC = 0x00000803, 0x00000801  # unsigned bytes; 3 and 1 dimensions
 

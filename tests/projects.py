@@ -32,10 +32,15 @@ COPIED = ["dvc.yaml", "params.yaml", "stages", "src", "Makefile", "requirements.
           ".dvc/config", ".dvc/.gitignore",
           ".dvcignore", ".gitignore", "data/.gitignore", "models/.gitignore"]
 BIN = Path(sys.executable).parent
-MODELS = ["linear", "softmax_scratch", "softmax_nn"]
-SWEPT_MODELS = ["softmax_nn"]  # the models with a sweep stage in params.yaml
-STAGES = ({"download", "prepare", "generate", "samples"} | {f"train@{m}" for m in MODELS}
-          | {f"sweep@{m}" for m in SWEPT_MODELS})
+PARAMS = read_yaml(PROJECT / "params.yaml")
+DVC_YAML = read_yaml(PROJECT / "dvc.yaml")
+# A variant of a model made by params alone, as a person adds one: the shared projects train it too.
+VARIANT = "mlp_wide"
+VARIANT_PARAMS = {**PARAMS["train"]["mlp"], "architecture": "mlp", "hidden": 512}
+MODELS = [*PARAMS["train"], VARIANT]  # the models of the shared projects
+SWEPT_MODELS = list(PARAMS.get("sweep", {}))  # the models with a sweep stage
+STAGES = ({name for name, stage in DVC_YAML["stages"].items() if "foreach" not in stage}
+          | {f"train@{m}" for m in MODELS} | {f"sweep@{m}" for m in SWEPT_MODELS})
 # A sweep the tiny data can hold: 4 trials of 2 epochs, 100 of the 500 training images held out.
 TINY_SWEEP = {"validation_size": 100, "seed": 0, "sample": 0,
               "grid": {"lr": [0.1, 0.5], "epochs": [2], "batch_size": [50], "weight_decay": [0, 0.001],
@@ -65,12 +70,18 @@ def stages_run(output: str) -> set[str]:
     return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")}
 
 
+def stage_command(stage: str, key: str | None = None) -> list[str]:
+    """The command of a stage (of `<stage>@<key>`, for a foreach stage) as dvc.yaml gives it,
+    without its PYTHONPATH, for running it by hand."""
+    definition = DVC_YAML["stages"][stage]
+    command = definition["do"]["cmd"].replace("${key}", key) if key else definition["cmd"]
+    if key and "${item.dataset}" in command:
+        command = command.replace("${item.dataset}", PARAMS[stage][key]["dataset"])
+    return command.removeprefix("PYTHONPATH=src ").split()
+
+
 def train_command(model: str) -> list[str]:
-    """The stage command of train@<model> as dvc.yaml gives it, for running it by hand."""
-    dataset = read_yaml(PROJECT / "params.yaml")["train"][model]["dataset"]
-    return ["python", "stages/train.py", model, "--data", f"data/{dataset}",
-            "--model-file", f"models/{model}.pt", "--metrics", f"metrics/{model}.json",
-            "--history", f"metrics/{model}/history.json", "--evaluation", f"metrics/{model}/evaluation"]
+    return stage_command("train", model)
 
 
 def expected_files(folder: Path) -> dict:
@@ -108,6 +119,7 @@ def make_project(dest: Path, source_url: str, files: dict) -> Path:
         params["download"]["sources"] = [source_url, "file:///nonexistent/fashion-mnist/"]
         params["download"]["files"] = files
         params["sweep"] = {model: TINY_SWEEP for model in SWEPT_MODELS}
+        params["train"][VARIANT] = VARIANT_PARAMS
     edit_params(dest, tiny_data)
     run(dest, "git", "init", "-q")
     run(dest, "git", "add", "-A")

@@ -33,7 +33,8 @@ from regression.download import (
     sources_with_override,
 )
 from regression.files import signals_held
-from regression.params import ExpectedFile, read_yaml
+from regression.params import read_yaml
+from regression.params_schema import ExpectedFile
 
 PROJECT = Path(__file__).resolve().parents[1]
 TIMEOUT = 5

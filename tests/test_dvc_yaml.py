@@ -148,19 +148,33 @@ def test_stage_code_deps_exist(name):
             assert (ROOT / dep).is_file(), f"{name}: dep {dep} does not exist"
 
 
+def all_outputs(stage: dict) -> list[str]:
+    return paths(stage.get("outs")) + paths(stage.get("metrics")) + paths(stage.get("plots"))
+
+
 @pytest.mark.parametrize("name", STAGES)
 def test_stage_data_deps_are_outputs_of_another_stage(name):
-    outs = {path for other in STAGES.values() for path in paths(other.get("outs"))}
+    """Each data input is another stage's output, or a file in an output folder of one."""
+    outs = {path for other in STAGES.values() for path in all_outputs(other)}
     for dep in paths(STAGES[name].get("deps")):
-        if not dep.startswith(("src/", "stages/")):
-            assert dep in outs, f"{name}: dep {dep} is no stage's output"
+        if not dep.startswith(("src/", "stages/")) and dep != "params.yaml":
+            assert any(dep == out or dep.startswith(f"{out}/") for out in outs), f"{name}: dep {dep} is no stage's output"
+
+
+@pytest.mark.parametrize("name", STAGES)
+def test_every_other_stage_waits_for_the_params_check(name):
+    """Each stage depends on an output of the `params` stage, so that a section no stage reads stops
+    `dvc repro` before any work."""
+    if name != "params":
+        outs = paths(STAGES["params"].get("outs"))
+        assert any(dep.startswith(f"{out}/") for dep in paths(STAGES[name].get("deps")) for out in outs), name
 
 
 @pytest.mark.parametrize("name", STAGES)
 def test_every_path_a_stage_command_names_is_a_dep_or_an_out(name):
     """dvc.yaml passes each stage its paths, so a path in a command DVC does not track is a bug."""
     stage = STAGES[name]
-    tracked = set(paths(stage.get("deps"))) | set(paths(stage.get("outs"))) | set(paths(stage.get("metrics")))
+    tracked = set(paths(stage.get("deps"))) | set(all_outputs(stage))
     named = set(re.findall(r"\b(?:data|models|metrics)/[\w./-]+", stage["cmd"]))
     assert named, f"{name}: its command names no data, models or metrics path"
     assert named <= tracked, f"{name}: {sorted(named - tracked)} are in its command but not in deps/outs"

@@ -47,7 +47,7 @@ def test_score_of_a_regression_is_mean_squared_error_only():
 
 
 def test_regression_report_gives_w_b_and_their_errors():
-    model = LinearRegression(ModelConfig("linear", n_features=2, n_outputs=1))
+    model = LinearRegression(ModelConfig("linear", "linear", n_features=2, n_outputs=1))
     with torch.no_grad():
         model.linear.weight.copy_(torch.tensor([[2.1, -3.25]]))
         model.linear.bias.fill_(4.0)

@@ -11,9 +11,8 @@ import torch
 
 from idx_files import idx_images, idx_labels, write_idx_split, write_tiny_fashion_mnist_files
 from regression.data import DataError
-from regression.fashion_mnist import CLASSES
+from regression.fashion_mnist import CLASSES, FASHION_MNIST_FILES
 from regression.idx import read_split
-from regression.params import FASHION_MNIST_FILES
 
 TRAIN_IMAGES, TRAIN_LABELS = FASHION_MNIST_FILES["train"]
 

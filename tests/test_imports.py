@@ -14,6 +14,7 @@ from projects import PROJECT
 
 HEAVY = ("torch", "torchvision", "matplotlib", "mlflow")
 NEEDS = {
+    "params": set(),  # the check every stage waits for: a second
     "download": set(),
     "prepare": {"torch", "torchvision"},  # torchvision's IDX reader, once
     "generate": set(),  # numpy draws the synthetic data

@@ -9,6 +9,7 @@ from torch.nn import functional as F
 
 from regression.fashion_mnist import CLASSES
 from regression.models import (
+    MLP,
     MODELS,
     LinearRegression,
     ModelConfig,
@@ -25,9 +26,11 @@ from regression.models import (
 
 EXTREME = torch.tensor([[1000.0, 0.0, -1000.0], [-500.0, -500.0, 80.0], [3.0e4, 3.0e4, -3.0e4]])
 CONFIGS = {
-    "linear": ModelConfig("linear", n_features=2, n_outputs=1),
-    "softmax_scratch": ModelConfig("softmax_scratch", n_features=784, n_outputs=10, classes=CLASSES),
-    "softmax_nn": ModelConfig("softmax_nn", n_features=784, n_outputs=10, classes=CLASSES),
+    "linear": ModelConfig("linear", "linear", n_features=2, n_outputs=1),
+    "softmax_scratch": ModelConfig("softmax_scratch", "softmax_scratch", n_features=784, n_outputs=10,
+                                   classes=CLASSES),
+    "softmax_nn": ModelConfig("softmax_nn", "softmax_nn", n_features=784, n_outputs=10, classes=CLASSES),
+    "mlp": ModelConfig("mlp_narrow", "mlp", n_features=784, n_outputs=10, classes=CLASSES, params={"hidden": 16}),
 }
 
 
@@ -107,6 +110,7 @@ def test_cross_entropy_of_a_confident_wrong_answer_is_large_not_inf():
     ("linear", LinearRegression),
     ("softmax_scratch", SoftmaxRegressionScratch),
     ("softmax_nn", SoftmaxRegression),
+    ("mlp", MLP),
 ])
 def test_build_model_gives_the_table_s_model_of_the_config_s_shape(name, kind):
     config = CONFIGS[name]
@@ -116,14 +120,51 @@ def test_build_model_gives_the_table_s_model_of_the_config_s_shape(name, kind):
     assert output.shape == (4, config.n_outputs)
 
 
+def test_every_architecture_of_the_table_is_covered_here():
+    assert set(CONFIGS) == set(MODELS)
+
+
+def test_the_mlp_is_the_lessons_and_its_width_comes_from_its_config():
+    model = build_model(CONFIGS["mlp"])
+    layers = [(type(m).__name__, getattr(m, "in_features", None), getattr(m, "out_features", None))
+              for m in model.modules() if isinstance(m, nn.Linear)]
+    assert layers == [("Linear", 784, 16), ("Linear", 16, 10)]
+    X = torch.randn(3, 784, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():  # ReLU between the layers: logits = W2 relu(W1 x + b1) + b2
+        expected = model.output(torch.clamp(model.hidden(X), min=0))
+        assert torch.equal(model(X), expected)
+        assert not torch.allclose(model(X), model.output(model.hidden(X)))
+
+
+def test_an_architectures_own_params_are_its_class_s_typed_parameters():
+    from pydantic import ValidationError
+
+    common = {"architecture": "mlp", "dataset": "fashion-mnist", "seed": 0, "lr": 0.1, "batch_size": 256,
+              "epochs": 10, "init_std": 0.01}
+    assert MODELS["mlp"].params(**common, hidden=256).hidden == 256
+    for bad in ({}, {"hidden": 0}, {"hidden": 256, "width": 3}):
+        with pytest.raises(ValidationError):
+            MODELS["mlp"].params(**common, **bad)
+    with pytest.raises(ValidationError, match="hidden"):
+        MODELS["linear"].params(**common | {"architecture": "linear", "dataset": "synthetic"}, hidden=256)
+
+
+def test_same_seed_starts_the_mlp_alike_and_draws_both_layers():
+    first, again = initialised(CONFIGS["mlp"], seed=3), initialised(CONFIGS["mlp"], seed=3)
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values()))
+    assert not torch.equal(initialised(CONFIGS["mlp"], seed=4).hidden.weight, first.hidden.weight)
+    assert first.output.weight.std().item() == pytest.approx(0.01, rel=0.3)
+    assert torch.equal(first.hidden.bias, torch.zeros(16)) and torch.equal(first.output.bias, torch.zeros(10))
+
+
 def test_build_model_of_an_unknown_kind_raises():
     with pytest.raises(KeyError, match="resnet"):
-        build_model(ModelConfig("resnet", 3, 1))
+        build_model(ModelConfig("resnet", "resnet", 3, 1))
 
 
-def test_softmax_models_take_images_or_rows():
+def test_models_of_images_take_images_or_rows():
     image = torch.rand(2, 28, 28)
-    for name in ("softmax_scratch", "softmax_nn"):
+    for name in ("softmax_scratch", "softmax_nn", "mlp"):
         model = initialised(CONFIGS[name])
         assert torch.equal(model(image), model(image.reshape(2, 784)))
 
@@ -222,7 +263,7 @@ def trained_file(request, tmp_path):
     with torch.no_grad():
         for parameter in model.parameters():
             parameter.add_(torch.linspace(-1, 1, parameter.numel()).reshape(parameter.shape))
-    path = tmp_path / f"{config.kind}.pt"
+    path = tmp_path / f"{config.name}.pt"
     path.write_bytes(model_bytes(model, config))
     return path, model, config
 
@@ -271,11 +312,16 @@ def corrupted(transform) -> callable:
     pytest.param(saved(torch.zeros(3)), id="a-tensor",
                  marks=pytest.mark.filterwarnings("ignore:Using a non-tuple sequence")),  # tensor["config"]
     pytest.param(saved({"state_dict": {}}), id="no-config"),
-    pytest.param(saved({"config": {"kind": "resnet", "n_features": 3, "n_outputs": 1, "classes": []},
-                        "state_dict": {}}), id="unknown-kind"),
-    pytest.param(saved({"config": {"kind": "linear", "n_features": 3, "n_outputs": 1, "classes": [],
-                                   "hidden": 8}, "state_dict": {}}), id="unknown-config-field"),
-    pytest.param(saved({"config": {"kind": "linear", "n_features": 3, "n_outputs": 1, "classes": []},
+    pytest.param(saved({"config": {"name": "resnet", "architecture": "resnet", "n_features": 3, "n_outputs": 1,
+                                   "classes": [], "params": {}}, "state_dict": {}}), id="unknown-architecture"),
+    pytest.param(saved({"config": {"name": "linear", "architecture": "linear", "n_features": 3, "n_outputs": 1,
+                                   "classes": [], "params": {}, "hidden": 8}, "state_dict": {}}),
+                 id="unknown-config-field"),
+    pytest.param(saved({"config": {"name": "linear", "architecture": "linear", "n_features": 3, "n_outputs": 1,
+                                   "classes": [], "params": {"hidden": 8}}, "state_dict": {}}),
+                 id="a-param-the-architecture-has-not"),
+    pytest.param(saved({"config": {"name": "linear", "architecture": "linear", "n_features": 3, "n_outputs": 1,
+                                   "classes": [], "params": {}},
                         "state_dict": nn.Linear(2, 1).state_dict()}), id="weights-of-another-shape"),
 ])
 def test_foreign_or_corrupt_file_raises_model_file_error_naming_it(tmp_path, write):

@@ -12,15 +12,15 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
+from projects import train_command
 from regression.models import MODELS
-from regression.params import DATASETS, ParamsError, check_unread, load_params, load_section, read_yaml
+from regression.data import DATASETS
+from regression.params import ParamsError, check_unread, load_params, load_section, read_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 PARAMS_YAML = ROOT / "params.yaml"
-# The train stage's command line for softmax_nn, as dvc.yaml writes it.
-TRAIN_ARGS = ("--data", "data/fashion-mnist", "--model-file", "models/softmax_nn.pt",
-              "--metrics", "metrics/softmax_nn.json", "--history", "metrics/softmax_nn/history.json",
-              "--evaluation", "metrics/softmax_nn/evaluation")
+# The train stage's command line for softmax_nn, as dvc.yaml writes it, after the model's name.
+TRAIN_ARGS = train_command("softmax_nn")[3:]
 
 
 @pytest.fixture(scope="module")
@@ -98,9 +98,9 @@ def delete(*keys):
     return mutate
 
 
-def add_model(name):
+def add_model(name, copy_of="linear", **changes):
     def mutate(params):
-        params["train"][name] = dict(params["train"]["linear"])
+        params["train"][name] = dict(params["train"][copy_of]) | changes
     return mutate
 
 
@@ -167,6 +167,16 @@ BAD_PARAMS = {
     "zero timeout": (set_value("download", "timeout_seconds", 0), "download.timeout_seconds", "0"),
     "negative noise": (set_value("generate", "noise_std", -0.01), "generate.noise_std", "-0.01"),
     "no models": (set_value("train", {}), "train", "{}"),
+    "an architecture's param under another": (set_value("train", "linear", "hidden", 256),
+                                               "train.linear.hidden = 256", "unknown key"),
+    "an architecture's param missing": (delete("train", "mlp", "hidden"), "train.mlp.hidden", "missing key"),
+    "an architecture's param out of range": (set_value("train", "mlp", "hidden", 0), "train.mlp.hidden", "0"),
+    "a misspelled architecture's param": (set_value("train", "mlp", "hiden", 512), "train.mlp.hiden = 512",
+                                          "unknown key (did you mean 'hidden'?)"),
+    "an unknown architecture": (set_value("train", "mlp", "architecture", "cnn"), "train.mlp.architecture",
+                                "'cnn': unknown architecture"),
+    "a variant without its architecture": (add_model("mlp_wide", copy_of="mlp"), "train.mlp_wide",
+                                           "name one with `architecture:`"),
 }
 
 
@@ -224,6 +234,18 @@ def test_model_names_are_checked_only_against_a_given_table(tmp_path, project_pa
 
     load_params(path)
     assert len(problems_of(path, models=MODELS)) == 1
+
+
+def test_a_variant_is_params_alone_and_its_architecture_s_params_are_its_own(tmp_path, project_params):
+    params = copy.deepcopy(project_params)
+    add_model("mlp_wide", copy_of="mlp", architecture="mlp", hidden=512)(params)
+    path = write_params(tmp_path, params)
+
+    loaded = load_params(path, models=MODELS)
+    assert loaded.train["mlp_wide"].architecture == "mlp" and loaded.train["mlp_wide"].hidden == 512
+    assert loaded.train["mlp"].architecture == "mlp"  # by default, the entry's own key
+    assert load_section(path, "train.mlp_wide", models=MODELS).train["mlp_wide"].hidden == 512
+    assert not hasattr(loaded.train["linear"], "hidden")
 
 
 def test_every_bad_value_is_reported_at_once(tmp_path, project_params):
@@ -374,12 +396,12 @@ def test_a_stage_checks_the_files_syntax(tmp_path):
 
 
 def test_a_model_missing_from_params_is_named_with_the_ones_there():
-    with pytest.raises(ParamsError, match=r"train.mlp: not in params.yaml \(its models: linear, "):
-        load_section(PARAMS_YAML, "train.mlp", models=MODELS)
+    with pytest.raises(ParamsError, match=r"train.resnet: not in params.yaml \(its models: linear, "):
+        load_section(PARAMS_YAML, "train.resnet", models=MODELS)
 
 
 def test_a_section_no_stage_reads_is_refused_with_a_hint(tmp_path, project_params):
-    check_unread(PARAMS_YAML)
+    check_unread(project_params)
     params = copy.deepcopy(project_params)
     add_section("trian", "train")(params)
     path = write_params(tmp_path, params)
@@ -387,13 +409,18 @@ def test_a_section_no_stage_reads_is_refused_with_a_hint(tmp_path, project_param
         load_section(path, stage, models=MODELS)  # no stage reads it, so none would say a word
 
     with pytest.raises(ParamsError) as caught:
-        check_unread(path)
+        check_unread(read_yaml(path), path)
     [problem] = str(caught.value).splitlines()[1:]
     assert problem.startswith("  trian = {") and "no stage reads it" in problem
     assert problem.endswith("(did you mean 'train'?)")
 
+    # The params stage, which every other stage waits for, refuses it, and loads no torch to do so.
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    result = subprocess.run([sys.executable, "-m", "regression.params", str(path)], capture_output=True,
-                            text=True, env=env, timeout=60)
-    assert result.returncode == 1 and result.stderr.startswith(f"error: {path}: invalid params:")
-    assert "trian" in result.stderr and "Traceback" not in result.stderr
+    result = subprocess.run([sys.executable, "-X", "importtime", str(ROOT / "stages" / "params.py"), "out"],
+                            capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    errors = [line for line in result.stderr.splitlines() if not line.startswith("import time:")]
+    assert errors == ["error: params.yaml: invalid params:", problem], errors
+    imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+    assert "regression.params" in imported and "torch" not in imported
+    assert not (tmp_path / "out").exists()

@@ -17,6 +17,8 @@ from projects import (
     MODELS,
     PROJECT,
     STAGES,
+    VARIANT,
+    VARIANT_PARAMS,
     edit_params,
     environment,
     read_json,
@@ -27,27 +29,42 @@ from projects import (
     store_uri,
     train_command,
 )
+from regression.params import read_yaml
 
 pytestmark = pytest.mark.slow
+
+
+def classifiers(path: Path) -> dict[str, dict]:
+    """The project's models that learn from Fashion-MNIST: {name: its params}."""
+    return {name: entry for name, entry in read_yaml(path / "params.yaml")["train"].items()
+            if entry["dataset"] == "fashion-mnist"}
 
 
 def test_repro_runs_every_stage_and_meets_targets(reproduced):
     path, output, _ = reproduced
     assert stages_run(output) == STAGES
-    for model in ("softmax_scratch", "softmax_nn"):
+    assert {"softmax_scratch", "softmax_nn", "mlp", VARIANT} <= set(classifiers(path))
+    for model, params in classifiers(path).items():
         metrics = read_json(path / f"metrics/{model}.json")
         assert set(metrics) == {"test_accuracy", "test_loss"}
         assert metrics["test_accuracy"] > 0.9  # the tiny images carry their class in plain sight
         history = read_json(path / f"metrics/{model}/history.json")
-        assert [r["epoch"] for r in history] == list(range(1, 11))
+        assert [r["epoch"] for r in history] == list(range(1, params["epochs"] + 1))
         assert history[-1]["train_loss"] < history[0]["train_loss"]
         assert history[-1]["test_accuracy"] == metrics["test_accuracy"]  # computed once, at the last epoch
         rows = (path / f"metrics/{model}/evaluation/predictions.csv").read_text().splitlines()
         assert rows[0] == "actual,predicted" and len(rows) == 101
         per_class = read_json(path / f"metrics/{model}/evaluation/per_class_accuracy.json")
         assert [row["class"] for row in per_class][0] == "T-shirt/top" and len(per_class) == 10
-        for figure in ("confusion_matrix.png", "per_class_accuracy.png", "test_predictions.png"):
-            assert (path / f"metrics/{model}/evaluation/{figure}").read_bytes().startswith(b"\x89PNG")
+        for figure in ("learning_curves.png", "confusion_matrix.png", "per_class_accuracy.png",
+                       "test_predictions.png"):
+            assert (path / f"metrics/{model}/figures/{figure}").read_bytes().startswith(b"\x89PNG")
+    # The variant is the MLP of its own width, rebuilt from its file alone.
+    from regression.models import load_model
+
+    variant, config = load_model(path / f"models/{VARIANT}.pt")
+    assert (config.architecture, config.params) == ("mlp", {"hidden": VARIANT_PARAMS["hidden"]})
+    assert variant.hidden.out_features == VARIANT_PARAMS["hidden"]
     linear = read_json(path / "metrics/linear.json")
     assert set(linear) == {"test_loss", "w_0", "w_1", "b", "w_err", "b_err"}  # test_loss: the MSE
     assert max(linear["w_err"], linear["b_err"]) < 0.01
@@ -61,19 +78,23 @@ def test_each_model_stage_records_one_complete_mlflow_run(reproduced):
     by_model = runs_by_model(client)
     head = run(path, "git", "rev-parse", "HEAD").stdout.strip()
     assert set(by_model) == set(MODELS)
+    params = read_yaml(path / "params.yaml")["train"]
     for model, runs in by_model.items():
         assert len(runs) == 1, f"{model}: {len(runs)} runs"
-        r = runs[0]
+        r, p = runs[0], params[model]
         assert r.info.status == "FINISHED"
         assert r.info.run_name == f"{model} @ {head[:7]}"
-        assert r.data.params["lr"] == "0.05" and r.data.params["batch_size"] == "100"
+        assert r.data.params["lr"] == str(p["lr"]) and r.data.params["batch_size"] == str(p["batch_size"])
+        assert r.data.params["architecture"] == p.get("architecture", model)
+        assert r.data.params.get("hidden") == (str(p["hidden"]) if "hidden" in p else None)
         assert r.data.tags["dvc.stage"] == f"train@{model}"
         assert r.data.tags["mlflow.source.git.commit"] == head
-        assert "| lr | 0.05 |" in r.data.tags["mlflow.note.content"]
+        assert f"| lr | {p['lr']} |" in r.data.tags["mlflow.note.content"]
+        epochs = list(range(1, p["epochs"] + 1))
         history = client.get_metric_history(r.info.run_id, "train_loss")
-        assert sorted(m.step for m in history) == list(range(1, 11))
+        assert sorted(m.step for m in history) == epochs
         final = "test_loss"
-        assert [m.step for m in client.get_metric_history(r.info.run_id, final)] == list(range(1, 11))
+        assert [m.step for m in client.get_metric_history(r.info.run_id, final)] == epochs
         inputs = {i.dataset.name: i.dataset for i in r.inputs.dataset_inputs}
         dataset = "synthetic" if model == "linear" else "fashion-mnist"
         assert set(inputs) == {f"{dataset}-train", f"{dataset}-test"}
@@ -181,7 +202,7 @@ def test_fresh_clone_reproduces_identical_outputs(project_copy, reproduced, tmp_
 
 def test_exp_run_reruns_only_the_changed_model_and_names_its_run(project_copy):
     result = run(project_copy, "dvc", "exp", "run", "-n", "nn-lr-0.1", "-S", "train.softmax_nn.lr=0.1")
-    assert stages_run(result.stdout) == {"train@softmax_nn"}
+    assert stages_run(result.stdout) == {"params", "train@softmax_nn"}  # the check of params.yaml, and it
     # params.yaml (laid out as the committed one) changed by that one line, as README says.
     diff = run(project_copy, "git", "diff", "-U0", "--", "params.yaml").stdout.splitlines()
     assert [line for line in diff if line[:1] in "+-" and line[:3] not in ("+++", "---")] == [
@@ -200,7 +221,7 @@ def test_temp_experiment_records_into_the_projects_own_store(project_copy):
     run(project_copy, "git", "commit", "-qm", "results")
     assert "MLFLOW_TRACKING_URI" not in environment()
     result = run(project_copy, "dvc", "exp", "run", "--temp", "-n", "temp-lr", "-S", "train.linear.lr=0.04")
-    assert stages_run(result.stdout) == {"train@linear"}
+    assert stages_run(result.stdout) == {"params", "train@linear"}
     client = MlflowClient(store_uri(project_copy))
     [r] = runs_by_model(client)["linear"]
     assert r.info.status == "FINISHED" and r.data.tags["dvc.experiment"] == "temp-lr"
@@ -254,3 +275,65 @@ def test_ci_lock_check_names_the_code_and_params_the_lock_is_not_from(project_co
     assert "stale dvc.lock: train@softmax_nn: params.yaml train.softmax_nn modified" in result.stderr
     assert "train@linear: params.yaml" not in result.stderr  # linear's params did not change
     assert "run `make run` and commit dvc.lock and metrics/" in result.stderr
+
+
+def test_a_section_no_stage_reads_stops_dvc_repro_and_dvc_exp_run_before_any_stage(project_copy):
+    """`trian:` beside `train:`: DVC itself refuses it (the params stage runs first), naming both."""
+    edit_params(project_copy, lambda params: params.update(trian={"softmax_nn": {"lr": 0.1}}))
+    edit_params(project_copy, lambda params: params["train"]["softmax_nn"].update(lr=0.1))
+    for command in (["dvc", "repro"], ["dvc", "exp", "run"]):
+        result = run(project_copy, *command, check=False)
+        assert result.returncode != 0, result.stdout
+        assert stages_run(result.stdout) == {"params"}, result.stdout
+        assert "trian = {'softmax_nn': {'lr': 0.1}}: no stage reads it (did you mean 'train'?)" in result.stderr
+        assert "Traceback" not in result.stderr + result.stdout
+
+
+# A new architecture, as README says to add one: a class whose own params are its typed arguments,
+# a row of the table, and an entry in params.yaml. Nothing else is edited.
+TOY_CLASS = """
+
+class TanhNet(nn.Module):
+    \"\"\"A toy: flatten, nn.Linear(784, width), tanh, nn.Linear(width, 10).\"\"\"
+
+    def __init__(self, config: ModelConfig, width: PositiveInt):
+        super().__init__()
+        self.first = nn.Linear(config.n_features, width)
+        self.second = nn.Linear(width, config.n_outputs)
+
+    def forward(self, X):
+        return self.second(torch.tanh(self.first(X.reshape(len(X), -1))))
+
+    @torch.no_grad()
+    def initialise_(self, init_std, generator):
+        for layer in (self.first, self.second):
+            _normal_(layer.weight, init_std, generator)
+            layer.bias.zero_()
+
+
+MODELS["tanh_net"] = ModelSpec("fashion-mnist", TanhNet, partial(F.cross_entropy, reduction="none"),
+                               sgd_by_hand=False)
+"""
+
+
+def test_a_new_architecture_is_one_class_and_one_row_and_its_params_entry(project_copy, tmp_path):
+    with (project_copy / "src/regression/models.py").open("a") as models:
+        models.write(TOY_CLASS)
+    toy = {**read_yaml(project_copy / "params.yaml")["train"]["softmax_nn"], "width": 7}
+    edit_params(project_copy, lambda params: params["train"].update(tanh_net=toy))
+
+    result = run(project_copy, "dvc", "repro", "train@tanh_net")
+
+    assert stages_run(result.stdout) == {"params", "train@tanh_net"}
+    assert read_json(project_copy / "metrics/tanh_net.json")["test_accuracy"] > 0.5
+    load = ("from regression.models import load_model; m, c = load_model('models/tanh_net.pt'); "
+            "print(type(m).__name__, c.architecture, c.params, m.first.out_features)")
+    loaded = run(project_copy, str(BIN / "python"), "-c", load, env=environment(PYTHONPATH="src"))
+    assert loaded.stdout.split() == ["TanhNet", "tanh_net", "{'width':", "7}", "7"]
+    client = MlflowClient(store_uri(project_copy))
+    [r] = runs_by_model(client)["tanh_net"]
+    assert r.info.status == "FINISHED" and r.data.params["width"] == "7"
+    [version] = client.search_model_versions("name = 'fashion-mnist-tanh_net'")
+    assert version.run_id == r.info.run_id
+    shown = run(project_copy, "dvc", "plots", "show", "--json", "-o", str(tmp_path / "plots")).stdout
+    assert "metrics/tanh_net/figures/learning_curves.png" in shown and "metrics/tanh_net/history.json" in shown

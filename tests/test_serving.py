@@ -12,8 +12,9 @@ from regression.fashion_mnist import CLASSES
 from regression.models import ModelConfig, build_model, model_bytes
 from regression.tracking.served import Answer, answer
 
-CLASSIFIER = ModelConfig("softmax_nn", n_features=784, n_outputs=10, classes=CLASSES)
-LINEAR = ModelConfig("linear", n_features=2, n_outputs=1)
+CLASSIFIER = ModelConfig("softmax_nn", "softmax_nn", n_features=784, n_outputs=10, classes=CLASSES)
+LINEAR = ModelConfig("linear", "linear", n_features=2, n_outputs=1)
+MLP_VARIANT = ModelConfig("mlp_wide", "mlp", n_features=784, n_outputs=10, classes=CLASSES, params={"hidden": 32})
 
 
 def initialised(config: ModelConfig) -> torch.nn.Module:
@@ -47,6 +48,16 @@ def test_classifier_answers_the_class_of_the_largest_logit_and_its_probabilities
         assert sum(probabilities.values()) == pytest.approx(1.0, abs=1e-6)
         assert list(probabilities.values()) == pytest.approx(row.tolist(), abs=1e-6)
         assert max(probabilities, key=probabilities.get) == CLASSES[int(row.argmax())]
+
+
+def test_a_variant_of_another_architecture_answers_as_its_table_row_says(pixels):
+    """A classifier by its architecture's row (the MLP's), whatever its entry is named."""
+    model = initialised(MLP_VARIANT)
+    got = answer(model, MLP_VARIANT, pixels)
+    with torch.no_grad():
+        logits = model(torch.from_numpy(pixels).float())
+    assert got["class"].tolist() == [CLASSES[i] for i in logits.argmax(dim=1).tolist()]
+    assert list(got["probabilities"][0]) == list(CLASSES)
 
 
 def test_float32_and_float64_input_give_the_same_answer(classifier, pixels):

@@ -13,11 +13,14 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from projects import BIN, PROJECT, TINY_SWEEP, environment, free_port, read_json
-from regression.params import ParamsError, SweepParams, TrainParams, load_params
-from regression.search import DIVERGED, FINISHED, choose, table_bytes, trials
+from projects import BIN, PROJECT, TINY_SWEEP, environment, free_port, read_json, stage_command
+from regression.params import ParamsError, load_params
+from regression.params_schema import SweepParams, TrainParams
+from regression.search import DIVERGED, FINISHED, choose, search_base, table_bytes, trials
 
-BASE = TrainParams(dataset="fashion-mnist", seed=0, lr=0.05, batch_size=100, epochs=10, init_std=0.01)
+ENTRY = {"dataset": "fashion-mnist", "seed": 0, "lr": 0.05, "batch_size": 100, "epochs": 10, "init_std": 0.01}
+BASE = search_base("softmax_nn", ENTRY)
+PARAMS = TrainParams(architecture="softmax_nn", **ENTRY)
 
 
 def sweep_params(**grid) -> SweepParams:
@@ -29,16 +32,30 @@ def test_trials_are_every_combination_in_grid_order_over_the_models_params():
     found = trials(BASE, sweep_params(lr=[0.1, 0.2], weight_decay=[0, 0.001],
                                       schedule=["constant", "cosine"]))
     assert len(found) == 8
-    assert [(t.lr, t.weight_decay, t.schedule) for t in found[:3]] == [
+    assert [(t["lr"], t["weight_decay"], t["schedule"]) for t in found[:3]] == [
         (0.1, 0, "constant"), (0.1, 0, "cosine"), (0.1, 0.001, "constant")]  # the last list varies fastest
-    assert {(t.seed, t.init_std, t.epochs, t.batch_size) for t in found} == {(0, 0.01, 1, 10)}
+    assert {(t["seed"], t["init_std"], t["epochs"], t["batch_size"], t["architecture"]) for t in found} == {
+        (0, 0.01, 1, 10, "softmax_nn")}
+
+
+def test_a_sweep_takes_from_its_model_all_but_what_it_searches():
+    """What the sweep stage depends on (its base, written by the params stage) is what its trials take
+    from train.<model>: a searched key changes nothing, an architecture's own param does."""
+    entry = ENTRY | {"hidden": 256}
+    base = search_base("mlp", entry)
+    assert base == {"architecture": "mlp", "dataset": "fashion-mnist", "seed": 0, "init_std": 0.01, "hidden": 256}
+    assert search_base("mlp", entry | {"lr": 0.3, "epochs": 2, "schedule": "step"}) == base
+    assert search_base("mlp", entry | {"hidden": 512}) != base
+    assert search_base("mlp_wide", entry | {"architecture": "mlp"})["architecture"] == "mlp"
+    [trial] = trials(base, sweep_params())
+    assert {key: trial[key] for key in entry if key in base} == {key: entry[key] for key in entry if key in base}
 
 
 def test_a_sample_is_seeded_in_grid_order_and_never_larger_than_the_grid():
     space = {"lr": [0.1, 0.2, 0.3, 0.4], "epochs": [1, 2, 3]}
     every = trials(BASE, sweep_params(**space))
     sample = trials(BASE, sweep_params(**space).model_copy(update={"sample": 5}))
-    assert len(sample) == 5 and len(set(sample)) == 5
+    assert len(sample) == 5 and len({tuple(t.items()) for t in sample}) == 5
     assert [every.index(t) for t in sample] == sorted(every.index(t) for t in sample)
     assert sample == trials(BASE, sweep_params(**space).model_copy(update={"sample": 5}))
     other = trials(BASE, sweep_params(**space).model_copy(update={"sample": 5, "seed": 1}))
@@ -72,7 +89,7 @@ def test_learning_rate_schedules():
     from regression.training import learning_rate
 
     def rates(schedule):
-        p = BASE.model_copy(update={"lr": 0.4, "epochs": 4, "schedule": schedule})
+        p = PARAMS.model_copy(update={"lr": 0.4, "epochs": 4, "schedule": schedule})
         return [learning_rate(p, epoch) for epoch in range(1, 5)]
 
     assert rates("constant") == [0.4] * 4
@@ -90,7 +107,8 @@ def test_weight_decay_shrinks_the_weights_alike_in_both_softmax_models(model, ti
     splits = as_splits({"train": tiny_fashion["train"]}, MODELS["softmax_nn"])
     norms = {}
     for decay in (0.0, 0.5):
-        p = BASE.model_copy(update={"lr": 0.1, "epochs": 2, "batch_size": 32, "weight_decay": decay})
+        p = PARAMS.model_copy(update={"lr": 0.1, "epochs": 2, "batch_size": 32, "weight_decay": decay,
+                                      "architecture": model})
         trained, _ = new_model(model, splits["train"], CLASSES, p)
         train(model, MODELS[model], trained, splits, p)
         norms[decay] = sum(w.square().sum().item() for w in trained.parameters())
@@ -140,13 +158,16 @@ def sweep_project(dest: Path, grid: dict, n_train: int = 500) -> Path:
     splits = {split: tuple(t.numpy().astype("uint8") for t in learnable_split(n, generator))
               for split, n in (("train", n_train), ("test", 100))}
     save_dataset(dest / "data/fashion-mnist", splits, {"name": "fashion-mnist", "classes": list(CLASSES)})
+    subprocess.run([str(BIN / "python"), *stage_command("params")], cwd=dest, check=True,
+                   env=environment(PYTHONPATH="src"), capture_output=True)  # the sweep's base
     return dest
 
 
 def sweep_command(workers: int | None = None) -> list[str]:
-    return [str(BIN / "python"), "stages/sweep.py", "softmax_nn", "--data", "data/fashion-mnist",
-            "--model-file", OUTPUTS[0], "--metrics", OUTPUTS[1], "--trials", OUTPUTS[2],
-            *(["--workers", str(workers)] if workers else [])]
+    command = stage_command("sweep", "softmax_nn")
+    assert command[command.index("--model-file"):] == ["--model-file", OUTPUTS[0], "--metrics", OUTPUTS[1],
+                                                       "--trials", OUTPUTS[2]]
+    return [str(BIN / "python"), *command, *(["--workers", str(workers)] if workers else [])]
 
 
 def sweep_env(project: Path, scheduler: str | None = None) -> dict:

@@ -12,7 +12,7 @@ from regression.data import CLASSIFICATION
 from regression.models import MODELS
 from regression.training import TrainingDiverged, as_splits, features, minibatches
 
-MODEL_NAMES = ["linear", "softmax_scratch", "softmax_nn"]
+MODEL_NAMES = list(MODELS)  # an architecture each, trained as the model of the same name
 
 
 def test_linear_regression_recovers_w_and_b(trainable):
@@ -178,6 +178,7 @@ def reference_history(setup) -> list[dict]:
     ("linear", {"batch_size": 300, "epochs": 3}),  # the last batch of each epoch is short
     ("softmax_scratch", {"batch_size": 48}),
     ("softmax_nn", {"batch_size": 48}),
+    ("mlp", {"batch_size": 48}),
 ])
 def test_per_epoch_reading_equals_a_per_batch_item_loop(trainable, name, params):
     history, _ = trainable(name, validation=30, **params).train()
@@ -214,6 +215,7 @@ def test_losses_are_read_once_per_epoch_not_once_per_batch(trainable, name, monk
     # learning rate near its maximum (about 3.4e38).
     ("softmax_scratch", 1e38),
     ("softmax_nn", 1e38),
+    ("mlp", 1e3),
 ])
 def test_divergence_raises_naming_the_learning_rate(trainable, name, lr):
     setup = trainable(name, lr=lr)

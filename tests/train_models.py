@@ -1,4 +1,4 @@
-"""Trains each model of the table as the train stage does and prints what came out, for the numerics tests.
+"""Trains a model of each architecture of the table as the train stage does and prints what came out, for the numerics tests.
 
 Usage: python tests/train_models.py <fashion-mnist folder> <synthetic folder>
 
@@ -12,8 +12,8 @@ import sys
 
 from regression import numerics
 from regression.data import load_dataset
+from conftest import own_params_in_project
 from regression.models import MODELS, model_bytes
-from regression.params import TrainParams
 from regression.training import as_splits, new_model, train
 
 # Batches of 100 images: large enough that torch and MKL would split their work across threads.
@@ -26,7 +26,7 @@ def main(fashion_folder: str, synthetic_folder: str) -> None:
         folder = fashion_folder if spec.classifies else synthetic_folder
         meta, arrays = load_dataset(folder)
         splits = as_splits(arrays, spec)
-        p = TrainParams(dataset=spec.dataset, **PARAMS)
+        p = spec.params(architecture=name, dataset=spec.dataset, **PARAMS | own_params_in_project(name))
         model, config = new_model(name, splits["train"], tuple(meta.get("classes", ())), p)
         history, _ = train(name, spec, model, splits, p)
         results[name] = {"sha256": hashlib.sha256(model_bytes(model, config)).hexdigest(), "history": history}

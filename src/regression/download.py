@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from regression import PipelineError
 from regression.files import folder_replaced
-from regression.params import ExpectedFile
+from regression.params_schema import ExpectedFile
 
 SOURCE_ENV = "FASHION_MNIST_SOURCE"
 CHUNK = 1 << 16

@@ -1,19 +1,20 @@
-"""The model table, the three models, and the softmax and cross-entropy written by hand.
+"""The architecture table, its models, and the softmax and cross-entropy written by hand.
 
-`MODELS` is the one place that says, for each model, the data it learns from (and so its task,
-which `data.DATASETS` gives: whether it classifies), how it is built, its loss and how it
-steps; training, evaluation, the report, the train stage's params check and the served model
-read these fields. A model's
-shape is its `ModelConfig`, saved with its weights (`model_bytes`), so that anything can
-rebuild it from the file alone (`load_model`). How it starts (`init_std`, the seed) is
-training's business: `initialise_`.
+`MODELS` is the one place that says, for each architecture, the data it learns from (and so its
+task, which `data.DATASETS` gives: whether it classifies), how it is built, its loss and how it
+steps; training, evaluation, the report, the params check and the served model read these
+fields. An architecture's own params (the MLP's `hidden`) are the keyword parameters of its
+class after the config, typed: `ModelSpec.params` makes them keys of its entries in params.yaml.
+A model's shape is its `ModelConfig` (its architecture, the params that shape it), saved with
+its weights (`model_bytes`), so that anything can rebuild it from the file alone (`load_model`).
+How it starts (`init_std`, the seed) is training's business: `initialise_`.
 """
 
 import dataclasses
 import io
 from collections.abc import Callable
-from dataclasses import dataclass
-from functools import partial
+from dataclasses import dataclass, field
+from functools import cached_property, partial
 from pathlib import Path
 
 import torch
@@ -22,15 +23,18 @@ from torch.nn import functional as F
 
 from regression import PipelineError
 from regression.data import CLASSIFICATION, DATASETS
+from regression.params_schema import PositiveInt, TrainParams, params_of_architecture
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     """Everything needed to rebuild a model before loading its weights."""
-    kind: str                     # the model's name: a key of MODELS and of `train` in params.yaml
+    name: str                     # the model's name: a key of `train` in params.yaml
+    architecture: str             # a key of MODELS
     n_features: int
     n_outputs: int
     classes: tuple[str, ...] = ()  # class names in output order, for classifiers
+    params: dict = field(default_factory=dict)  # the architecture's own params, e.g. {"hidden": 256}
 
 
 def log_softmax(logits: torch.Tensor) -> torch.Tensor:
@@ -111,10 +115,30 @@ class SoftmaxRegressionScratch(nn.Module):
         self.b.zero_()
 
 
+class MLP(nn.Module):
+    """The multilayer perceptron of the lesson's next chapter: flatten, nn.Linear(784, hidden), ReLU,
+    nn.Linear(hidden, 10) giving logits."""
+
+    def __init__(self, config: ModelConfig, hidden: PositiveInt):
+        super().__init__()
+        self.hidden = nn.Linear(config.n_features, hidden)
+        self.output = nn.Linear(hidden, config.n_outputs)
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        return self.output(torch.relu(self.hidden(X.reshape(-1, self.hidden.in_features))))
+
+    @torch.no_grad()
+    def initialise_(self, init_std: float, generator: torch.Generator) -> None:
+        """Both weights ~ N(0, init_std), the hidden layer's drawn first; zero biases."""
+        for layer in (self.hidden, self.output):
+            _normal_(layer.weight, init_std, generator)
+            layer.bias.zero_()
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     dataset: str       # the folder under data/ it learns from (params' `dataset` must agree)
-    build: Callable[[ModelConfig], nn.Module]
+    build: Callable[..., nn.Module]  # the class: (config, **its own params) -> the model
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # per-example loss
     sgd_by_hand: bool  # summed loss and a hand-written SGD step, or mean loss and optim.SGD
 
@@ -133,6 +157,11 @@ class ModelSpec:
         """What its loss measures, for people: charts compare like with like."""
         return "cross-entropy" if self.classifies else "mean squared error"
 
+    @cached_property
+    def params(self) -> type[TrainParams]:
+        """What an entry of this architecture in params.yaml holds: TrainParams and its own params."""
+        return params_of_architecture(self.build)
+
 
 MODELS = {
     "linear": ModelSpec("synthetic", LinearRegression,
@@ -141,6 +170,7 @@ MODELS = {
                                  cross_entropy, sgd_by_hand=True),
     "softmax_nn": ModelSpec("fashion-mnist", SoftmaxRegression,
                             partial(F.cross_entropy, reduction="none"), sgd_by_hand=False),
+    "mlp": ModelSpec("fashion-mnist", MLP, partial(F.cross_entropy, reduction="none"), sgd_by_hand=False),
 }
 
 
@@ -149,7 +179,7 @@ class ModelFileError(PipelineError):
 
 
 def build_model(config: ModelConfig) -> nn.Module:
-    return MODELS[config.kind].build(config)
+    return MODELS[config.architecture].build(config, **config.params)
 
 
 def model_bytes(model: nn.Module, config: ModelConfig) -> bytes:

@@ -3,8 +3,8 @@
 A sweep (`sweep.<model>` in params.yaml) lists values for some of a model's training params;
 every combination of them, in the order the lists give (the last list varying fastest), is a
 trial, or a seeded random sample of them when `sample` is set. A trial is the model's
-`train.<model>` params with the combination's values put in (so only its dataset, seed and
-init_std are its own: dvc.yaml lists just those as the sweep stage's params). Each trial trains on the training
+`train.<model>` params with the combination's values put in: the sweep depends on the rest of them
+(`search_base`), not on the values it replaces. Each trial trains on the training
 images less a seeded validation split and is scored on that split; `choose` picks the best by
 validation score alone, ties going to the earlier trial, so the choice never depends on which
 worker finished first. numpy only: no torch here.
@@ -16,26 +16,34 @@ import itertools
 
 import numpy as np
 
-from regression.params import SEARCH_KEYS, SweepParams, TrainParams
+from regression.params_schema import SEARCH_KEYS, SweepParams
 
 SCORES = ("val_accuracy", "val_loss", "test_accuracy", "test_loss")
 TABLE_COLUMNS = ("trial", *SEARCH_KEYS, "status", *SCORES)
 FINISHED, DIVERGED = "finished", "diverged"
 
 
-def trials(base: TrainParams, sweep: SweepParams) -> list[TrainParams]:
-    """The trials of `sweep` over the model's params `base`, in grid order (sampled if asked)."""
+def search_base(name: str, entry: dict) -> dict:
+    """What a sweep of model `name` takes from its entry `train.<name>` (as read): every key but
+    those it searches, its architecture named. The `params` stage writes it for the sweep stage,
+    which depends on it: a change to `train.<name>.lr` leaves the sweep alone, one to its `hidden` does not."""
+    return {"architecture": name} | {key: value for key, value in entry.items() if key not in SEARCH_KEYS}
+
+
+def trials(base: dict, sweep: SweepParams) -> list[dict]:
+    """The trials of `sweep` over the model's `search_base`, each its full params (unchecked), in
+    grid order (sampled if asked)."""
     grid = [getattr(sweep.grid, key) for key in SEARCH_KEYS]
-    settings = [base.model_copy(update=dict(zip(SEARCH_KEYS, values))) for values in itertools.product(*grid)]
+    settings = [base | dict(zip(SEARCH_KEYS, values)) for values in itertools.product(*grid)]
     if sweep.sample and sweep.sample < len(settings):
         picked = np.random.default_rng(sweep.seed).choice(len(settings), sweep.sample, replace=False)
         settings = [settings[i] for i in sorted(picked.tolist())]
     return settings
 
 
-def settings_of(params: TrainParams) -> dict:
+def settings_of(params: dict) -> dict:
     """The searched params of a trial: {lr, epochs, batch_size, weight_decay, schedule}."""
-    return {key: getattr(params, key) for key in SEARCH_KEYS}
+    return {key: params[key] for key in SEARCH_KEYS}
 
 
 def rank_key(result: dict, classifies: bool) -> tuple:

@@ -107,12 +107,11 @@ def run_trial(trial: int, model: str, params: dict, data: dict) -> dict:
     every other split. Returns the trial's number, status, per-epoch history, final scores and
     the code digest of the worker's package."""
     from regression.models import MODELS
-    from regression.params import TrainParams
     from regression.search import DIVERGED, FINISHED
     from regression.training import TrainingDiverged, as_splits, new_model, train
 
-    spec = MODELS[model]
-    p = TrainParams(**params)
+    spec = MODELS[params["architecture"]]
+    p = spec.params.model_validate(params)
     splits = as_splits(data["arrays"], spec)
     trained, _ = new_model(model, splits["train"], tuple(data["classes"]), p)
     result = {"trial": trial, "code": code_digest()}
@@ -126,7 +125,7 @@ def run_trial(trial: int, model: str, params: dict, data: dict) -> dict:
 
 def run_trials(client, model: str, trials: list[dict], arrays: dict[str, tuple[np.ndarray, np.ndarray]],
                classes: tuple[str, ...]) -> Iterator[dict]:
-    """Run `trials` (TrainParams as dicts) on the cluster; yield each result once, as it arrives.
+    """Run `trials` (each a model's checked params, as a dict) on the cluster; yield each result once, as it arrives.
 
     The arrays go to every worker once (broadcast), so that a dying worker takes no data with it.
     """

@@ -16,7 +16,7 @@ from torch import nn, optim
 from regression import PipelineError
 from regression.evaluation import score
 from regression.models import ModelConfig, ModelSpec, build_model
-from regression.params import TrainParams
+from regression.params_schema import TrainParams, own_params
 
 # Training stops as diverged when a batch loss is not finite or exceeds this many times the
 # first batch's loss (the loss of the untrained model). SGD on these convex losses only gets
@@ -49,10 +49,11 @@ def features(X: torch.Tensor) -> torch.Tensor:
 
 def new_model(name: str, train_set: Split, classes: tuple[str, ...], params: TrainParams
               ) -> tuple[nn.Module, ModelConfig]:
-    """Model `name` shaped for `train_set`'s features and outputs (a class each, for a
-    classifier), initialised as `params` say; and its config."""
-    config = ModelConfig(name, n_features=features(train_set.X[:1]).shape[1],
-                         n_outputs=len(classes) or train_set.y.shape[1], classes=classes)
+    """Model `name` of `params.architecture`, shaped by its own params and for `train_set`'s
+    features and outputs (a class each, for a classifier), initialised as `params` say; and its config."""
+    config = ModelConfig(name, params.architecture, n_features=features(train_set.X[:1]).shape[1],
+                         n_outputs=len(classes) or train_set.y.shape[1], classes=classes,
+                         params=own_params(params))
     model = build_model(config)
     model.initialise_(params.init_std, torch.Generator().manual_seed(params.seed))
     return model, config

@@ -18,7 +18,6 @@ from pathlib import Path
 import mlflow
 
 from regression import numerics, stage
-from regression.params import read_yaml
 from regression.tracking.naming import (
     CHANGED_TAG,
     COMMIT_TAG,
@@ -136,7 +135,7 @@ def log_served_model(model, config, model_file: Path, example, **log):
     with warnings.catch_warnings():  # MLflow suggests type hints where a signature is given
         warnings.simplefilter("ignore", UserWarning)
         return mlflow.pyfunc.log_model(
-            name=config.kind, python_model=str(SERVING_CODE), artifacts={MODEL_ARTIFACT: str(model_file)},
+            name=config.name, python_model=str(SERVING_CODE), artifacts={MODEL_ARTIFACT: str(model_file)},
             code_paths=[str(PACKAGE)], signature=signature(model, config, example), input_example=example,
             pip_requirements=model_requirements(), **log)
 
@@ -155,16 +154,18 @@ class ModelRun:
         self.forget_on_interrupt = lambda: None  # set by `start`
 
     @classmethod
-    def start(cls, model: str, params: dict, data: dict, epochs: int, folder: Path | None = None,
-              splits: tuple[str, ...] = ()) -> "ModelRun":
+    def start(cls, model: str, params: dict, data: dict, epochs: int, file_params: dict,
+              folder: Path | None = None, splits: tuple[str, ...] = ()) -> "ModelRun":
         """Open the store, mark this model's orphaned runs, start a run and log params and datasets.
 
-        `params` are the stage's params (flat), `data` the dataset's meta (name, digest), `folder`
-        the dataset folder and `splits` the splits the model learns from and is scored on.
+        `params` are the stage's params (flat), `data` the dataset's meta (name, digest),
+        `file_params` the whole params.yaml as the stage read it (the run's name says what differs
+        from the committed one), `folder` the dataset folder and `splits` the splits the model
+        learns from and is scored on.
         """
         datasets = {split: split_dataset(data["name"], split, data["digest"], folder) for split in splits}
         client, experiment = open_for(model, data["name"])
-        changed = changed_params(read_yaml("params.yaml"), committed_params(), model)
+        changed = changed_params(file_params, committed_params(), model)
         tags = stage_tags(model, f"train@{model}", data)
         tags[CHANGED_TAG] = " ".join(f"{k}={v}" for k, v in changed.items())
         name = run_name(model, changed, tags.get(EXPERIMENT_TAG), tags.get(COMMIT_TAG))
@@ -222,7 +223,7 @@ class ModelRun:
                 mlflow.log_metrics(scores, step=self.epochs, model_id=info.model_id, dataset=dataset)
         for path in files:
             mlflow.log_artifact(str(path), "evaluation")
-        return mlflow.register_model(info.model_uri, registered_name(self.data["name"], config.kind), tags={
+        return mlflow.register_model(info.model_uri, registered_name(self.data["name"], config.name), tags={
             RUN_NAME_TAG: self.name, DIGEST_TAG: self.data["digest"],
             **provenance(self.tags),
             **{key: f"{value:.6g}" for key, value in metrics.items()}})

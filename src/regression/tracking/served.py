@@ -68,7 +68,7 @@ def rows(model_input, n_features: int, pixels: bool) -> np.ndarray:
 
 def answer(model: torch.nn.Module, config: ModelConfig, model_input) -> pd.DataFrame:
     """One row per example: `class` and `probabilities` (by class name), or `prediction`."""
-    classifies = MODELS[config.kind].classifies
+    classifies = MODELS[config.architecture].classifies
     X = rows(model_input, config.n_features, pixels=classifies)
     with torch.no_grad():
         outputs = model(torch.from_numpy(X))
