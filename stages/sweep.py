@@ -24,7 +24,8 @@ from regression.evaluation import score
 from regression.files import json_bytes, signals_held, write_bytes_atomic
 from regression.models import MODELS, model_bytes
 from regression.params import ParamsError, check_entry
-from regression.search import choose, setting_text, settings_of, table_bytes, trials
+from regression.headline import TEST, TRAIN, VAL, metric
+from regression.search import CHOSEN_BY, choose, setting_text, settings_of, table_bytes, trials
 from regression.sweep_dask import cluster, describe, run_trials
 from regression.timing import phases
 from regression.tracking.sweep import SweepRun
@@ -60,14 +61,14 @@ def main(params, args):
         results = []
         with phases("trials"), cluster(args.workers, len(settings)) as client:
             print(f"sweep@{name}: {len(settings)} trials on {describe(client)}", flush=True)
-            split = {"train": searched, "val": validation, "test": arrays["test"]}
+            split = {TRAIN: searched, VAL: validation, TEST: arrays[TEST]}
             for result in run_trials(client, name, trial_params, split, classes):
                 result |= settings_of(trial_params[result["trial"] - 1])
                 results.append(result)
                 print(f"trial {result['trial']}/{len(settings)} "
                       f"{setting_text(settings_of(trial_params[result['trial'] - 1]))}: "
-                      + (", ".join(f"{k} {result[k]:.4f}" for k in ("val_accuracy", "val_loss")
-                                   if k in result) or result["status"]), flush=True)
+                      + (", ".join(f"{k} {result[k]:.4f}" for k in CHOSEN_BY if k in result)
+                         or result["status"]), flush=True)
                 record.trial(result)
         try:
             chosen = choose(results, spec.classifies)
@@ -78,17 +79,17 @@ def main(params, args):
             "settings": settings_of(trial_params[chosen["trial"] - 1])}
 
         with phases("refit"):
-            splits = as_splits({"train": arrays["train"]}, spec)
-            model, config = new_model(name, splits["train"], classes, chosen_params)
+            splits = as_splits({TRAIN: arrays[TRAIN]}, spec)
+            model, config = new_model(name, splits[TRAIN], classes, chosen_params)
             history, _ = train(name, spec, model, splits, chosen_params)
-            test = as_splits({"test": arrays["test"]}, spec)["test"]
+            test = as_splits({TEST: arrays[TEST]}, spec)[TEST]
             test_scores = score(spec, outputs_of(model, test.X), test.y)
         # Numbers only, so that `dvc metrics show` stays narrow: the chosen trial's settings are its
         # row of the trials table.
-        metrics = {f"test_{key}": value for key, value in test_scores.items()} | {
+        metrics = {metric(TEST, key): value for key, value in test_scores.items()} | {
             "trials": len(settings), "chosen_trial": chosen["trial"]} | {
-            f"chosen_{key}": chosen[key] for key in ("val_accuracy", "val_loss") if key in chosen}
-        print(f"refit of trial {chosen['trial']} on {len(splits['train'].y)} examples: "
+            f"chosen_{key}": chosen[key] for key in CHOSEN_BY if key in chosen}
+        print(f"refit of trial {chosen['trial']} on {len(splits[TRAIN].y)} examples: "
               + ", ".join(f"test {k} {v:.4f}" for k, v in test_scores.items()), flush=True)
 
         # MLflow logs the files from a scratch folder; the outputs are written after it, all three

@@ -32,3 +32,20 @@ def test_stage_imports_only_what_it_uses(stage):
                             env={"PYTHONPATH": str(PROJECT / "src"), "PATH": "/usr/bin:/bin"}, timeout=120)
     assert result.returncode == 0, result.stderr
     assert set(json.loads(result.stdout.splitlines()[-1])) == NEEDS[stage]
+
+
+def test_only_the_tracking_package_imports_mlflow():
+    """MLflow is the tracking package's business: the lesson's modules and the stages go through it."""
+    import ast
+
+    package = PROJECT / "src" / "regression"
+    importers = []
+    for path in sorted([*package.rglob("*.py"), *(PROJECT / "stages").glob("*.py")]):
+        if path.is_relative_to(package / "tracking"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            if any(name == "mlflow" or name.startswith("mlflow.") for name in names):
+                importers.append(str(path.relative_to(PROJECT)))
+    assert importers == []

@@ -24,6 +24,12 @@ REGRESSION, CLASSIFICATION = "regression", "classification"
 # The dataset folders under data/ that a model can learn from, and the task each poses: which
 # metrics its models report, and so the MLflow experiment and saved view their runs get.
 DATASETS = {"synthetic": REGRESSION, "fashion-mnist": CLASSIFICATION}
+
+
+def classifies(dataset: str) -> bool:
+    """Whether the models of a dataset classify (class labels, accuracy, class names) or regress:
+    what `models.ModelSpec.classifies` answers for an architecture, and a table for a model's metrics."""
+    return DATASETS[dataset] == CLASSIFICATION
 SPLITS = ("train", "val", "test")  # val: held out from train, to choose settings on
 META = "meta.json"
 

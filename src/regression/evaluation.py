@@ -8,15 +8,16 @@ predicted class; regression reports the test MSE and the learned w and b against
 import torch
 from torch import nn
 
+from regression.headline import ACCURACY, FIT_ERROR, LOSS
 from regression.models import ModelSpec
 
 
 @torch.no_grad()
 def score(spec: ModelSpec, outputs: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
     """Mean loss and, for a classifier, accuracy."""
-    scores = {"loss": spec.loss(outputs, y).mean().item()}
+    scores = {LOSS: spec.loss(outputs, y).mean().item()}
     if spec.classifies:
-        scores["accuracy"] = (outputs.argmax(dim=1) == y).sum().item() / len(y)
+        scores[ACCURACY] = (outputs.argmax(dim=1) == y).sum().item() / len(y)
     return scores
 
 
@@ -44,6 +45,6 @@ def regression_report(model: nn.Module, truth: dict) -> dict[str, float]:
     w, b = model.linear.weight.reshape(-1).tolist(), model.linear.bias.item()
     return {f"w_{i}": value for i, value in enumerate(w)} | {
         "b": b,
-        "w_err": max(abs(value - true) for value, true in zip(w, truth["true_w"])),
-        "b_err": abs(b - truth["true_b"]),
+        f"w{FIT_ERROR}": max(abs(value - true) for value, true in zip(w, truth["true_w"])),
+        f"b{FIT_ERROR}": abs(b - truth["true_b"]),
     }

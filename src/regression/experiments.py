@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from regression.headline import HEADLINE, number
+from regression.headline import HEADLINE, number, short
 from regression.params import flat
 
 PARAMS_FILE = "params.yaml"
@@ -30,7 +30,7 @@ def headline(metrics: dict) -> dict[str, float]:
         name = Path(path).with_suffix("").as_posix().removeprefix("metrics/")
         for key in HEADLINE:  # the first headline metric the file has
             if isinstance(data.get(key), (int, float)):
-                numbers[f"{name} {key.replace('accuracy', 'acc')}"] = data[key]
+                numbers[f"{name} {short(key)}"] = data[key]
                 break
     return numbers
 

@@ -10,6 +10,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from regression.headline import ACCURACY, LOSS, TEST, TRAIN, VAL, metric
+
 PNG_METADATA = {"Software": None}  # no version stamp, so the same picture gives the same bytes
 WRONG = "#c0392b"
 
@@ -108,25 +110,26 @@ def fit_figure(actual: np.ndarray, predicted: np.ndarray, title: str) -> Figure:
     return figure
 
 
-SPLIT_NAMES = {"train": "train", "val": "validation", "test": "test"}
+SPLIT_NAMES = {TRAIN: "train", VAL: "validation", TEST: "test"}
 
 
-def learning_curves(history: list[dict], title: str, loss_name: str) -> Figure:
+def learning_curves(history: list[dict], title: str, loss_name: str, classifies: bool) -> Figure:
     """Loss (and accuracy, where the model has one) per epoch, one line per split, named in the legend.
 
     A picture of `history.json`, so that the curves show without a browser's charting library
     (`dvc plots show` draws its own charts with one fetched from the internet).
     """
     epochs = [record["epoch"] for record in history]
-    kinds = [("loss", loss_name)] + ([("accuracy", "accuracy")] if "train_accuracy" in history[0] else [])
+    kinds = [(LOSS, loss_name)] + ([(ACCURACY, ACCURACY)] if classifies else [])
     figure = Figure(figsize=(5.5 * len(kinds), 4))
     for ax, (kind, label) in zip(figure.subplots(1, len(kinds), squeeze=False)[0], kinds):
         for split, split_name in SPLIT_NAMES.items():
-            key = f"{split}_{kind}"
+            key = metric(split, kind)
             if key in history[0]:
                 ax.plot(epochs, [record[key] for record in history], marker="o", markersize=3, label=split_name)
-        values = [record[key] for record in history for key in (f"train_{kind}", f"test_{kind}") if key in record]
-        if kind == "loss" and min(values) > 0 and max(values) / min(values) > 100:
+        values = [record[key] for record in history for key in (metric(TRAIN, kind), metric(TEST, kind))
+                  if key in record]
+        if kind == LOSS and min(values) > 0 and max(values) / min(values) > 100:
             ax.set_yscale("log")  # e.g. a squared error from 15 down to 1e-4
             label += " (log scale)"
         ax.set_xlabel("epoch")

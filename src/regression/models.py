@@ -22,7 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from regression import PipelineError
-from regression.data import CLASSIFICATION, DATASETS
+from regression.data import DATASETS, classifies
 from regression.params_schema import PositiveInt, TrainParams, params_of_architecture
 
 
@@ -150,7 +150,7 @@ class ModelSpec:
     @property
     def classifies(self) -> bool:
         """A classifier (class labels, accuracy, class names), or a regressor: asked of the table."""
-        return self.task == CLASSIFICATION
+        return classifies(self.dataset)
 
     @property
     def loss_name(self) -> str:

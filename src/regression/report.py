@@ -62,7 +62,8 @@ def make_report(spec: ModelSpec, model: nn.Module, last: dict, test_outputs: tor
 def draw_figures(name: str, spec: ModelSpec, report: Report, history: list[dict], test_outputs: torch.Tensor,
                  test_X, test_y: torch.Tensor, classes) -> dict[str, bytes]:
     """The report's pictures as PNG files; `test_X` are the test inputs as stored (images)."""
-    curves = {"learning_curves.png": figures.png_bytes(figures.learning_curves(history, name, spec.loss_name))}
+    curves = {"learning_curves.png": figures.png_bytes(
+        figures.learning_curves(history, name, spec.loss_name, spec.classifies))}
     if not spec.classifies:
         return curves | {"fit.png": figures.png_bytes(figures.fit_figure(
             test_y.reshape(-1).numpy(), test_outputs.reshape(-1).numpy(),

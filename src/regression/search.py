@@ -16,9 +16,11 @@ import itertools
 
 import numpy as np
 
+from regression.headline import ACCURACY, LOSS, TEST, VAL, metric
 from regression.params_schema import SEARCH_KEYS, SweepParams
 
-SCORES = ("val_accuracy", "val_loss", "test_accuracy", "test_loss")
+CHOSEN_BY = (metric(VAL, ACCURACY), metric(VAL, LOSS))  # what a trial is chosen by, in order
+SCORES = (*CHOSEN_BY, metric(TEST, ACCURACY), metric(TEST, LOSS))  # a trial's scores, in its table
 TABLE_COLUMNS = ("trial", *SEARCH_KEYS, "status", *SCORES)
 FINISHED, DIVERGED = "finished", "diverged"
 
@@ -51,8 +53,8 @@ def rank_key(result: dict, classifies: bool) -> tuple:
     accuracy (classifiers), the lower validation loss, the earlier trial."""
     if result["status"] != FINISHED:
         return (1, 0.0, 0.0, result["trial"])
-    accuracy = -result["val_accuracy"] if classifies else 0.0
-    return (0, accuracy, result["val_loss"], result["trial"])
+    by_accuracy, by_loss = CHOSEN_BY
+    return (0, -result[by_accuracy] if classifies else 0.0, result[by_loss], result["trial"])
 
 
 def choose(results: list[dict], classifies: bool) -> dict:

@@ -106,6 +106,7 @@ def run_trial(trial: int, model: str, params: dict, data: dict) -> dict:
     """One trial, on a worker: train `model` with `params` on data["train"], scored each epoch on
     every other split. Returns the trial's number, status, per-epoch history, final scores and
     the code digest of the worker's package."""
+    from regression.headline import TEST, VAL, split_of
     from regression.models import MODELS
     from regression.search import DIVERGED, FINISHED
     from regression.training import TrainingDiverged, as_splits, new_model, train
@@ -119,7 +120,7 @@ def run_trial(trial: int, model: str, params: dict, data: dict) -> dict:
         history, _ = train(model, spec, trained, splits, p)
     except TrainingDiverged as error:
         return result | {"status": DIVERGED, "error": str(error), "history": []}
-    scores = {key: value for key, value in history[-1].items() if key.startswith(("val_", "test_"))}
+    scores = {key: value for key, value in history[-1].items() if split_of(key) in (VAL, TEST)}
     return result | {"status": FINISHED, "history": history} | scores
 
 

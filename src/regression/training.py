@@ -15,6 +15,7 @@ from torch import nn, optim
 
 from regression import PipelineError
 from regression.evaluation import score
+from regression.headline import ACCURACY, LOSS, TRAIN, metric
 from regression.models import ModelConfig, ModelSpec, build_model
 from regression.params_schema import TrainParams, own_params
 
@@ -161,13 +162,13 @@ def train(name: str, spec: ModelSpec, model: nn.Module, splits: dict[str, Split]
             raise diverged(name, params, f"a batch loss of epoch {epoch} reached {worst:.4g}, "
                            f"from {first_loss:.4g} at the start")
         sizes = torch.tensor([len(index) for index in batches], dtype=batch_losses.dtype)
-        record = {"epoch": epoch, "train_loss": (batch_losses @ sizes).item() / n}
+        record = {"epoch": epoch, metric(TRAIN, LOSS): (batch_losses @ sizes).item() / n}
         if spec.classifies:
-            record["train_accuracy"] = (torch.cat(predictions) == train_set.y[torch.cat(batches)]).sum().item() / n
-        outputs = {split: outputs_of(model, s.X) for split, s in splits.items() if split != "train"}
+            record[metric(TRAIN, ACCURACY)] = (torch.cat(predictions) == train_set.y[torch.cat(batches)]).sum().item() / n
+        outputs = {split: outputs_of(model, s.X) for split, s in splits.items() if split != TRAIN}
         for split, split_outputs in outputs.items():
             scores = score(spec, split_outputs, splits[split].y)
-            record |= {f"{split}_{key}": value for key, value in scores.items()}
+            record |= {metric(split, key): value for key, value in scores.items()}
         # The last update of an epoch is only seen here: check the weights and the losses too.
         if not (all(math.isfinite(v) for v in record.values())
                 and all(p.isfinite().all() for p in model.parameters())):

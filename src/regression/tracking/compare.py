@@ -10,11 +10,11 @@ Lines fit in 120 columns.
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 
-from regression.headline import HEADLINE, number
+from regression.data import classifies
+from regression.headline import FIT_ERROR, HEADLINE, number, short
 from regression.params import read_yaml
 from regression.tracking.naming import CHANGED_TAG, CHOSEN_TAG, MODEL_TAG, runs_of, where_from
 from regression.tracking.registry import rank_key
@@ -33,7 +33,7 @@ def table(runs) -> list[str]:
     """One line per run, best first: rank, headline metrics, DVC experiment (or commit), changed
     params, status."""
     shown = [name for name in HEADLINE if any(name in run.data.metrics for run in runs)]  # no empty column
-    labels = [name.replace("accuracy", "acc") for name in shown]
+    labels = [short(name) for name in shown]
     columns = (("#", 3), *((label, max(len(label), 8)) for label in labels), ("experiment", 22))
     changed_width = WIDTH - sum(w + 1 for _, w in columns) - 10
     lines = [" ".join(cell(name, w) for name, w in columns) + " " + cell("changed params", changed_width)
@@ -79,7 +79,9 @@ def summary(client, experiments: dict[str, str], uri: str) -> list[str]:
             metrics = json.loads(path.read_text()) if path.exists() else {}
             # The headline metrics, and a regressor's fit (w and b); the rest (their errors, a sweep's
             # choice) would push the run off the line: `make compare` and the UI show them.
-            keys = [k for k in HEADLINE if k in metrics] + [k for k in metrics if re.fullmatch(r"w_\d+|b", k)]
+            keys = [k for k in HEADLINE if k in metrics]
+            if not classifies(params["train"][model]["dataset"]):
+                keys += [k for k in metrics if k not in HEADLINE and not k.endswith(FIT_ERROR)]
             shown = ", ".join(f"{k} {number(metrics[k])}" for k in keys if isinstance(metrics[k], float))
             runs = runs_of(client, list(experiments.values()), model, stage=f"{stage}@{model}", max_results=1,
                            order_by=["attributes.start_time DESC"])

@@ -18,7 +18,13 @@ MODEL_TAG, STAGE_TAG, EXPERIMENT_TAG, DIGEST_TAG = "model", "dvc.stage", "dvc.ex
 CHANGED_TAG, COMMIT_TAG = "dvc.changed_params", "mlflow.source.git.commit"
 HOST_TAG, PID_TAG = "process.host", "process.pid"
 STATUS_REASON_TAG = "mlflow.runStatusReason"
+NOTE_TAG = "mlflow.note.content"  # MLflow's own: a run's description
 RUN_NAME_TAG = "run_name"  # a registered model version's: the run it came from
+SELECTED_BY_TAG = "champion.selected_by"  # a champion version's: the metric that chose it
+# A sweep's: its parent run's trials and chosen trial; a child's parent (MLflow's own: the UI nests
+# it), sweep, model and trial; its champion version's sweep and trial.
+PARENT_TAG, SWEEP_TAG, TRIAL_TAG = "mlflow.parentRunId", "sweep.run_id", "sweep.trial"
+SWEEP_MODEL_TAG, TRIALS_TAG, CHOSEN_TRIAL_TAG = "sweep.model", "sweep.trials", "sweep.chosen_trial"
 CHOSEN_TAG = "sweep.chosen"  # a sweep's run and its champion version's: the settings it chose
 EXPERIMENT_PREFIX = "regression-lesson"
 

@@ -15,12 +15,11 @@ import argparse
 import sys
 
 from regression.headline import HEADLINE
-from regression.tracking.naming import RUN_NAME_TAG
+from regression.tracking.naming import RUN_NAME_TAG, SELECTED_BY_TAG
 from regression.tracking.store import opened
 
 ALIAS = "champion"
 WIDTH = 120  # columns of a line printed
-SELECTED_BY_TAG = "champion.selected_by"  # the version tag saying which metric chose the champion
 
 
 def rank_key(metrics: dict[str, float]) -> tuple:
@@ -45,14 +44,19 @@ def choose(versions) -> tuple[object, str] | None:
     return best, deciding_metric(metrics(best))
 
 
+def crown(client, name: str, version: str, chosen_by: str) -> None:
+    """Point `champion` at `version` of the registered model `name`, tagged with what chose it."""
+    client.set_registered_model_alias(name, ALIAS, version)
+    client.set_model_version_tag(name, version, SELECTED_BY_TAG, chosen_by)
+
+
 def promote(client, name: str) -> str:
     """Point `champion` at the best version of the registered model `name`; a line saying what it did."""
     chosen = choose(client.search_model_versions(f"name = '{name}'"))
     if chosen is None:
         return f"{name}: no version has a {', '.join(HEADLINE)} tag; nothing promoted"
     version, metric = chosen
-    client.set_registered_model_alias(name, ALIAS, version.version)
-    client.set_model_version_tag(name, version.version, SELECTED_BY_TAG, metric)
+    crown(client, name, version.version, metric)
     first = next(iter(HEADLINE))
     note = "" if metric == first else ", chosen on the test set (no validation split)"
     run, value = version.tags.get(RUN_NAME_TAG, version.run_id), float(version.tags[metric])

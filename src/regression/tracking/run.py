@@ -18,6 +18,7 @@ from pathlib import Path
 import mlflow
 
 from regression import numerics, stage
+from regression.headline import split_of
 from regression.tracking.naming import (
     CHANGED_TAG,
     COMMIT_TAG,
@@ -25,6 +26,7 @@ from regression.tracking.naming import (
     EXPERIMENT_TAG,
     HOST_TAG,
     MODEL_TAG,
+    NOTE_TAG,
     PID_TAG,
     RUN_NAME_TAG,
     STAGE_TAG,
@@ -170,7 +172,7 @@ class ModelRun:
         tags[CHANGED_TAG] = " ".join(f"{k}={v}" for k, v in changed.items())
         name = run_name(model, changed, tags.get(EXPERIMENT_TAG), tags.get(COMMIT_TAG))
         run_id = client.create_run(experiment, run_name=name, tags=tags | {
-            "mlflow.note.content": description(model, params, changed, tags, data)}).info.run_id
+            NOTE_TAG: description(model, params, changed, tags, data)}).info.run_id
         run = cls(run_id, name, tags, epochs, data, datasets)
         run.forget_on_interrupt = stage.on_interrupt(lambda: run.end("KILLED"))
         try:
@@ -218,7 +220,7 @@ class ModelRun:
         a new version of `<dataset>-<model>`, tagged with the headline `metrics`. That version."""
         info = log_served_model(model, config, model_path, example, step=self.epochs)
         for split, dataset in self.datasets.items():
-            scores = {k: v for k, v in self.last_record.items() if k.startswith(f"{split}_")}
+            scores = {k: v for k, v in self.last_record.items() if split_of(k) == split}
             if scores:
                 mlflow.log_metrics(scores, step=self.epochs, model_id=info.model_id, dataset=dataset)
         for path in files:

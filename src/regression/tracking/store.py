@@ -21,7 +21,7 @@ from pathlib import Path
 
 from regression import PipelineError
 from regression.data import CLASSIFICATION, DATASETS
-from regression.headline import HEADLINE
+from regression.headline import HEADLINE, LOSS, TRAIN, has, metric, ranked_by
 from regression.params import read_yaml
 from regression.tracking.naming import experiment_name, model_datasets
 
@@ -50,12 +50,12 @@ def lesson_view(task: str) -> dict[str, str]:
     regressor's runs have no accuracy, and rank by lowest test loss.
     """
     classifies = task == CLASSIFICATION
-    ranked_by = "test_accuracy" if classifies else "test_loss"  # the first headline metric every run has
+    order_by = ranked_by(classifies)
     params = [f"params.`{key}`" for key in ("lr", "epochs", "batch_size", "seed")]
-    metrics = [f"metrics.`{key}`" for key in (*HEADLINE, "train_loss") if classifies or "accuracy" not in key]
+    metrics = [f"metrics.`{key}`" for key in (*HEADLINE, metric(TRAIN, LOSS)) if has(key, classifies)]
     run_name = "attributes.`Run Name`"
     state = {"selectedColumns": params + metrics,
-             "orderByKey": f"metrics.`{ranked_by}`", "orderByAsc": HEADLINE[ranked_by] < 0,
+             "orderByKey": f"metrics.`{order_by}`", "orderByAsc": HEADLINE[order_by] < 0,
              # the run name, the UI's created and duration columns, the params, the metrics; names
              # and metrics wider than the UI's default (else cut short), params narrower
              "columnOrder": [run_name, "runDateAndNestInfo", "duration", *params, *metrics],

@@ -13,23 +13,27 @@ import time
 from pathlib import Path
 
 from regression import stage
-from regression.search import setting_text
+from regression.headline import TEST, split_of
+from regression.search import CHOSEN_BY, setting_text
 from regression.tracking.naming import (
     CHOSEN_TAG,
+    CHOSEN_TRIAL_TAG,
     COMMIT_TAG,
     DIGEST_TAG,
     EXPERIMENT_TAG,
+    PARENT_TAG,
     RUN_NAME_TAG,
     STATUS_REASON_TAG,
+    SWEEP_MODEL_TAG,
+    SWEEP_TAG,
+    TRIAL_TAG,
+    TRIALS_TAG,
     registered_name,
     run_name,
 )
-from regression.tracking.registry import ALIAS, SELECTED_BY_TAG
+from regression.tracking.registry import ALIAS, crown
 from regression.tracking.run import drop_process_tags, log_served_model, open_for, provenance, stage_tags
 from regression.tracking.store import TrackingError, one_line, tracking_uri
-
-PARENT_TAG = "mlflow.parentRunId"  # MLflow's own: the UI nests a child run under its parent
-SWEEP_TAG, TRIAL_TAG = "sweep.run_id", "sweep.trial"
 
 
 class SweepRun:
@@ -51,7 +55,7 @@ class SweepRun:
         from mlflow.entities import Param
 
         client, experiment = open_for(model, data["name"])
-        tags = stage_tags(model, f"sweep@{model}", data) | {"sweep.trials": str(len(trials))}
+        tags = stage_tags(model, f"sweep@{model}", data) | {TRIALS_TAG: str(len(trials))}
         name = run_name(f"{model} sweep of {len(trials)}", {}, tags.get(EXPERIMENT_TAG), tags.get(COMMIT_TAG))
         try:
             parent = client.create_run(experiment, run_name=name, tags=tags).info.run_id
@@ -60,7 +64,7 @@ class SweepRun:
             client.log_batch(parent, params=[Param(k, str(v)) for k, v in sweep_params.items()])
             for trial, params in enumerate(trials, start=1):
                 child = client.create_run(experiment, run_name=f"{model} trial {trial}", tags={
-                    PARENT_TAG: parent, SWEEP_TAG: parent, TRIAL_TAG: str(trial), "sweep.model": model,
+                    PARENT_TAG: parent, SWEEP_TAG: parent, TRIAL_TAG: str(trial), SWEEP_MODEL_TAG: model,
                     DIGEST_TAG: data["digest"]}).info.run_id
                 run.children[trial] = child
                 run.open.add(child)
@@ -131,7 +135,7 @@ class SweepRun:
             Metric(f"refit_{key}", value, now, record["epoch"])
             for record in history for key, value in record.items() if key != "epoch"]
             + [Metric(key, value, now, 0) for key, value in headline.items()])
-        self.client.set_tag(self.parent, "sweep.chosen_trial", str(chosen["trial"]))
+        self.client.set_tag(self.parent, CHOSEN_TRIAL_TAG, str(chosen["trial"]))
         self.client.set_tag(self.parent, CHOSEN_TAG, setting_text(chosen["settings"]))
 
         mlflow.start_run(run_id=self.parent)  # the active run, which log_model logs to
@@ -139,11 +143,10 @@ class SweepRun:
         version_tags = {RUN_NAME_TAG: self.name, SWEEP_TAG: self.parent,
                         TRIAL_TAG: str(chosen["trial"]), CHOSEN_TAG: setting_text(chosen["settings"]),
                         DIGEST_TAG: self.data["digest"]} | provenance(self.tags)
-        version_tags |= {key: f"{chosen[key]:.6g}" for key in ("val_accuracy", "val_loss") if key in chosen}
-        version_tags |= {key: f"{value:.6g}" for key, value in headline.items() if key.startswith("test_")}
+        version_tags |= {key: f"{chosen[key]:.6g}" for key in CHOSEN_BY if key in chosen}
+        version_tags |= {key: f"{value:.6g}" for key, value in headline.items() if split_of(key) == TEST}
         version = mlflow.register_model(info.model_uri, register_as, tags=version_tags).version
-        self.client.set_registered_model_alias(register_as, ALIAS, version)
-        self.client.set_model_version_tag(register_as, version, SELECTED_BY_TAG, "sweep val_accuracy")
+        crown(self.client, register_as, version, f"sweep {CHOSEN_BY[0]}")
         self.forget_on_interrupt()
         mlflow.end_run("FINISHED")
         drop_process_tags(self.client, self.parent)
