@@ -21,10 +21,10 @@ from pathlib import Path
 from regression import stage
 from regression.data import hold_out, load_dataset
 from regression.evaluation import score
-from regression.files import json_bytes, signals_held, write_bytes_atomic
+from regression.files import json_bytes, write_outputs
 from regression.models import MODELS, model_bytes
 from regression.params import ParamsError, check_entry
-from regression.headline import TEST, TRAIN, VAL, metric
+from regression.headline import HEADLINE, TEST, TRAIN, VAL, metric
 from regression.search import CHOSEN_BY, choose, setting_text, settings_of, table_bytes, trials
 from regression.sweep_dask import cluster, describe, run_trials
 from regression.timing import phases
@@ -84,11 +84,15 @@ def main(params, args):
             history, _ = train(name, spec, model, splits, chosen_params)
             test = as_splits({TEST: arrays[TEST]}, spec)[TEST]
             test_scores = score(spec, outputs_of(model, test.X), test.y)
-        # Numbers only, so that `dvc metrics show` stays narrow: the chosen trial's settings are its
-        # row of the trials table.
         metrics = {metric(TEST, key): value for key, value in test_scores.items()} | {
             "trials": len(settings), "chosen_trial": chosen["trial"]} | {
             f"chosen_{key}": chosen[key] for key in CHOSEN_BY if key in chosen}
+        # The metrics file holds the headline numbers only (the validation score that chose the
+        # refit, its test scores), so that `dvc metrics show` fits 120 columns: the table of
+        # trials has every trial's settings and scores, the chosen one marked.
+        scores = {metric(TEST, key): value for key, value in test_scores.items()} | {
+            key: chosen[key] for key in CHOSEN_BY if key in chosen}
+        headline = {key: scores[key] for key in HEADLINE if key in scores}
         print(f"refit of trial {chosen['trial']} on {len(splits[TRAIN].y)} examples: "
               + ", ".join(f"test {k} {v:.4f}" for k, v in test_scores.items()), flush=True)
 
@@ -97,13 +101,12 @@ def main(params, args):
         with tempfile.TemporaryDirectory() as scratch, phases("model logging"):
             model_file, table = Path(scratch) / args.model_file.name, Path(scratch) / args.trials.name
             model_file.write_bytes(model_bytes(model, config))
-            table.write_bytes(table_bytes(results))
+            table.write_bytes(table_bytes(results, chosen["trial"]))
             example = features(test.X[:5]).numpy()
             record.finish(chosen, history, metrics, model, config, model_file, table, example)
-            with phases("writing outputs"), signals_held():
-                write_bytes_atomic(args.model_file, model_file.read_bytes())
-                write_bytes_atomic(args.trials, table.read_bytes())
-                write_bytes_atomic(args.metrics, json_bytes(metrics))
+            with phases("writing outputs"):
+                write_outputs({args.model_file: model_file.read_bytes(), args.trials: table.read_bytes(),
+                               args.metrics: json_bytes(headline)})
     print(f"{args.model_file}, {args.metrics}, {args.trials} written")
 
 

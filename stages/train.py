@@ -9,11 +9,12 @@ import gc
 
 gc.disable()
 
+import tempfile
 from pathlib import Path
 
 from regression import stage, tracking
 from regression.data import load_dataset
-from regression.files import write_bytes_atomic, write_folder_atomic, write_json
+from regression.files import json_bytes, write_outputs
 from regression.models import MODELS, model_bytes
 from regression.report import draw_figures, make_report
 from regression.timing import phases
@@ -47,15 +48,24 @@ def main(params, args):
             report = make_report(spec, model, history[-1], outputs["test"], test_set.y, config, meta)
         with phases("figures"):
             figures = draw_figures(name, spec, report, history, outputs["test"], test_set.X, test_set.y, classes)
+        # MLflow logs the model, the evaluation and the figures from a scratch folder; the outputs
+        # are written after it, all at once, so a stage stopped at any point leaves the last good ones.
+        weights = model_bytes(model, config)
+        with tempfile.TemporaryDirectory() as scratch, phases("model logging"):
+            logged = Path(scratch) / args.model_file.name
+            logged.write_bytes(weights)
+            files = []
+            for folder, contents in (("evaluation", report.files), ("figures", figures)):
+                (Path(scratch) / folder).mkdir()
+                for file_name, data in contents.items():
+                    (Path(scratch) / folder / file_name).write_bytes(data)
+                    files.append(Path(scratch) / folder / file_name)
+            version = run.finish(model, config, logged, features(test_set.X[:5]).numpy(), sorted(files),
+                                 report.metrics)
         with phases("writing outputs"):
-            write_bytes_atomic(args.model_file, model_bytes(model, config))
-            write_json(args.history, history)
-            write_folder_atomic(args.evaluation, report.files)
-            write_folder_atomic(args.figures, figures)
-        with phases("model logging"):
-            version = run.finish(model, config, args.model_file, features(test_set.X[:5]).numpy(),
-                                 sorted([*args.evaluation.iterdir(), *args.figures.iterdir()]), report.metrics)
-        write_json(args.metrics, report.metrics)
+            write_outputs({args.model_file: weights, args.history: json_bytes(history),
+                           args.evaluation: report.files, args.figures: figures,
+                           args.metrics: json_bytes(report.metrics)})
     print(f"{args.model_file}, {args.metrics} written; model version {version.version} of {version.name}")
 
 

@@ -36,7 +36,27 @@ def test_the_table_fits_its_width_and_names_what_it_left_out():
     many = {f"exp-{i}": ({f"param_with_a_long_name_{j}": i * j for j in range(12)}, 0.8) for i in range(3)}
     lines = table(rows_of(show_json(many)), width=120)
     assert max(map(len, lines)) <= 120
-    assert lines[-1].startswith("(not shown, for width: ") and "param_with_a_long_name_" in lines[-1]
+    [start] = [i for i, line in enumerate(lines) if line.startswith("(not shown, for width: ")]
+    below = " ".join(lines[start:])  # wrapped at the width, never cut
+    assert below.endswith(")") and all(f"param_with_a_long_name_{j}" in below for j in range(4, 12)), below
+
+
+def test_with_older_commits_the_header_is_never_cut_and_their_models_are_named_below():
+    """`-A`: an older commit whose metrics files had other names adds a column per old model."""
+    show = show_json({"nn-lr-0.1": ({"lr": 0.1}, 0.8409)})
+    old = show_json({})[1] | {"rev": "c" * 40, "name": "old-commit"}
+    old["data"]["metrics"] = {f"metrics/an_older_model_with_a_long_name_{i}.json":
+                              {"data": {"test_accuracy": 0.8}} for i in range(6)}
+    lines = table(rows_of(show + [old]), width=120)
+    assert max(map(len, lines)) <= 120, "\n".join(lines)
+    header = lines[0].split()
+    # the newest commit's models come first and whole; the older ones that do not fit are named below
+    assert header[:5] == ["experiment", "linear", "test_loss", "softmax_nn", "test_acc"], lines[0]
+    known = ("experiment", "linear", "test_acc", "test_loss")
+    older = ("an_older_model_with_a_long_name_", "softmax_nn")
+    assert all(word in known or word.startswith(older) for word in header), lines[0]
+    below = " ".join(lines[lines.index(next(line for line in lines if line.startswith("(not shown"))):])
+    assert "an_older_model_with_a_long_name_5 test_acc" in below, below
 
 
 def test_short_names_are_unique_endings():
@@ -55,3 +75,21 @@ def test_make_exps_shows_a_real_experiment(project_copy):
     assert "softmax_nn.lr" in lines[0].split() and "softmax_nn" in lines[0]
     [row] = [line.split() for line in lines if line.startswith("nn-lr-0.1 ")]
     assert row[-1] == "0.1"
+
+
+@pytest.mark.slow
+def test_dvc_metrics_show_fits_120_columns_with_every_value_whole(reproduced):
+    """On a 120-column terminal: a column per headline metric, none cut or dropped."""
+    import json
+
+    from projects import environment, run
+
+    path = reproduced[0]
+    result = run(path, "dvc", "metrics", "show", env=environment(COLUMNS="120"))
+    lines = result.stdout.splitlines()
+    assert max(map(len, lines)) <= 120 and "…" not in result.stdout, result.stdout
+    files = {str(p.relative_to(path)): json.loads(p.read_text())
+             for p in sorted(path.glob("metrics/*.json")) + sorted(path.glob("metrics/sweep/*.json"))}
+    assert set(lines[0].split()[1:]) == {key for metrics in files.values() for key in metrics}, result.stdout
+    rows = {line.split()[0]: line for line in lines[1:]}
+    assert set(rows) == set(files), result.stdout

@@ -28,11 +28,15 @@ def test_linear_report_has_the_test_loss_and_the_fit_of_w_and_b(trainable):
     setup = trainable("linear")
     report, last, _ = report_of(setup)
 
-    assert set(report.metrics) == {"test_loss", "w_0", "w_1", "b", "w_err", "b_err"}  # test_loss: the MSE
+    assert set(report.metrics) == {"test_loss", "w_0", "w_1", "b"}  # test_loss: the MSE
     assert all(type(value) is float for value in report.metrics.values())
     assert report.metrics["test_loss"] == last["test_loss"]
     assert report.metrics["w_1"] == pytest.approx(-3.4, abs=0.01)
-    assert report.metrics["b_err"] == pytest.approx(abs(report.metrics["b"] - 4.2))
+    fit = json.loads(report.files["fit.json"])  # the errors, beside the learned and true values
+    assert {key: fit[key] for key in ("w_0", "w_1", "b")} == {k: report.metrics[k] for k in ("w_0", "w_1", "b")}
+    assert fit["true_w"] == [2.0, -3.4] and fit["true_b"] == 4.2
+    assert fit["b_err"] == pytest.approx(abs(report.metrics["b"] - 4.2))
+    assert fit["w_err"] == pytest.approx(max(abs(report.metrics["w_0"] - 2), abs(report.metrics["w_1"] + 3.4)))
     rows = read_csv(report.files["predictions.csv"])
     assert rows[0] == ["actual", "predicted"] and len(rows) == 1 + len(setup.splits["test"].y)
 

@@ -1,13 +1,15 @@
 """The registered champion served over HTTP (`mlflow models serve` on 127.0.0.1) answers in the user's terms.
 
 Real-format test images (the tiny IDX data the pipeline prepared, scaled to [0, 1]) are posted
-as float lists and as a float64 DataFrame; the answers must match the evaluation's predictions.
+as float32 and float64 lists; the answers must match the evaluation's predictions. Every logged
+model's MLmodel file records its input and output signature.
 """
 
 import json
 import subprocess
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -37,9 +39,10 @@ def served(reproduced):
     stop(server)
 
 
-def post(url: str, payload: dict) -> tuple[int, dict]:
-    request = urllib.request.Request(f"{url}/invocations", data=json.dumps(payload).encode(),
-                                     headers={"Content-Type": "application/json"})
+def post(url: str, payload: dict | str, content_type: str = "application/json") -> tuple[int, dict]:
+    body = payload if isinstance(payload, str) else json.dumps(payload)
+    request = urllib.request.Request(f"{url}/invocations", data=body.encode(),
+                                     headers={"Content-Type": content_type})
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, json.loads(response.read())
@@ -54,8 +57,7 @@ def test_images_get_their_class_names_and_probabilities(served):
                 (path / "metrics/softmax_nn/evaluation/predictions.csv").read_text().splitlines()[1:21]]
     pixels = images.reshape(len(images), -1) / 255.0  # float64, as numpy gives
 
-    for payload in ({"inputs": pixels.astype(np.float32).tolist()},
-                    {"dataframe_split": {"data": pixels.tolist()}}):
+    for payload in ({"inputs": pixels.astype(np.float32).tolist()}, {"inputs": pixels.tolist()}):
         status, answer = post(url, payload)
         assert status == 200, answer
         predictions = answer["predictions"]
@@ -67,12 +69,42 @@ def test_images_get_their_class_names_and_probabilities(served):
 
 @pytest.mark.parametrize("rows, says", [
     ([[255] * 784], "divide 0-255 pixels by 255"),
-    ([[0.5] * 783], "got an array of shape (1, 783)"),
-    ([[0.5] * 785], "got an array of shape (1, 785)"),  # a column schema would drop the 785th silently
-    ([[[0.5] * 28] * 28], "got an array of shape (1, 28, 28)"),
-], ids=["unscaled pixels", "one too few", "one too many", "an image, not a row"])
+    ([[0.5] * 783], "got rows of 783 values"),
+    ([[0.5] * 785], "got rows of 785 values"),  # a column schema would drop the 785th silently
+    ([[[0.5] * 28] * 28], "got an array of shape (1, 28, 28); flatten each image to one row"),
+    ([["0.5"] * 784], "got the text '0.5' where a number belongs; send numbers, not text"),
+    ([[0.5] * 784, [0.5] * 10], "got rows of different lengths (10, 784 values)"),
+], ids=["unscaled pixels", "one too few", "one too many", "an image, not a row", "text", "ragged"])
 def test_bad_input_is_rejected_saying_why_in_one_short_message(served, rows, says):
     url, _ = served
     status, answer = post(url, {"inputs": rows})
     assert status == 400
-    assert says in answer["message"] and len(answer["message"].encode()) < 1024, answer
+    message = answer["message"]
+    assert message.startswith("expected one row of 784 numbers per example (pixels in [0, 1]): "), answer
+    assert says in message and len(message.encode()) < 1024 and "\n" not in message, answer
+
+
+def test_other_bodies_are_refused_naming_the_inputs_key(served):
+    """The model checks its own input (its signature says so): the server takes `{"inputs": ...}` only."""
+    url, _ = served
+    status, answer = post(url, {"dataframe_split": {"data": [[0.5] * 784]}})
+    assert status == 400 and "'inputs' key" in answer["message"], answer
+    status, answer = post(url, "\n".join([",".join(["0.5"] * 784)] * 2), content_type="text/csv")
+    assert status == 400 and len(answer["message"].encode()) < 1024, answer
+
+
+def test_every_logged_model_records_its_input_and_output_signature(served, tmp_path):
+    """The MLmodel file of each registered model's latest version: rows of float32 in, the answer out."""
+    import mlflow
+    import yaml
+
+    _, path = served
+    mlflow.set_tracking_uri(store_uri(path))
+    widths = {"fashion-mnist-softmax_nn": 784, "fashion-mnist-softmax_scratch": 784, "synthetic-linear": 2}
+    for name, width in widths.items():
+        folder = mlflow.artifacts.download_artifacts(f"models:/{name}/latest", dst_path=str(tmp_path / name))
+        signature = yaml.safe_load((Path(folder) / "MLmodel").read_text())["signature"]
+        assert json.loads(signature["inputs"]) == [
+            {"type": "tensor", "tensor-spec": {"dtype": "float32", "shape": [-1, width]}}], (name, signature)
+        outputs = [column["name"] for column in json.loads(signature["outputs"])]
+        assert outputs == (["prediction"] if width == 2 else ["class", "probabilities"]), (name, outputs)

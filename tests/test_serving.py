@@ -1,5 +1,7 @@
 """regression.tracking.served: what a logged model answers, and how it rejects input it cannot answer."""
 
+import json
+import re
 import types
 
 import numpy as np
@@ -10,7 +12,7 @@ from mlflow.exceptions import MlflowException
 
 from regression.fashion_mnist import CLASSES
 from regression.models import ModelConfig, build_model, model_bytes
-from regression.tracking.served import Answer, answer
+from regression.tracking.served import Answer, answer, signature
 
 CLASSIFIER = ModelConfig("softmax_nn", "softmax_nn", n_features=784, n_outputs=10, classes=CLASSES)
 LINEAR = ModelConfig("linear", "linear", n_features=2, n_outputs=1)
@@ -96,15 +98,17 @@ def bad_pixels(value):
     (CLASSIFIER, np.full((1, 784), 255.0), "divide 0-255 pixels by 255"),
     (CLASSIFIER, bad_pixels(np.nan), "got NaN or infinite values"),
     (CLASSIFIER, bad_pixels(np.inf), "got NaN or infinite values"),
-    (CLASSIFIER, np.full((3, 783), 0.5), "got an array of shape (3, 783)"),
-    (CLASSIFIER, np.full((2, 28, 28), 0.5), "got an array of shape (2, 28, 28)"),
-    (CLASSIFIER, np.full((1, 784), "0.5"), "got values of type <U3"),
-    (CLASSIFIER, pd.DataFrame([["x"] * 784]), "got values of type object"),
-    (CLASSIFIER, [[0.5] * 784, [0.5] * 3], "cannot read the input as an array"),
+    (CLASSIFIER, np.full((3, 783), 0.5), "got rows of 783 values"),
+    (CLASSIFIER, np.full((2, 28, 28), 0.5), "shape (2, 28, 28); flatten each image to one row"),
+    (CLASSIFIER, np.full((1, 784), "0.5"), "got the text '0.5' where a number belongs; send numbers, not text"),
+    (CLASSIFIER, [[0.5] * 783 + ["0.5"]], "got the text '0.5' where a number belongs"),
+    (CLASSIFIER, pd.DataFrame([["x"] * 784]), "got the text 'x' where a number belongs"),
+    (CLASSIFIER, [[0.5] * 784, [0.5] * 3], "got rows of different lengths (3, 784 values)"),
+    (CLASSIFIER, [[0.5] * 784, None], "got None where a row of numbers belongs"),
     (LINEAR, np.array([[1.0, np.nan]]), "got NaN or infinite values"),
-    (LINEAR, np.array([[1.0, 2.0, 3.0]]), "got an array of shape (1, 3)"),
+    (LINEAR, np.array([[1.0, 2.0, 3.0]]), "got rows of 3 values"),
 ], ids=["above-1", "below-0", "0-255-pixels", "nan", "inf", "wrong-width", "images", "strings",
-        "object-frame", "ragged", "linear-nan", "linear-wrong-width"])
+        "a-string-in-a-list", "object-frame", "ragged", "none", "linear-nan", "linear-wrong-width"])
 def test_bad_input_is_rejected_saying_what_was_expected_and_what_came(classifier, config, model_input, got):
     model = classifier if config is CLASSIFIER else initialised(LINEAR)
     with pytest.raises(MlflowException) as caught:
@@ -114,6 +118,7 @@ def test_bad_input_is_rejected_saying_what_was_expected_and_what_came(classifier
                 else "2 numbers per example")
     assert message.startswith(f"expected one row of {expected}: "), message
     assert got in message, message
+    assert not re.search(r"<U\d|dtype|object|ndarray|inhomogeneous", message), message  # no numpy talk
     assert caught.value.error_code == "INVALID_PARAMETER_VALUE"  # a 400 from `mlflow models serve`
 
 
@@ -134,7 +139,7 @@ def saved_pyfunc(classifier, pixels, tmp_path_factory):
     import mlflow
 
     from regression.tracking.run import PACKAGE, SERVING_CODE
-    from regression.tracking.served import MODEL_ARTIFACT, signature
+    from regression.tracking.served import MODEL_ARTIFACT
 
     folder = tmp_path_factory.mktemp("pyfunc")
     model_file = folder / "softmax_nn.pt"
@@ -146,6 +151,25 @@ def saved_pyfunc(classifier, pixels, tmp_path_factory):
     return mlflow.pyfunc.load_model(str(folder / "model"))
 
 
+@pytest.mark.parametrize("config, width", [(CLASSIFIER, 784), (LINEAR, 2)], ids=["classifier", "linear"])
+def test_the_signature_says_rows_of_float32_in_and_the_answer_out(config, width):
+    model = initialised(config)
+    example = np.random.default_rng(0).random((2, width)).astype(np.float32)
+    saved = signature(model, config, example).to_dict()  # as the MLmodel file holds it
+    assert json.loads(saved["inputs"]) == [{"type": "tensor", "tensor-spec": {"dtype": "float32",
+                                                                              "shape": [-1, width]}}]
+    assert [column["name"] for column in json.loads(saved["outputs"])] == (
+        ["class", "probabilities"] if config is CLASSIFIER else ["prediction"])
+
+
+def test_the_saved_model_file_records_the_input_signature(saved_pyfunc):
+    """The MLmodel file (what the version page shows): a tensor of 784 float32 per row."""
+    inputs = saved_pyfunc.metadata.get_input_schema()
+    assert inputs is not None and inputs.is_tensor_spec()
+    [spec] = inputs.inputs
+    assert spec.type == np.dtype(np.float32) and spec.shape == (-1, 784)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_the_loaded_pyfunc_accepts_float32_and_float64_rows(saved_pyfunc, classifier, pixels, dtype):
     expected = answer(classifier, CLASSIFIER, pixels)
@@ -155,9 +179,9 @@ def test_the_loaded_pyfunc_accepts_float32_and_float64_rows(saved_pyfunc, classi
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("shape, got", [((1, 785), "got an array of shape (1, 785)"),
-                                        ((2, 783), "got an array of shape (2, 783)"),
-                                        ((1, 784 * 2), "got an array of shape (1, 1568)")],
+@pytest.mark.parametrize("shape, got", [((1, 785), "got rows of 785 values"),
+                                        ((2, 783), "got rows of 783 values"),
+                                        ((1, 784 * 2), "got rows of 1568 values")],
                          ids=["one-too-many", "one-too-few", "two-images-in-a-row"])
 def test_the_loaded_pyfunc_refuses_rows_of_another_width_in_one_short_line(saved_pyfunc, shape, got, dtype):
     """MLflow's column schema would drop the 785th number silently and list 784 columns for 783."""

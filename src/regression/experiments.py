@@ -3,8 +3,9 @@
 `dvc exp show` prints every param and every dependency's hash (75 columns, 1,000 wide here).
 This reads its JSON and keeps, per experiment (and the commit it was run from), its name, the
 params whose values differ between the rows shown, and one number per model: the first of the
-headline metrics (`regression.headline`) its metrics file has. The table fits in `--width` columns (120);
-params that do not fit are named below it.
+headline metrics (`regression.headline`) its metrics file has. The table fits in `--width` columns (120)
+without cutting a word: the columns that do not fit (params, or with -A the models of older
+commits) are named below it.
 
 Usage: python -m regression.experiments [--width 120] [-A]   (-A: experiments of every commit)
 """
@@ -14,6 +15,7 @@ import json
 import shutil
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 from regression.headline import HEADLINE, number, short
@@ -79,15 +81,17 @@ def table(rows: list[dict], width: int = 120) -> list[str]:
         return ["no experiments yet: `dvc exp run -S train.softmax_nn.lr=0.1` makes one"]
     keys = sorted({k for row in rows for k in row["params"]})
     varying = [k for k in keys if len({json.dumps(row["params"].get(k)) for row in rows}) > 1]
-    metric_names = sorted({k for row in rows for k in row["metrics"]})
+    # The first row's models first (the newest commit's), then those of older commits (`-A`).
+    metric_names = sorted({k for row in rows for k in row["metrics"]},
+                          key=lambda m: (m not in rows[0]["metrics"], m))
     names = short_names(keys)  # unique among all params: `softmax_nn.lr`, not `lr`
     columns = [("experiment", [row["name"] for row in rows])]
     columns += [(m, [metric_cell(row["metrics"].get(m)) for row in rows]) for m in metric_names]
-    params = [(names[k], [param_cell(row["params"].get(k)) for row in rows]) for k in varying]
+    columns += [(names[k], [param_cell(row["params"].get(k)) for row in rows]) for k in varying]
     widths, used, left_out = [], 0, []
-    for title, values in columns + params:
+    for title, values in columns:  # whole columns only: what does not fit is named below, never cut
         w = max(len(title), *(len(v) for v in values))
-        if used + w + 2 > width and len(widths) >= 1 + len(metric_names):
+        if widths and used + w > width:
             left_out.append(title)
             continue
         widths.append((title, values, w))
@@ -98,8 +102,9 @@ def table(rows: list[dict], width: int = 120) -> list[str]:
         lines.append("  ".join(values[r].ljust(w) if i == 0 else values[r].rjust(w)
                                for i, (_, values, w) in enumerate(widths)).rstrip())
     if left_out:
-        lines.append(f"(not shown, for width: {', '.join(left_out)})")
-    return [line[:width] for line in lines]
+        lines += textwrap.wrap(f"(not shown, for width: {', '.join(left_out)})", width,
+                               break_long_words=False, break_on_hyphens=False)
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""Writing outputs so that a reader never sees a half-written file or folder."""
+"""Writing outputs so that a reader never sees a half-written file or folder, nor a mix of two runs."""
 
 import contextlib
 import json
@@ -82,3 +82,41 @@ def write_folder_atomic(folder: str | Path, files: dict[str, bytes]) -> None:
     with folder_replaced(folder) as work:
         for name, data in files.items():
             (work / name).write_bytes(data)
+
+
+def write_outputs(outputs: dict[Path, bytes | dict[str, bytes]]) -> None:
+    """Replace a stage's outputs together: each file (bytes) or folder (name -> bytes) is first
+    written in full beside its place, then all are renamed into place in one go, signals held.
+
+    Until then every earlier output is left as it was (dvc.yaml keeps them: `persist`); after,
+    all are new. Only a `kill -9` in the microseconds between two renames could leave some new
+    and some old, and DVC, seeing the stage fail, records none of them (`dvc repro` runs it again).
+    """
+    token = secrets.token_hex(8)
+    staged, replaced = [], []  # (temporary, final) paths; earlier folders moved aside
+    try:
+        for path, content in outputs.items():
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = path.with_name(f".{path.name}.{token}.tmp")
+            staged.append((temporary, path))
+            if isinstance(content, dict):
+                temporary.mkdir()
+                for name, data in content.items():
+                    (temporary / name).write_bytes(data)
+            else:
+                temporary.write_bytes(content)
+        with signals_held():
+            for temporary, path in staged:
+                if temporary.is_dir() and path.exists():  # a folder cannot be renamed onto another
+                    aside = path.with_name(f".{path.name}.{token}.old")
+                    path.rename(aside)
+                    replaced.append(aside)
+                os.replace(temporary, path)
+    finally:
+        with signals_held():
+            for temporary in [temporary for temporary, _ in staged] + replaced:
+                if temporary.is_dir():
+                    shutil.rmtree(temporary, ignore_errors=True)
+                else:
+                    temporary.unlink(missing_ok=True)

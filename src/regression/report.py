@@ -15,7 +15,7 @@ from torch import nn
 from regression import figures
 from regression.evaluation import classification_report, regression_report
 from regression.files import json_bytes
-from regression.headline import HEADLINE
+from regression.headline import FIT_ERROR, HEADLINE
 from regression.models import ModelConfig, ModelSpec
 
 GRID_IMAGES = 24  # test images shown with their predicted class
@@ -43,7 +43,12 @@ def make_report(spec: ModelSpec, model: nn.Module, last: dict, test_outputs: tor
     metrics = {key: last[key] for key in HEADLINE if key in last}
     if not spec.classifies:
         pairs = zip(test_y.reshape(-1).tolist(), test_outputs.reshape(-1).tolist())
-        return Report(metrics=metrics | regression_report(model, meta), files={
+        # The learned w and b are headline numbers; their errors, beside the true values, are in
+        # fit.json (so that `dvc metrics show` fits 120 columns).
+        fit = regression_report(model, meta)
+        learned = {key: value for key, value in fit.items() if not key.endswith(FIT_ERROR)}
+        return Report(metrics=metrics | learned, files={
+            "fit.json": json_bytes(fit | {"true_w": meta["true_w"], "true_b": meta["true_b"]}),
             "predictions.csv": csv_bytes(("actual", "predicted"),
                                          ((f"{a:.6g}", f"{p:.6g}") for a, p in pairs))})
 

@@ -65,15 +65,17 @@ def choose(results: list[dict], classifies: bool) -> dict:
     return best
 
 
-def table_bytes(results: list[dict]) -> bytes:
+def table_bytes(results: list[dict], chosen: int | None = None) -> bytes:
     """The table of trials as CSV, one row per trial in trial order; floats as Python writes them
-    (the shortest text that reads back to the same number), empty where a trial diverged."""
+    (the shortest text that reads back to the same number), empty where a trial diverged. The last
+    column says `yes` on the row of trial `chosen`."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(TABLE_COLUMNS)
+    writer.writerow((*TABLE_COLUMNS, "chosen"))
     for result in sorted(results, key=lambda result: result["trial"]):
         writer.writerow([repr(v) if isinstance(v, float) else v
-                         for v in (result.get(column, "") for column in TABLE_COLUMNS)])
+                         for v in (result.get(column, "") for column in TABLE_COLUMNS)]
+                        + ["yes" if result["trial"] == chosen else ""])
     return buffer.getvalue().encode()
 
 

@@ -5,13 +5,16 @@ section; see `params.load_section`) before `main` does any work. SIGTERM (what
 `timeout`, CI cancellation and container stops send) and SIGINT raise `Interrupted` in the main
 thread, so `finally` blocks and context managers clean up; a second signal during that clean-up
 is noted, not raised, so the clean-up finishes. A `PipelineError` becomes one line on stderr
-and exit status 1; an interruption exits 128 + the signal number, as a shell reports it.
+and exit status 1; an interruption exits 128 + the signal number, as a shell reports it. A stage
+writes its outputs only when it succeeds (dvc.yaml keeps the earlier ones meanwhile), so a failed
+one ends by saying how to go back when params.yaml was changed.
 """
 
 import argparse
 import gc
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -74,8 +77,28 @@ def run(main: Callable[[Params, argparse.Namespace], None], parser: argparse.Arg
             cleanup()
         print(f"error: {interrupted}", file=sys.stderr)
         code = 128 + interrupted.signum
+    if code and params_changed():
+        print(WAY_BACK, file=sys.stderr)
     phases.record(os.environ.get("DVC_STAGE") or " ".join(sys.argv[:2]), code)
     exit_now(code)
+
+
+# A failed stage's last line when params.yaml is not the committed one (e.g. after `dvc exp run -S`).
+WAY_BACK = ("the outputs are still the last good run's; `git checkout HEAD params.yaml` undoes the change "
+            "to params.yaml")
+
+
+def params_changed() -> bool:
+    """Whether params.yaml differs from git's HEAD (False outside a git repo)."""
+    try:
+        # Outside a repository `git diff` compares files (exit 1 too): ask git where we are first.
+        if subprocess.run(["git", "rev-parse", "--verify", "--quiet", "HEAD"], capture_output=True,
+                          timeout=10).returncode != 0:
+            return False
+        return subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "params.yaml"],
+                              capture_output=True, timeout=10).returncode == 1
+    except (OSError, subprocess.SubprocessError):
+        return False
 
 
 def collect_garbage_from_here() -> None:

@@ -7,7 +7,8 @@ the `regression` package as code, so it loads wherever its requirements are inst
 
 A classifier answers each image with its class name and the probability of every class; the
 linear model answers its prediction. Input: one row per example; for Fashion-MNIST, 784 pixel
-values in [0, 1] (float32 or float64), as the training data was scaled.
+values in [0, 1] (float32 or float64), as the training data was scaled. The logged model's
+signature says so (`signature`), and `rows` checks it.
 """
 
 import numpy as np
@@ -17,6 +18,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature, infer_signature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
+from mlflow.types import Schema, TensorSpec
 
 from regression.models import MODELS, ModelConfig, load_model, softmax
 
@@ -43,21 +45,32 @@ class InputRefused(MlflowException):
 
 
 def rows(model_input, n_features: int, pixels: bool) -> np.ndarray:
-    """The input as a float32 (n, n_features) array; anything else is rejected, saying why."""
+    """The input as a float32 (n, n_features) array; anything else is rejected, saying in plain
+    words what came and what was expected."""
     def reject(why: str):
         raise InputRefused(f"expected one row of {n_features} numbers per example"
                            f"{' (pixels in [0, 1])' if pixels else ''}: {why}", INVALID_PARAMETER_VALUE)
 
     try:
         X = np.asarray(model_input.to_numpy() if isinstance(model_input, pd.DataFrame) else model_input)
-    except Exception as error:  # ragged lists and the like
-        reject(f"cannot read the input as an array ({error})")
+    except ValueError:  # rows of different lengths, or a row that is not a list
+        not_rows = [row for row in model_input if isinstance(row, str) or not hasattr(row, "__len__")]
+        if not_rows:
+            reject(f"got {repr(not_rows[0])[:40]} where a row of numbers belongs")
+        lengths = sorted({len(row) for row in model_input})
+        reject(f"got rows of different lengths ({', '.join(map(str, lengths))} values)")
     if X.ndim == 1 and X.shape[0] == n_features:
         X = X.reshape(1, -1)
-    if X.ndim != 2 or X.shape[1] != n_features:
-        reject(f"got an array of shape {X.shape}")
+    if X.ndim == 2 and X.shape[1] != n_features:
+        reject(f"got rows of {X.shape[1]} values")
+    if X.ndim != 2:
+        images = pixels and X.ndim > 2 and int(np.prod(X.shape[1:])) == n_features
+        reject(f"got an array of shape {X.shape}" + ("; flatten each image to one row" if images else ""))
     if not (np.issubdtype(X.dtype, np.floating) or np.issubdtype(X.dtype, np.integer)):
-        reject(f"got values of type {X.dtype}")
+        value = next((v for v in X.flat if not isinstance(v, (int, float, np.number))), None)
+        value = value.item() if isinstance(value, np.generic) else value
+        reject(f"got {f'the text {value[:40]!r}' if isinstance(value, str) else repr(value)[:40]} where a "
+               "number belongs; send numbers, not text")
     X = np.ascontiguousarray(X, dtype=np.float32)  # a DataFrame's values come column-major
     if not np.isfinite(X).all():
         reject("got NaN or infinite values")
@@ -81,16 +94,22 @@ def answer(model: torch.nn.Module, config: ModelConfig, model_input) -> pd.DataF
     })
 
 
-def signature(model: torch.nn.Module, config: ModelConfig, example: np.ndarray):
-    """Output: what `answer` gives. No input schema: `rows` is the one check of the input.
+def signature(model: torch.nn.Module, config: ModelConfig, example: np.ndarray) -> ModelSignature:
+    """Input: rows of `n_features` float32 numbers (a tensor of shape (-1, n_features)); output: what
+    `answer` gives. The model checks its input itself (`rows`), and MLflow is told so.
 
-    MLflow's own check of a column schema drops extra columns without a word (785 numbers
-    pass) and answers a short row with one line per missing column (15 KB for 783 numbers);
-    a float32 tensor spec refuses float64. Without an input schema, pyfunc and `mlflow models
-    serve` hand the input to `answer` as it came, which accepts float32 and float64 alike and
-    refuses anything but rows of exactly `n_features` numbers in one line.
+    MLflow's own check of a tensor spec refuses float64 (what numpy and pandas give) and, like a
+    column schema's, says what was wrong in kilobytes: the whole input, then the error. A
+    signature marked as the model's own (as one MLflow infers from a `predict` type hint) is
+    shown on the model's page but left to the model to check: pyfunc and `mlflow models serve`
+    hand the input to `answer` as it came, which takes float32 and float64 alike and refuses
+    anything else in one short line. `mlflow models serve` then takes JSON `{"inputs": ...}` only.
     """
-    return ModelSignature(inputs=None, outputs=infer_signature(example, answer(model, config, example)).outputs)
+    inputs = Schema([TensorSpec(np.dtype(np.float32), (-1, config.n_features))])
+    outputs = infer_signature(example, answer(model, config, example)).outputs
+    described = ModelSignature(inputs=inputs, outputs=outputs)
+    described._is_signature_from_type_hint = True  # checked by `rows`, not by MLflow (above)
+    return described
 
 
 class Answer(PythonModel):
