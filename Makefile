@@ -12,10 +12,14 @@ ifneq ($(wildcard $(SHARED_DATA)/train-images-idx3-ubyte.gz),)
 export FASHION_MNIST_SOURCE ?= $(SHARED_DATA)
 endif
 
+# The page `dvc plots show` fills (.dvc/config names it), with the charting library inside so
+# that its charts draw offline: fetched once per environment (npm), see regression.plots_page.
+PLOTS_PAGE := $(VENV)/share/dvc-plots/index.html
+
 .PHONY: run test test-quick exps ui compare promote sweep worker remote server server-stop benchmark lock
 
 # `dvc repro` refuses a section of params.yaml no stage reads before any work (the params stage).
-run: $(VENV)/.installed
+run: $(VENV)/.installed $(PLOTS_PAGE)
 	dvc repro
 	PYTHONPATH=src python -m regression.tracking.compare --summary
 
@@ -25,11 +29,11 @@ run: $(VENV)/.installed
 TEST_WORKERS ?= 2
 PYTEST := python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed $(PLOTS_PAGE)
 	$(PYTEST)
 
 # The quick loop: everything but the end-to-end tests (real DVC runs, servers, browser).
-test-quick: $(VENV)/.installed
+test-quick: $(VENV)/.installed $(PLOTS_PAGE)
 	$(PYTEST) -m "not slow"
 
 # DVC's experiments as a table that fits 120 columns: the params that vary, each model's headline
@@ -45,11 +49,11 @@ compare: $(VENV)/.installed
 promote: $(VENV)/.installed
 	PYTHONPATH=src python -m regression.tracking.registry
 
-# The MLflow UI on http://127.0.0.1:5000. First prints the link to the run list in the lesson's
-# view (key params and metrics as columns, best test accuracy first); there, tick runs and press
-# "Compare" to see them side by side.
+# The MLflow UI on http://127.0.0.1:5000 (PORT=5005 for another port). First prints the link to
+# the run list in the lesson's view (key params and metrics as columns, best test accuracy first);
+# there, tick runs and press "Compare" to see them side by side.
 ui: $(VENV)/.installed
-	PYTHONPATH=src python -m regression.tracking.ui
+	PYTHONPATH=src python -m regression.tracking.ui $(if $(PORT),--port $(PORT))
 
 # The sweep of each model in params.yaml (`sweep@<model>`: trials on Dask, the best refit on all
 # the training data). On the local machine, or on a running Dask cluster:
@@ -90,6 +94,9 @@ $(VENV)/.installed: requirements.lock
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
 	touch $@
+
+$(PLOTS_PAGE): src/regression/plots_page.py | $(VENV)/.installed
+	PYTHONPATH=src python -m regression.plots_page $@
 
 # Re-pin the whole environment after changing requirements.txt.
 lock:

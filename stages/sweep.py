@@ -71,18 +71,20 @@ def main(params, args):
                          or result["status"]), flush=True)
                 record.trial(result)
         try:
-            chosen = choose(results, spec.classifies)
+            best = choose(results, spec.classifies)
         except ValueError:
             raise ParamsError(f"sweep.{name}: every trial diverged; try smaller learning rates") from None
-        chosen_params = settings[chosen["trial"] - 1]
-        chosen = {key: value for key, value in chosen.items() if key not in ("history", "code")} | {
-            "settings": settings_of(trial_params[chosen["trial"] - 1])}
+        chosen_params = settings[best["trial"] - 1]
+        chosen = {key: value for key, value in best.items() if key not in ("history", "code")} | {
+            "settings": settings_of(trial_params[best["trial"] - 1])}
 
         with phases("refit"):
-            splits = as_splits({TRAIN: arrays[TRAIN]}, spec)
+            # Scored on the test set after every epoch, as a train stage's model is (for MLflow's
+            # curves; the training is the same): the last epoch's scores are the result.
+            splits = as_splits({TRAIN: arrays[TRAIN], TEST: arrays[TEST]}, spec)
             model, config = new_model(name, splits[TRAIN], classes, chosen_params)
             history, _ = train(name, spec, model, splits, chosen_params)
-            test = as_splits({TEST: arrays[TEST]}, spec)[TEST]
+            test = splits[TEST]
             test_scores = score(spec, outputs_of(model, test.X), test.y)
         metrics = {metric(TEST, key): value for key, value in test_scores.items()} | {
             "trials": len(settings), "chosen_trial": chosen["trial"]} | {
@@ -103,7 +105,8 @@ def main(params, args):
             model_file.write_bytes(model_bytes(model, config))
             table.write_bytes(table_bytes(results, chosen["trial"]))
             example = features(test.X[:5]).numpy()
-            record.finish(chosen, history, metrics, model, config, model_file, table, example)
+            record.finish(chosen, trial_params[best["trial"] - 1], best["history"], history, metrics, model,
+                          config, model_file, table, example)
             with phases("writing outputs"):
                 write_outputs({args.model_file: model_file.read_bytes(), args.trials: table.read_bytes(),
                                args.metrics: json_bytes(headline)})

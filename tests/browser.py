@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import pytest
+
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -38,6 +40,18 @@ class CommandError(BrowserError):
 def find_chromium() -> str | None:
     """The path of an installed Chromium (or Chrome), None if there is none."""
     return next(filter(None, map(shutil.which, CHROMIUM_NAMES)), None)
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Chromium's path; without one a browser test is skipped, or fails when CI is set."""
+    path = find_chromium()
+    if path is None:
+        message = "no Chromium to load pages in: apt-get install -y --no-install-recommends chromium"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI is set and there is {message}")
+        pytest.skip(message)
+    return path
 
 
 def above_stdio(fd: int) -> int:
@@ -117,15 +131,20 @@ class Browser:
         *complete, self.buffer = (self.buffer + chunk).split(b"\0")
         return [json.loads(message) for message in complete]
 
-    def open(self, url: str, height: int | None = None) -> "Page":
+    def open(self, url: str, height: int | None = None, offline: bool = False) -> "Page":
         """A new tab at `url`, still loading (see Page.wait_for); `height` makes it taller, e.g.
-        to take a long page in one screenshot."""
+        to take a long page in one screenshot; `offline`, with every network request failing, as
+        on a machine without internet (files still load)."""
         target = self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
         session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         page = Page(self, session)
         width, default_height = self.size
         page.send("Emulation.setDeviceMetricsOverride", {"width": width, "height": height or default_height,
                                                          "deviceScaleFactor": 1, "mobile": False})
+        if offline:
+            page.send("Network.enable")
+            page.send("Network.emulateNetworkConditions", {"offline": True, "latency": 0,
+                                                           "downloadThroughput": -1, "uploadThroughput": -1})
         page.send("Page.navigate", {"url": url})
         return page
 

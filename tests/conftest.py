@@ -11,8 +11,9 @@ import pytest
 
 import regression  # noqa: F401 - pins torch's numerics before any test imports torch
 
-# The end-to-end fixtures: project copies, their data server and MLflow servers; PostgreSQL.
-pytest_plugins = ["projects", "postgres"]
+# The end-to-end fixtures: project copies, their data server and MLflow servers; PostgreSQL;
+# Chromium for the browser tests.
+pytest_plugins = ["projects", "postgres", "browser"]
 
 TRUE_W, TRUE_B, NOISE_STD = [2.0, -3.4], 4.2, 0.01
 

@@ -29,7 +29,7 @@ from regression.tracking.postgres import stop_process
 
 PROJECT = Path(__file__).resolve().parents[1]
 COPIED = ["dvc.yaml", "params.yaml", "stages", "src", "Makefile", "requirements.txt", "requirements.lock",
-          ".dvc/config", ".dvc/.gitignore",
+          ".dvc/config", ".dvc/.gitignore", ".dvc/plots",
           ".dvcignore", ".gitignore", "data/.gitignore", "models/.gitignore"]
 BIN = Path(sys.executable).parent
 PARAMS = read_yaml(PROJECT / "params.yaml")
@@ -121,6 +121,8 @@ def make_project(dest: Path, source_url: str, files: dict) -> Path:
         params["sweep"] = {model: TINY_SWEEP for model in SWEPT_MODELS}
         params["train"][VARIANT] = VARIANT_PARAMS
     edit_params(dest, tiny_data)
+    # The environment, where .dvc/config finds the page `dvc plots show` fills (ignored by git).
+    (dest / ".venv").symlink_to(BIN.parent)
     run(dest, "git", "init", "-q")
     run(dest, "git", "add", "-A")
     run(dest, "git", "commit", "-qm", "project")

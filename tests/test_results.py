@@ -153,11 +153,12 @@ def test_make_compare_shows_every_model_of_the_pipeline(reproduced):
     output = make(path, "compare")
     head = run(path, "git", "rev-parse", "HEAD").stdout.strip()
     swept = yaml.safe_load((path / "params.yaml").read_text()).get("sweep", {})
-    assert "val_acc" not in output  # no run of a model has a validation split: no empty column
     for model in MODELS:
         runs = 1 + (model in swept)  # its train run, and its sweep's (the refit champion's)
         assert f"{model}: {runs} run{'s' if runs > 1 else ''}\n" in output, output
         rows = compare_rows(output, model)
+        # No train run has a validation split; a sweep's run has its chosen trial's: no empty column.
+        assert ("val_acc" in rows[0]) == (model in swept), rows
         assert len(rows) == runs and all(row["experiment"] == f"@ {head[:7]}" for row in rows), rows
         assert all(row["status"] == "FINISHED" for row in rows), rows
         # The sweep's refit says so, and what it chose: not the same line as a plain train run.

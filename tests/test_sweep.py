@@ -187,7 +187,7 @@ def run_sweep(project: Path, workers: int | None = None, scheduler: str | None =
 def sweep_runs(project: Path) -> tuple[object, list]:
     """The sweep's parent run and its child runs in the project's store."""
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("regression-lesson/fashion-mnist")
+    experiment = client.get_experiment_by_name("regression-lesson/fashion-mnist/sweeps")
     runs = client.search_runs([experiment.experiment_id], run_view_type=3)
     [parent] = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     return parent, [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
@@ -219,6 +219,19 @@ def test_local_sweep_records_parent_and_child_runs_and_registers_the_refit_champ
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     assert [m.step for m in client.get_metric_history(children[0].info.run_id, "val_accuracy")] == [1, 2]
     assert "trials.csv" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+    # The parent reads as a train run of the chosen settings: the same param and metric names,
+    # each score at its epoch; its logged model records those settings and nothing of the search.
+    settings = {key: chosen[key] for key in ("lr", "epochs", "batch_size", "weight_decay", "schedule")}
+    assert {key: parent.data.params[key] for key in settings} == settings
+    assert parent.data.params["sweep.grid.weight_decay"] == "[0.0, 0.001]"
+    assert parent.data.metrics["val_accuracy"] == metrics["chosen_val_accuracy"]
+    epochs = list(range(1, int(chosen["epochs"]) + 1))
+    for key in ("train_loss", "val_accuracy", "test_accuracy"):
+        assert sorted({m.step for m in client.get_metric_history(parent.info.run_id, key)}) == epochs, key
+    [logged] = client.search_logged_models([parent.info.experiment_id])
+    assert logged.source_run_id == parent.info.run_id
+    assert {key: logged.params[key] for key in settings} == settings
+    assert not any(key.startswith("sweep.") for key in logged.params), logged.params
     champion = client.get_model_version_by_alias("fashion-mnist-softmax_nn", "champion")
     assert champion.run_id == parent.info.run_id and champion.tags["run_name"] == parent.info.run_name
     assert champion.tags["sweep.trial"] == chosen["trial"]

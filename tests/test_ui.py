@@ -19,7 +19,7 @@ from urllib.parse import parse_qs
 import pytest
 from mlflow import MlflowClient
 
-from browser import Browser, find_chromium
+from browser import Browser
 from projects import (
     BIN,
     LINEAR_LEARNING_RATE,
@@ -39,6 +39,7 @@ from regression.tracking.ui import compare_url, run_list_url
 
 OUTPUT = Path(__file__).with_name("output") / "ui"
 FASHION, SYNTHETIC = f"{EXPERIMENT_PREFIX}/fashion-mnist", f"{EXPERIMENT_PREFIX}/synthetic"  # the experiments
+SWEEPS = f"{FASHION}/sweeps"
 PAGE_SECONDS = 60  # for a page to show its data; it takes 2-5 s
 LR, TEST_ACCURACY, RUN_NAME = "params.`lr`", "metrics.`test_accuracy`", "attributes.`Run Name`"
 VIEW_PICKER = '[data-component-id="mlflow.experiment_page.saved_views.trigger"]'
@@ -70,6 +71,17 @@ PLOT_DRAWN = "document.querySelector('.js-plotly-plot .parcoords')"
 CHART_TITLES = """[...document.querySelectorAll('[data-testid="experiment-view-compare-runs-card"]')]
   .map(card => card.innerText.split('\\n')[0].trim())"""
 CHARTS_DRAWN = "document.querySelectorAll('.js-plotly-plot').length"
+# The chart view's charts: {metric: {range: the x axis's [from, to], series: {run name: its steps},
+# cut: whether the title is cut short}}.
+CHART_SERIES = """Object.fromEntries(
+  [...document.querySelectorAll('[data-testid="experiment-view-compare-runs-card"]')].map(card => {
+    const title = card.innerText.split('\\n')[0].trim(), plot = card.querySelector('.js-plotly-plot');
+    const label = [...card.querySelectorAll('*')]
+      .find(e => !e.children.length && e.textContent.trim() === title);
+    const traces = (plot?.data || []).map(trace => [trace.name, Array.from(trace.x || [])]);
+    return [title, {range: plot?._fullLayout?.xaxis?.range, series: Object.fromEntries(traces),
+                    cut: !label || label.scrollWidth > label.clientWidth}];
+  }))"""
 # The chart view's charts: {metric: the names of the runs its legend lists, as "<run name> (<metric>)"}.
 CHART_RUNS = """Object.fromEntries(
   [...document.querySelectorAll('[data-testid="experiment-view-compare-runs-card"]')].map(card => {
@@ -183,18 +195,6 @@ def test_make_ui_stops_the_ui_it_started_and_leaves_nothing_serving(tmp_path, ho
 # The UI in a browser, on runs the pipeline made
 
 
-@pytest.fixture(scope="session")
-def chromium() -> str:
-    """Chromium's path; without one the browser test is skipped, or fails when CI is set."""
-    path = find_chromium()
-    if path is None:
-        message = "no Chromium to load the MLflow UI in: apt-get install -y --no-install-recommends chromium"
-        if os.environ.get("CI"):
-            pytest.fail(f"CI is set and there is {message}")
-        pytest.skip(message)
-    return path
-
-
 @pytest.fixture
 def lesson_runs(swept):
     """The swept project and its runs of softmax_nn: (path, {lr: run})."""
@@ -245,6 +245,20 @@ def test_saved_view_shows_what_the_runs_record_best_first(swept, name, best):
 def mlflow_ui(lesson_runs):
     """`mlflow ui` on the project copy's store; yields its URL."""
     path, _ = lesson_runs
+    yield from serve_ui(path)
+
+
+@pytest.fixture
+def pipeline_ui(reproduced):
+    """`mlflow ui` on the reproduced project's store (a run of each train stage, and the sweep
+    with its trials): (project, URL)."""
+    path, _, _ = reproduced
+    for url in serve_ui(path):
+        yield path, url
+
+
+def serve_ui(path: Path):
+    """`mlflow ui` on the store of the project at `path`, until the generator is closed; yields its URL."""
     port = free_port()
     # One worker and no job runner (GenAI's background tasks): up in seconds, not half a minute.
     server = subprocess.Popen(
@@ -253,9 +267,11 @@ def mlflow_ui(lesson_runs):
         env=environment(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"), stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    wait_for_http(f"{url}/health", server)
-    yield url
-    stop(server)
+    try:
+        wait_for_http(f"{url}/health", server)
+        yield url
+    finally:
+        stop(server)
 
 
 def load(browser: Browser, url: str, ready: str, screenshot: str, height: int = 1000):
@@ -327,3 +343,57 @@ def test_ui_shows_the_runs_in_the_lesson_view_and_compares_them(chromium, lesson
         assert {"test_accuracy", "test_loss", "train_loss"} <= set(compare.evaluate(COMPARED_METRICS))
         # An ended run keeps no process tags: nothing in the comparison differs for the process's sake.
         assert "process.pid" not in compare.text() and "process.host" not in compare.text()
+
+
+def top_level_runs(client: MlflowClient, name: str) -> list:
+    """The runs of an experiment that are not nested under another (a sweep's trials are)."""
+    experiment = client.get_experiment_by_name(name)
+    runs = client.search_runs([experiment.experiment_id])
+    return [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+
+
+@pytest.mark.slow
+def test_ui_compares_like_with_like_and_nests_each_sweeps_trials(chromium, pipeline_ui):
+    """In each experiment's chart view (the link `make ui` prints), every chart spans the epochs
+    of that experiment's runs and no more: the lesson's runs share an axis with the lesson's
+    runs, a sweep's trials with its trials (no 60 epochs squeezing 10 into a sixth); each run is
+    a line over its own epochs, the sweep's run too (its test accuracy is not a lone point at
+    step 0); no title is cut. In the sweeps' run list the sweep's row fills every column of the
+    view, the trials nested under it."""
+    path, url = pipeline_ui
+    client = MlflowClient(store_uri(path))
+    with Browser(chromium) as browser:
+        for name in (FASHION, SYNTHETIC, SWEEPS):
+            experiment = client.get_experiment_by_name(name)
+            runs = top_level_runs(client, name)
+            steps = {r.info.run_name: list(range(1, int(r.data.params["epochs"]) + 1)) for r in runs}
+            metrics = set().union(*(r.data.metrics for r in runs))
+            screenshot = f"charts-{name.split('/', 1)[1].replace('/', '-')}.png"
+            page = load(browser, run_list_url(url, experiment.experiment_id, charts=True),
+                        f"{CHARTS_DRAWN} >= {len(metrics)}", screenshot, height=600 + 300 * len(metrics))
+            charts = page.evaluate(CHART_SERIES)
+            assert set(charts) == metrics, (name, set(charts), metrics)
+            last = max(map(len, steps.values()))
+            for metric, chart in charts.items():
+                start, end = chart["range"]
+                assert 0 < start < 1 and last < end < last + 1, \
+                    f"{name}, {metric}: x from {start} to {end}, its runs' epochs 1 to {last}"
+                assert chart["series"] == {run: steps[run] for run in steps
+                                           if any(r.info.run_name == run and metric in r.data.metrics
+                                                  for r in runs)}, (name, metric, chart["series"])
+                assert not chart["cut"], f"{name}: the title {metric} is cut short"
+
+        experiment = client.get_experiment_by_name(SWEEPS)
+        shown = view_state(experiment.tags[VIEW_TAG])["selectedColumns"]
+        [sweep] = top_level_runs(client, SWEEPS)
+        filled = (f"{RUN_LIST_ROWS}.filter(row => "
+                  f"{json.dumps(shown)}.every(key => row[key] && row[key] !== '-'))")
+        run_list = load(browser, run_list_url(url, experiment.experiment_id), f"{filled}.length === 1",
+                        "run-list-sweeps.png")
+        rows = run_list.evaluate(RUN_LIST_ROWS)
+        assert [row[RUN_NAME] for row in rows] == [sweep.info.run_name], rows  # its trials nested, not listed
+        [row] = rows
+        assert {key: row[key] for key in shown if column(key)[0] == "params"} == {
+            key: sweep.data.params[column(key)[1]] for key in shown if column(key)[0] == "params"}
+        chosen = sweep.data.metrics["val_accuracy"]
+        assert float(row["metrics.`val_accuracy`"]) == pytest.approx(chosen, abs=1e-4)

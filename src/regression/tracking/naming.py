@@ -2,11 +2,12 @@
 
 A run goes to the experiment of its dataset (`experiment_name`): the linear model's MSE and the
 softmax models' cross-entropy are both `train_loss`/`test_loss`, and an experiment per dataset
-keeps each chart of MLflow's UI to one kind of loss. A run is named after its model and what
-makes it different: inside `dvc exp run`, the params that differ from the committed params.yaml
-and the DVC experiment, else the commit. Its tags tie it to DVC and git; `runs_of` finds a
-model's runs by them. Its model is registered as a new version of `<dataset>-<model>`
-(`registered_name`).
+keeps each chart of MLflow's UI to one kind of loss. A sweep's runs go to the dataset's sweeps
+experiment, so that its long trials do not share a step axis with the lesson's runs. A run is
+named after its model and what makes it different: inside `dvc exp run`, the params that differ
+from the committed params.yaml and the DVC experiment, else the commit. Its tags tie it to DVC
+and git; `runs_of` finds a model's runs by them. Its model is registered as a new version of
+`<dataset>-<model>` (`registered_name`).
 """
 
 import os
@@ -27,17 +28,37 @@ PARENT_TAG, SWEEP_TAG, TRIAL_TAG = "mlflow.parentRunId", "sweep.run_id", "sweep.
 SWEEP_MODEL_TAG, TRIALS_TAG, CHOSEN_TRIAL_TAG = "sweep.model", "sweep.trials", "sweep.chosen_trial"
 CHOSEN_TAG = "sweep.chosen"  # a sweep's run and its champion version's: the settings it chose
 EXPERIMENT_PREFIX = "regression-lesson"
+SWEEPS = "/sweeps"  # after a dataset's name: the experiment of its sweeps
 
 
-def experiment_name(dataset: str) -> str:
-    """The experiment a dataset's runs go to: `regression-lesson/<dataset>`, or, as MLflow does,
+def sweeps_of(dataset: str) -> str:
+    """The experiment key of a dataset's sweeps: `<dataset>/sweeps`."""
+    return dataset + SWEEPS
+
+
+def dataset_of(key: str) -> str:
+    """The dataset of an experiment key (`fashion-mnist` or `fashion-mnist/sweeps`)."""
+    return key.removesuffix(SWEEPS)
+
+
+def experiment_name(key: str) -> str:
+    """The experiment an experiment key's runs go to: `regression-lesson/<dataset>` for the
+    lesson's runs, `regression-lesson/<dataset>/sweeps` for the sweeps; or, as MLflow does,
     MLFLOW_EXPERIMENT_NAME if set (one experiment for every run)."""
-    return os.environ.get("MLFLOW_EXPERIMENT_NAME") or f"{EXPERIMENT_PREFIX}/{dataset}"
+    return os.environ.get("MLFLOW_EXPERIMENT_NAME") or f"{EXPERIMENT_PREFIX}/{key}"
 
 
 def model_datasets(params: dict) -> dict[str, str]:
     """{model: the dataset it learns from}, for each model of params.yaml's `train` section."""
     return {model: section["dataset"] for model, section in params.get("train", {}).items()}
+
+
+def experiment_keys(params: dict) -> list[str]:
+    """The experiments params.yaml's stages record into: each model's dataset, then the sweeps
+    experiment of each swept model's dataset."""
+    datasets = model_datasets(params)
+    swept = [sweeps_of(datasets[model]) for model in params.get("sweep", {}) if model in datasets]
+    return list(dict.fromkeys([*datasets.values(), *swept]))
 
 
 def registered_name(dataset: str, model: str) -> str:

@@ -94,10 +94,10 @@ def mark_orphaned_runs(client, experiment: str, model: str) -> list[str]:
     return marked
 
 
-def open_for(model: str, dataset: str):
-    """Open the store and the dataset's experiment, and mark `model`'s orphaned runs there:
-    (client, experiment id), for a model stage (train or sweep) to start its runs in."""
-    experiment = open_experiment(dataset)
+def open_for(model: str, experiment_key: str):
+    """Open the store and an experiment (`naming.experiment_name`), and mark `model`'s orphaned
+    runs there: (client, experiment id), for a model stage (train or sweep) to start its runs in."""
+    experiment = open_experiment(experiment_key)
     client = mlflow.MlflowClient()
     for run_id in mark_orphaned_runs(client, experiment, model):
         print(f"marked MLflow run {run_id} KILLED: its process had ended without ending it")

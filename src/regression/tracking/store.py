@@ -8,8 +8,9 @@ parallel stages (queued experiments on several workers) never race to set it up.
 asked for its health before any work, and every HTTP request is bounded (see `HTTP_BOUNDS`),
 so a missing or dying server fails a stage in seconds, not minutes.
 
-Each dataset's runs have their own experiment (`naming.experiment_name`), which opens in the
-UI's model-training view with the lesson's saved view of the run list for its task (`lesson_view`).
+Each dataset's runs have their own experiment, and its sweeps another (`naming.experiment_name`);
+each opens in the UI's model-training view with the lesson's saved view of the run list for
+its task (`lesson_view`).
 """
 
 import json
@@ -23,7 +24,8 @@ from regression import PipelineError
 from regression.data import CLASSIFICATION, DATASETS
 from regression.headline import HEADLINE, LOSS, TRAIN, has, metric, ranked_by
 from regression.params import read_yaml
-from regression.tracking.naming import experiment_name, model_datasets
+from regression.params_schema import SEARCH_KEYS
+from regression.tracking.naming import dataset_of, experiment_keys, experiment_name
 
 # MLflow reads these per request; unset, a dead server costs minutes of retries.
 HTTP_BOUNDS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
@@ -32,47 +34,59 @@ STORE_LOCK_SECONDS = 120
 SHARED_VIEW = "mlflow.sharedViewState."  # the UI's tag prefix for saved views
 VIEW_KEY = "lesson"
 VIEW_TAG = SHARED_VIEW + VIEW_KEY  # the experiment tag holding the lesson's saved view
+NEWEST_FIRST = "attributes.start_time"  # the UI's sort by "Created"
 
 
 class TrackingError(PipelineError):
     """The tracking store cannot be reached, opened or written."""
 
 
-def lesson_view(task: str) -> dict[str, str]:
-    """The lesson's saved view of the run list for a task's runs, as the experiment tag holding it.
+def lesson_view(task: str, sweeps: bool = False) -> dict[str, str]:
+    """The lesson's saved view of the run list for a task's runs (or its sweeps'), as the
+    experiment tag holding it.
 
     Which columns the run list shows, and its sort, live in the UI, not in the tracking API; a
     saved view ships them with the store. MLflow's UI keeps one as the tag
     `mlflow.sharedViewState.<key>`: a JSON envelope {name, createdAt, state} whose state is the
     UI's persisted state as a JSON string, naming columns as the UI does (params.`lr`,
     metrics.`test_accuracy`). The view is listed under "Views" above the run list;
-    `ui.run_list_url` links to it. val_accuracy shows only with a validation split; a
-    regressor's runs have no accuracy, and rank by lowest test loss.
+    `ui.run_list_url` links to it. Its params are every param a sweep searches, and the seed;
+    val_accuracy shows only with a validation split; a regressor's runs have no accuracy, and
+    rank by lowest test loss. A sweeps experiment's view lists the newest sweep first, its trials
+    nested under it: each sweep's run carries its chosen trial's settings and validation score,
+    under the names its trials (and the lesson's runs) use.
     """
     classifies = task == CLASSIFICATION
     order_by = ranked_by(classifies)
-    params = [f"params.`{key}`" for key in ("lr", "epochs", "batch_size", "seed")]
+    params = [f"params.`{key}`" for key in (*SEARCH_KEYS, "seed")]
     metrics = [f"metrics.`{key}`" for key in (*HEADLINE, metric(TRAIN, LOSS)) if has(key, classifies)]
     run_name = "attributes.`Run Name`"
-    state = {"selectedColumns": params + metrics,
-             "orderByKey": f"metrics.`{order_by}`", "orderByAsc": HEADLINE[order_by] < 0,
-             # the run name, the UI's created and duration columns, the params, the metrics; names
-             # and metrics wider than the UI's default (else cut short), params narrower
+    # The UI nests a sweep's trials under it only in order of start: newest sweep first.
+    order = ({"orderByKey": NEWEST_FIRST, "orderByAsc": False} if sweeps
+             else {"orderByKey": f"metrics.`{order_by}`", "orderByAsc": HEADLINE[order_by] < 0})
+    state = {"selectedColumns": params + metrics, **order,
+             # the run name, the UI's created and duration columns, the params, the metrics; each
+             # as wide as its name (else cut short)
              "columnOrder": [run_name, "runDateAndNestInfo", "duration", *params, *metrics],
-             "columnWidths": {run_name: 260} | dict.fromkeys(params, 90) | dict.fromkeys(metrics, 120)}
-    best = "best test accuracy" if classifies else "lowest test loss"
-    envelope = {"name": f"Lesson: key params and metrics, {best} first",
+             "columnWidths": {run_name: 240} | {column: max(70, 8 * len(column.split("`")[1]) + 30)
+                                                for column in params + metrics}}
+    best = "best test accuracy first" if classifies else "lowest test loss first"
+    title = "Sweeps: trials under their sweep" if sweeps else f"Lesson: {best}"
+    envelope = {"name": title,
                 "createdAt": 1_795_996_800_000,  # 2026-11-30 in ms: fixed, so every store gets the same tag
                 "state": json.dumps(state)}
     return {VIEW_TAG: json.dumps(envelope)}
 
 
-def experiment_tags(dataset: str) -> dict[str, str]:
-    """The tags of a dataset's experiment: the UI's model-training view, and the lesson's saved
-    view for its task (set only where missing: see experiment_id). One experiment for every
-    dataset (MLFLOW_EXPERIMENT_NAME) gets the classifiers' view, as the lesson's did."""
-    task = CLASSIFICATION if os.environ.get("MLFLOW_EXPERIMENT_NAME") else DATASETS[dataset]
-    return {"mlflow.experimentKind": "custom_model_development"} | lesson_view(task)
+def experiment_tags(key: str) -> dict[str, str]:
+    """The tags of an experiment (a dataset's, or its sweeps': `naming.experiment_name`): the UI's
+    model-training view, and the lesson's saved view for its task (set only where missing: see
+    experiment_id). One experiment for every dataset (MLFLOW_EXPERIMENT_NAME) gets the
+    classifiers' view, as the lesson's did."""
+    one_for_all = bool(os.environ.get("MLFLOW_EXPERIMENT_NAME"))
+    task = CLASSIFICATION if one_for_all else DATASETS[dataset_of(key)]
+    sweeps = key != dataset_of(key) and not one_for_all
+    return {"mlflow.experimentKind": "custom_model_development"} | lesson_view(task, sweeps)
 
 
 def project_root(cwd: Path | None = None) -> Path:
@@ -125,13 +139,14 @@ def one_line(error: BaseException) -> str:
     return text[0][:300] if text else type(error).__name__
 
 
-def open_experiment(dataset: str) -> str:
-    """Point MLflow at the store (set up once, checked reachable) and the dataset's experiment; its id."""
-    return open_experiments([dataset])[dataset]
+def open_experiment(key: str) -> str:
+    """Point MLflow at the store (set up once, checked reachable) and an experiment (a dataset's,
+    or its sweeps': `naming.experiment_name`); its id."""
+    return open_experiments([key])[key]
 
 
-def open_experiments(datasets) -> dict[str, str]:
-    """Point MLflow at the store (set up once, checked reachable); {dataset: its experiment's id}."""
+def open_experiments(keys) -> dict[str, str]:
+    """Point MLflow at the store (set up once, checked reachable); {experiment key: its experiment's id}."""
     for key, value in HTTP_BOUNDS.items():
         os.environ.setdefault(key, value)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -146,30 +161,31 @@ def open_experiments(datasets) -> dict[str, str]:
     mlflow.set_tracking_uri(uri)
     database = sqlite_path(uri)
     if database is None:
-        return {dataset: experiment_id(uri, dataset) for dataset in datasets}
+        return {key: experiment_id(uri, key) for key in keys}
     from filelock import FileLock, Timeout
 
     database.parent.mkdir(parents=True, exist_ok=True)
     try:
         with FileLock(f"{database}.lock", timeout=STORE_LOCK_SECONDS):
-            return {dataset: experiment_id(uri, dataset) for dataset in datasets}
+            return {key: experiment_id(uri, key) for key in keys}
     except Timeout:
         raise TrackingError(f"{database}: another process has held {database}.lock for "
                             f"{STORE_LOCK_SECONDS} s; if none is running, delete the lock file") from None
 
 
 def opened() -> dict[str, str] | None:
-    """For the commands: {dataset: experiment id} for the datasets of params.yaml's models, or
-    None once the reason has been printed as `error:`."""
+    """For the commands: {experiment key: experiment id} for the experiments params.yaml's stages
+    record into (each model's dataset, each swept model's dataset's sweeps), or None once the
+    reason has been printed as `error:`."""
     try:
-        return open_experiments(dict.fromkeys(model_datasets(read_yaml("params.yaml")).values()))
+        return open_experiments(experiment_keys(read_yaml("params.yaml")))
     except TrackingError as error:
         print(f"error: {error}", file=sys.stderr)
         return None
 
 
-def experiment_id(uri: str, dataset: str) -> str:
-    """The id of the dataset's experiment (created if missing), with the tags the UI needs.
+def experiment_id(uri: str, key: str) -> str:
+    """The id of an experiment (a dataset's, or its sweeps'; created if missing), with the tags the UI needs.
 
     Its `experiment_tags` are set where they differ (the UI may guess another kind), but a saved
     view only where missing: a view the user has overridden in the UI stays as they left it.
@@ -178,7 +194,7 @@ def experiment_id(uri: str, dataset: str) -> str:
     from mlflow.exceptions import MlflowException
     from sqlalchemy.exc import SQLAlchemyError
 
-    name, tags = experiment_name(dataset), experiment_tags(dataset)
+    name, tags = experiment_name(key), experiment_tags(key)
     database = sqlite_path(uri)
     try:
         experiment = mlflow.get_experiment_by_name(name)

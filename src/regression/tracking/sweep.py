@@ -1,10 +1,17 @@
 """MLflow's record of a sweep: a parent run, a child run per trial, the refit champion registered.
 
-The parent run holds the sweep's params, the table of trials (an artifact), the refit
-champion's metrics and its logged model, which is registered as a new version of
-`<dataset>-<model>` and given the `champion` alias; the version is tagged with the sweep's run,
-the chosen settings and the validation score that chose them. Every trial's child run is made
-when the sweep starts and ended when its result arrives: FINISHED, or FAILED if it diverged.
+A sweep's runs go to its dataset's sweeps experiment (`naming.sweeps_of`): its trials run for
+more epochs than the lesson's runs, which keep a step axis of their own. The parent run holds
+the sweep's own params (`sweep.`: its search space, validation split, number of trials), the
+table of trials (an artifact), and, once chosen, what a train run of the chosen settings would
+hold under the same names: the settings as params (lr, epochs, ...), and per epoch the chosen
+trial's validation scores (val_accuracy, val_loss: what chose it) and the refit's training and
+test scores (its last epoch's test scores are the result, linked to its model). So the saved
+view's columns and the charts read a sweep as they read a train run. Its logged model records
+just the settings it was trained with, and is registered as a new version of `<dataset>-<model>`
+and given the `champion` alias; the version is tagged with the sweep's run, the chosen settings
+and the validation score that chose them. Every trial's child run is made when the sweep starts
+and ended when its result arrives: FINISHED, or FAILED if it diverged.
 The sweep, not its workers, writes every run, so workers need no access to the store. If the
 sweep stops (an error, Ctrl-C, SIGTERM), every run still open is ended FAILED or KILLED.
 """
@@ -30,10 +37,13 @@ from regression.tracking.naming import (
     TRIALS_TAG,
     registered_name,
     run_name,
+    sweeps_of,
 )
 from regression.tracking.registry import ALIAS, crown
 from regression.tracking.run import drop_process_tags, log_served_model, open_for, provenance, stage_tags
 from regression.tracking.store import TrackingError, one_line, tracking_uri
+
+SWEEP_PARAM = "sweep."  # before the sweep's own params on its parent run: apart from the settings
 
 
 class SweepRun:
@@ -50,18 +60,19 @@ class SweepRun:
 
     @classmethod
     def start(cls, model: str, sweep_params: dict, trials: list[dict], data: dict) -> "SweepRun":
-        """Open the store; start the parent run (the sweep's params) and a child run per trial
-        (its params). `trials` are each trial's full training params, `data` the dataset's meta."""
+        """Open the store; start the parent run (the sweep's params, as `sweep.<key>`) and a child
+        run per trial (its params). `trials` are each trial's full training params, `data` the
+        dataset's meta."""
         from mlflow.entities import Param
 
-        client, experiment = open_for(model, data["name"])
+        client, experiment = open_for(model, sweeps_of(data["name"]))
         tags = stage_tags(model, f"sweep@{model}", data) | {TRIALS_TAG: str(len(trials))}
         name = run_name(f"{model} sweep of {len(trials)}", {}, tags.get(EXPERIMENT_TAG), tags.get(COMMIT_TAG))
         try:
             parent = client.create_run(experiment, run_name=name, tags=tags).info.run_id
             run = cls(client, experiment, parent, {}, model, data, name, tags)
             run.forget_on_interrupt = stage.on_interrupt(lambda: run.end_open("KILLED"))
-            client.log_batch(parent, params=[Param(k, str(v)) for k, v in sweep_params.items()])
+            client.log_batch(parent, params=[Param(SWEEP_PARAM + k, str(v)) for k, v in sweep_params.items()])
             for trial, params in enumerate(trials, start=1):
                 child = client.create_run(experiment, run_name=f"{model} trial {trial}", tags={
                     PARENT_TAG: parent, SWEEP_TAG: parent, TRIAL_TAG: str(trial), SWEEP_MODEL_TAG: model,
@@ -121,30 +132,46 @@ class SweepRun:
         self.client.set_terminated(run_id, "FINISHED" if not result.get("error") else "FAILED")
         self.open.discard(run_id)
 
-    def finish(self, chosen: dict, history: list[dict], metrics: dict, model, config, model_file: Path,
-               table: Path, input_example) -> str:
-        """The champion on the parent run: its per-epoch training metrics, its test metrics, the
-        table of trials, its model, registered and given the alias. Ends the parent; the version."""
+    def finish(self, chosen: dict, settings: dict, trial_history: list[dict], history: list[dict],
+               metrics: dict, model, config, model_file: Path, table: Path, input_example) -> str:
+        """The champion on the parent run, under a train run's names: the chosen trial's full
+        training params (`settings`) and its validation scores per epoch (from `trial_history`),
+        the refit's per-epoch training and test scores (`history`), its test metrics (`metrics`)
+        at its last epoch, linked to its model; the table of trials; its model, recording
+        `settings`, registered and given the alias. Ends the parent; the version."""
         import mlflow
-        from mlflow.entities import Metric
+        from mlflow.entities import Metric, Param
 
         register_as, now = registered_name(self.data["name"], self.model), int(time.time() * 1000)
+        epochs = history[-1]["epoch"]
+        scores = {key: chosen[key] for key in CHOSEN_BY if key in chosen}
+        headline = {key: value for key, value in metrics.items() if isinstance(value, float)
+                    and split_of(key) == TEST}
+        per_epoch = [(record["epoch"], key, value) for record in history for key, value in record.items()
+                     if key != "epoch" and not (record["epoch"] == epochs and key in headline)]
+        per_epoch += [(record["epoch"], key, value) for record in trial_history
+                      for key, value in record.items() if key in scores]
         self.client.log_artifact(self.parent, str(table))
-        headline = {key: value for key, value in metrics.items() if isinstance(value, float)}
-        self.client.log_batch(self.parent, metrics=[
-            Metric(f"refit_{key}", value, now, record["epoch"])
-            for record in history for key, value in record.items() if key != "epoch"]
-            + [Metric(key, value, now, 0) for key, value in headline.items()])
+        self.client.log_batch(self.parent, params=[Param(k, str(v)) for k, v in settings.items()])
+        for start in range(0, len(per_epoch), 1000):  # MLflow takes at most 1000 per batch
+            batch = [Metric(key, value, now, epoch) for epoch, key, value in per_epoch[start:start + 1000]]
+            self.client.log_batch(self.parent, metrics=batch)
         self.client.set_tag(self.parent, CHOSEN_TRIAL_TAG, str(chosen["trial"]))
         self.client.set_tag(self.parent, CHOSEN_TAG, setting_text(chosen["settings"]))
 
         mlflow.start_run(run_id=self.parent)  # the active run, which log_model logs to
-        info = log_served_model(model, config, model_file, input_example)
+        # A logged model takes its run's params, the sweep's search space among them, unless it
+        # is made first with its own: the settings it was trained with.
+        logged = mlflow.initialize_logged_model(name=config.kind, source_run_id=self.parent,
+                                                params={k: str(v) for k, v in settings.items()},
+                                                experiment_id=self.experiment)
+        info = log_served_model(model, config, model_file, input_example, model_id=logged.model_id)
+        mlflow.log_metrics(headline, step=epochs, model_id=info.model_id)
         version_tags = {RUN_NAME_TAG: self.name, SWEEP_TAG: self.parent,
                         TRIAL_TAG: str(chosen["trial"]), CHOSEN_TAG: setting_text(chosen["settings"]),
                         DIGEST_TAG: self.data["digest"]} | provenance(self.tags)
-        version_tags |= {key: f"{chosen[key]:.6g}" for key in CHOSEN_BY if key in chosen}
-        version_tags |= {key: f"{value:.6g}" for key, value in headline.items() if split_of(key) == TEST}
+        version_tags |= {key: f"{value:.6g}" for key, value in scores.items()}
+        version_tags |= {key: f"{value:.6g}" for key, value in headline.items()}
         version = mlflow.register_model(info.model_uri, register_as, tags=version_tags).version
         crown(self.client, register_as, version, f"sweep {CHOSEN_BY[0]}")
         self.forget_on_interrupt()

@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -40,13 +41,15 @@ def run_list_url(base_url: str, experiment_id: str, charts: bool = False) -> str
 
 
 def run_list_links(base_url: str, experiments: dict[str, str]) -> list[str]:
-    """A line per experiment ({dataset: id}, as `store.opened` gives): its dataset and its run list's link."""
+    """A line per experiment ({experiment key: id}, as `store.opened` gives): its dataset (and
+    `/sweeps` for a sweeps experiment) and its run list's link."""
     by_id: dict[str, list[str]] = {}
     for dataset, experiment_id in experiments.items():
         by_id.setdefault(experiment_id, []).append(dataset)
     labels = {experiment_id: datasets[0] if len(datasets) == 1 else "all datasets"
               for experiment_id, datasets in by_id.items()}
-    return [f"  {label:14} {run_list_url(base_url, experiment_id)}"
+    width = max(map(len, labels.values()), default=0)
+    return [f"  {label:{width}} {run_list_url(base_url, experiment_id)}"
             for experiment_id, label in labels.items()]
 
 
@@ -72,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--link-only", action="store_true", help="print the link, do not serve the UI")
     args = parser.parse_args(argv)
     store = os.environ["MLFLOW_TRACKING_URI"] = local_store_uri()
+    if not args.link_only and (busy := port_in_use(args.port)):
+        print(f"error: {local_ui_url(args.port)} is taken ({busy}): stop what serves there, or pick "
+              f"another port (make ui PORT={args.port + 1})", file=sys.stderr)
+        return 1
     for signum in (signal.SIGTERM, signal.SIGHUP):  # as Ctrl-C does: stop the UI, then this process
         signal.signal(signum, interrupted)
     ui = None
@@ -93,6 +100,19 @@ def main(argv: list[str] | None = None) -> int:
         if ui is not None and ui.poll() is None:
             ui.terminate()  # `mlflow ui` stops its web server, and says so
             ui.wait()
+
+
+def port_in_use(port: int) -> str | None:
+    """Why the UI cannot listen on `port` of HOST (e.g. another UI is there), None if it can.
+
+    `mlflow ui` would say so only in its log, after the links were printed, and exit 0."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a port in TIME_WAIT is free
+        try:
+            probe.bind((HOST, port))
+        except OSError as error:
+            return error.strerror or str(error)
+    return None
 
 
 def interrupted(signum, frame):
