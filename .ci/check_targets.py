@@ -21,11 +21,15 @@ MIN_SWEEP_ACCURACY = {"softmax_nn": 0.846, "mlp": 0.895}
 TEST_ACCURACY = metric(TEST, ACCURACY)
 
 
-def check_mlflow_runs(stages: list[tuple[str, str, str]]) -> list[str]:
-    """Each model stage's latest run in the project's store finished, with its model registered."""
+def check_mlflow_runs(stages: list[tuple[str, str, str]], dvc_yaml: dict) -> list[str]:
+    """Each model stage's run that made its model file, in the project's store: finished, with its
+    model registered."""
     from mlflow import MlflowClient
 
     from regression import tracking
+    from regression.tracking.compare import stage_file
+    from regression.tracking.naming import run_of_outputs
+    from regression.tracking.searching import every
 
     experiments = tracking.opened()  # the store and experiments the pipeline recorded into
     if experiments is None:
@@ -33,13 +37,12 @@ def check_mlflow_runs(stages: list[tuple[str, str, str]]) -> list[str]:
     client = MlflowClient()
     failures = []
     for stage, model, name in stages:
-        runs = tracking.runs_of(client, list(experiments.values()), model, stage=stage,
-                                order_by=["attributes.start_time DESC"], max_results=1)
-        if not runs or runs[0].info.status != "FINISHED" or name not in runs[0].data.metrics:
-            failures.append(f"{stage}: latest MLflow run missing, unfinished or without {name}")
+        model_file = stage_file(model, stage.partition("@")[0], "model", dvc_yaml)
+        run = run_of_outputs(client, list(experiments.values()), model, stage, model_file)
+        if run is None or name not in run.data.metrics:
+            failures.append(f"{stage}: no finished MLflow run with {name} made {model_file}")
             continue
-        run = runs[0]
-        versions = client.search_model_versions(f"run_id = '{run.info.run_id}'")
+        versions = list(every(client.search_model_versions, filter_string=f"run_id = '{run.info.run_id}'"))
         if not versions:
             failures.append(f"{stage}: MLflow run {run.info.run_id} registered no model version")
         value = run.data.metrics[name]
@@ -71,7 +74,7 @@ def main() -> int:
         print(f"sweep@{model}: refit test accuracy {accuracy:.4f} (target >= {target})")
         if accuracy < target:
             failures.append(f"sweep@{model} refit test accuracy {accuracy:.4f} < {target}")
-    failures += check_mlflow_runs(stages)
+    failures += check_mlflow_runs(stages, dvc_yaml)
     dvc = Path(sys.executable).parent / "dvc"
     status = subprocess.run([str(dvc), "status", "--json"], capture_output=True, text=True, check=True)
     if json.loads(status.stdout or "{}"):

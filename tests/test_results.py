@@ -89,6 +89,10 @@ def compare_rows(output: str, model: str) -> list[dict[str, str]]:
     starts = [header.index(name) for name in names]
     rows = []
     for line in lines[start + 2:]:
+        assert len(line) <= 120, line
+        if line.startswith(" " * starts[-1]) and line.strip():  # changed params, continued
+            rows[-1]["changed params"] += " " + line.strip()
+            continue
         if not line.strip() or not line.split()[0].isdigit():
             break
         cells = [line[a:b].strip() for a, b in zip(starts, starts[1:] + [None])]
@@ -163,6 +167,12 @@ def test_make_compare_shows_every_model_of_the_pipeline(reproduced):
         assert all(row["status"] == "FINISHED" for row in rows), rows
         # The sweep's refit says so, and what it chose: not the same line as a plain train run.
         assert sum(row["changed params"].startswith("sweep's refit: ") for row in rows) == runs - 1, rows
+        client = MlflowClient(store_uri(path))
+        chosen = [r.data.tags["sweep.chosen"] for r in client.search_runs(
+            [e.experiment_id for e in client.search_experiments()], f"tags.model = '{model}'")
+            if "sweep.chosen" in r.data.tags]
+        assert sorted(row["changed params"] for row in rows if row["changed params"].startswith("sweep's"))\
+            == sorted(f"sweep's refit: {text}" for text in chosen), rows  # every value, none cut
         for stage in ("train", "sweep")[:runs]:
             metrics = read_json(path / f"metrics/{'sweep/' if stage == 'sweep' else ''}{model}.json")
             assert any(float(row["test_loss"]) == pytest.approx(metrics["test_loss"], rel=1e-3, abs=1e-4)

@@ -3,21 +3,32 @@
 Usage: python -m regression.tracking.compare [--model NAME] [--limit N]   (`make compare`)
        python -m regression.tracking.compare --summary                   (the end of `make run`)
 
-Runs are grouped by model and ranked by the registry's rule (`registry.rank_key`): validation
-accuracy where they have one, then test accuracy (for the linear model: lowest test loss).
-Lines fit in 120 columns.
+Runs are grouped by model (those of params.yaml) and ranked by the registry's rule
+(`registry.rank_key`, which the store applies as `registry.RANK_ORDER`): validation accuracy
+where they have one, then test accuracy (for the linear model: lowest test loss). Each model's
+heading counts all its runs; only the best `--limit` are fetched and shown. Lines fit in 120
+columns: a long list of changed params goes on to the next lines, never cut.
 """
 
 import argparse
 import json
 import sys
+import textwrap
 from pathlib import Path
 
 from regression.data import classifies
 from regression.headline import FIT_ERROR, HEADLINE, number, short
 from regression.params import read_yaml
-from regression.tracking.naming import CHANGED_TAG, CHOSEN_TAG, MODEL_TAG, runs_of, where_from
-from regression.tracking.registry import rank_key
+from regression.tracking.naming import (
+    CHANGED_TAG,
+    CHOSEN_TAG,
+    MODEL_TAG,
+        run_of_outputs,
+    runs_of,
+    where_from,
+)
+from regression.tracking.registry import RANK_ORDER, rank_key
+from regression.tracking.searching import PAGE_SIZE, count
 from regression.tracking.store import is_server, opened, tracking_uri
 from regression.tracking.ui import local_ui_url, run_list_links
 
@@ -31,11 +42,12 @@ def cell(value, width: int) -> str:
 
 def table(runs) -> list[str]:
     """One line per run, best first: rank, headline metrics, DVC experiment (or commit), changed
-    params, status."""
+    params, status; changed params too long for their column go on below, in that column."""
     shown = [name for name in HEADLINE if any(name in run.data.metrics for run in runs)]  # no empty column
     labels = [short(name) for name in shown]
     columns = (("#", 3), *((label, max(len(label), 8)) for label in labels), ("experiment", 22))
     changed_width = WIDTH - sum(w + 1 for _, w in columns) - 10
+    indent = " " * (WIDTH - changed_width - 10)
     lines = [" ".join(cell(name, w) for name, w in columns) + " " + cell("changed params", changed_width)
              + " status"]
     for i, run in enumerate(sorted(runs, key=lambda run: rank_key(run.data.metrics)), start=1):
@@ -43,35 +55,48 @@ def table(runs) -> list[str]:
         values = (i, *(m.get(name) for name in shown), where_from(tags))
         changed = tags.get(CHANGED_TAG) or (
             f"sweep's refit: {tags[CHOSEN_TAG]}" if CHOSEN_TAG in tags else "-")
+        first, *more = textwrap.wrap(changed, changed_width, break_on_hyphens=False) or ["-"]
         lines.append(" ".join(cell(v, w) for v, (_, w) in zip(values, columns)) + " "
-                     + cell(changed, changed_width) + " " + run.info.status)
+                     + cell(first, changed_width) + " " + run.info.status)
+        lines += [indent + text for text in more]
     return [line.rstrip() for line in lines]
 
 
-def compare(client, experiment_ids: list[str], model: str | None, limit: int) -> list[str]:
-    by_model: dict[str, list] = {}
-    for run in runs_of(client, experiment_ids, model, max_results=5000):
-        if MODEL_TAG in run.data.tags:  # a sweep's trials are shown by the UI, under their sweep
-            by_model.setdefault(run.data.tags[MODEL_TAG], []).append(run)
+def compare(client, experiment_ids: list[str], models: list[str], limit: int,
+            page_size: int = PAGE_SIZE) -> list[str]:
+    """Each model's best `limit` runs, ranked by the store, under the count of all its runs (a
+    sweep's trials are shown by the UI, under their sweep)."""
     lines = []
-    for name, group in sorted(by_model.items()):
-        count = f"{len(group)} run{'s' if len(group) != 1 else ''}"
-        lines += ["", f"{name}: {count}" + (f", best {limit} shown" if len(group) > limit else "")]
-        lines += table(group)[:limit + 1]
+    for name in models:
+        best = runs_of(client, experiment_ids, name, order_by=RANK_ORDER, limit=limit, page_size=page_size)
+        if not best:
+            continue
+        total = len(best) if len(best) < limit else count(
+            client.search_runs, experiment_ids=list(dict.fromkeys(experiment_ids)),
+            filter_string=f"tags.{MODEL_TAG} = '{name}'")
+        heading = f"{name}: {total:,} run{'s' if total != 1 else ''}"
+        lines += ["", heading + (f", the best {limit} shown" if total > limit else "")]
+        lines += table(best)
     return lines or ["no runs yet: run the pipeline first (`make run`)"]
 
 
-def metrics_file(model: str, stage: str = "train", dvc_yaml: dict | None = None) -> Path:
-    """Where the model's `stage` (train or sweep) writes its headline metrics, as dvc.yaml (read
-    unless given) says."""
-    [entry] = (dvc_yaml or read_yaml("dvc.yaml"))["stages"][stage]["do"]["metrics"]
-    template = next(iter(entry)) if isinstance(entry, dict) else entry
+def stage_file(model: str, stage: str = "train", kind: str = "metrics", dvc_yaml: dict | None = None) -> Path:
+    """Where the model's `stage` (train or sweep) writes its headline metrics (`kind` "metrics")
+    or its model file ("model"), as dvc.yaml (read unless given) says."""
+    do = (dvc_yaml or read_yaml("dvc.yaml"))["stages"][stage]["do"]
+    paths = [next(iter(e)) if isinstance(e, dict) else e for e in do["metrics" if kind == "metrics" else "outs"]]
+    template = paths[0] if kind == "metrics" else next(path for path in paths if path.endswith(".pt"))
     return Path(template.replace("${key}", model))
+
+
+def metrics_file(model: str, stage: str = "train", dvc_yaml: dict | None = None) -> Path:
+    return stage_file(model, stage, "metrics", dvc_yaml)
 
 
 def summary(client, experiments: dict[str, str], uri: str) -> list[str]:
     """One line per model stage of params.yaml (train, then sweep): the metrics this workspace's
-    pipeline produced, and its run; then a link to each experiment ({dataset: id})."""
+    pipeline produced, and the run that made its model file; then a link to each experiment
+    ({dataset: id})."""
     lines, params, dvc_yaml = [], read_yaml("params.yaml"), read_yaml("dvc.yaml")
     for stage in ("train", "sweep"):
         for model in params.get(stage, {}):
@@ -83,10 +108,9 @@ def summary(client, experiments: dict[str, str], uri: str) -> list[str]:
             if not classifies(params["train"][model]["dataset"]):
                 keys += [k for k in metrics if k not in HEADLINE and not k.endswith(FIT_ERROR)]
             shown = ", ".join(f"{k} {number(metrics[k])}" for k in keys if isinstance(metrics[k], float))
-            runs = runs_of(client, list(experiments.values()), model, stage=f"{stage}@{model}", max_results=1,
-                           order_by=["attributes.start_time DESC"])
-            run = "no MLflow run" if not runs else f"run '{runs[0].info.run_name}'" + (
-                "" if runs[0].info.status == "FINISHED" else f" {runs[0].info.status}")
+            made_by = run_of_outputs(client, list(experiments.values()), model, f"{stage}@{model}",
+                                     stage_file(model, stage, "model", dvc_yaml))
+            run = "no MLflow run made its model file" if made_by is None else f"run '{made_by.info.run_name}'"
             label = model if stage == "train" else f"{stage}@{model}"
             lines.append(f"{label:16} {shown or 'no metrics yet'}; {run}")
     local = not is_server(uri)  # shown by `make ui`; a server shows its own UI
@@ -109,8 +133,11 @@ def main(argv: list[str] | None = None) -> int:
     from mlflow import MlflowClient
 
     client = MlflowClient()
+    params = read_yaml("params.yaml")
+    models = [args.model] if args.model else list(dict.fromkeys([*params.get("train", {}),
+                                                                 *params.get("sweep", {})]))
     lines = (summary(client, experiments, tracking_uri()) if args.summary
-             else compare(client, list(experiments.values()), args.model, args.limit))
+             else compare(client, list(experiments.values()), models, args.limit))
     print("\n".join(lines))
     return 0
 

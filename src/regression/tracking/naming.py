@@ -10,10 +10,13 @@ and git; `runs_of` finds a model's runs by them. Its model is registered as a ne
 `<dataset>-<model>` (`registered_name`).
 """
 
+import hashlib
 import os
 import subprocess
+from pathlib import Path
 
 from regression.params import flat, parse_yaml
+from regression.tracking.searching import PAGE_SIZE, every
 
 MODEL_TAG, STAGE_TAG, EXPERIMENT_TAG, DIGEST_TAG = "model", "dvc.stage", "dvc.experiment", "data.digest"
 CHANGED_TAG, COMMIT_TAG = "dvc.changed_params", "mlflow.source.git.commit"
@@ -27,6 +30,7 @@ SELECTED_BY_TAG = "champion.selected_by"  # a champion version's: the metric tha
 PARENT_TAG, SWEEP_TAG, TRIAL_TAG = "mlflow.parentRunId", "sweep.run_id", "sweep.trial"
 SWEEP_MODEL_TAG, TRIALS_TAG, CHOSEN_TRIAL_TAG = "sweep.model", "sweep.trials", "sweep.chosen_trial"
 CHOSEN_TAG = "sweep.chosen"  # a sweep's run and its champion version's: the settings it chose
+MODEL_DIGEST_TAG = "model.sha256"  # a model stage's run: the model file it wrote (`run_of_outputs`)
 EXPERIMENT_PREFIX = "regression-lesson"
 SWEEPS = "/sweeps"  # after a dataset's name: the experiment of its sweeps
 
@@ -67,13 +71,34 @@ def registered_name(dataset: str, model: str) -> str:
 
 
 def runs_of(client, experiment_ids: list[str], model: str | None, status: str | None = None,
-            stage: str | None = None, **search) -> list:
-    """The runs of `model` (every model's if None) in the experiments, with `status` and made by
-    the DVC `stage` (`train@softmax_nn`, `sweep@softmax_nn`) if given; `search` as MlflowClient's."""
+            stage: str | None = None, tags: dict[str, str] | None = None, order_by: list[str] | None = None,
+            limit: int | None = None, page_size: int = PAGE_SIZE) -> list:
+    """The runs of `model` (every model's if None) in the experiments, with `status`, made by the
+    DVC `stage` (`train@softmax_nn`, `sweep@softmax_nn`) and carrying `tags` if given: all of them,
+    page by page, or the first `limit` in the store's `order_by` order."""
     query = [f"tags.{MODEL_TAG} = '{model}'"] if model else []
     query += [f"attributes.status = '{status}'"] if status else []
     query += [f"tags.`{STAGE_TAG}` = '{stage}'"] if stage else []
-    return client.search_runs(list(dict.fromkeys(experiment_ids)), " and ".join(query), **search)
+    query += [f"tags.`{key}` = '{value}'" for key, value in (tags or {}).items()]
+    experiments = list(dict.fromkeys(experiment_ids))
+    return list(every(client.search_runs, page_size, limit, experiment_ids=experiments,
+                      filter_string=" and ".join(query), order_by=order_by))
+
+
+def file_digest(path: Path) -> str:
+    """The sha256 of a file's bytes: the model file a run wrote, tagged on the run (MODEL_DIGEST_TAG)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def run_of_outputs(client, experiment_ids: list[str], model: str, stage: str, model_file: Path):
+    """The finished run of the DVC `stage` that wrote `model_file` as it is now (the newest, if
+    the same code, params and data made the same bytes again); None if no run did."""
+    if not Path(model_file).is_file():
+        return None
+    runs = runs_of(client, experiment_ids, model, status="FINISHED", stage=stage,
+                   tags={MODEL_DIGEST_TAG: file_digest(model_file)},
+                   order_by=["attributes.start_time DESC"], limit=1)
+    return runs[0] if runs else None
 
 
 def git(*args: str) -> str | None:

@@ -16,6 +16,7 @@ import sys
 
 from regression.headline import HEADLINE
 from regression.tracking.naming import RUN_NAME_TAG, SELECTED_BY_TAG
+from regression.tracking.searching import PAGE_SIZE, every
 from regression.tracking.store import opened
 
 ALIAS = "champion"
@@ -25,6 +26,10 @@ WIDTH = 120  # columns of a line printed
 def rank_key(metrics: dict[str, float]) -> tuple:
     """Sorts the best first: by the first headline metric present, ties broken by the next ones."""
     return tuple((name not in metrics, -sign * metrics.get(name, 0.0)) for name, sign in HEADLINE.items())
+
+
+# rank_key as the store's order_by: a run without a metric, or with NaN, sorts after those with it.
+RANK_ORDER = [f"metrics.`{name}` {'DESC' if sign > 0 else 'ASC'}" for name, sign in HEADLINE.items()]
 
 
 def deciding_metric(metrics: dict[str, float]) -> str | None:
@@ -50,9 +55,10 @@ def crown(client, name: str, version: str, chosen_by: str) -> None:
     client.set_model_version_tag(name, version, SELECTED_BY_TAG, chosen_by)
 
 
-def promote(client, name: str) -> str:
-    """Point `champion` at the best version of the registered model `name`; a line saying what it did."""
-    chosen = choose(client.search_model_versions(f"name = '{name}'"))
+def promote(client, name: str, page_size: int = PAGE_SIZE) -> str:
+    """Point `champion` at the best of every version of the registered model `name` (read page by
+    page: their metrics are tags, which the store cannot rank); a line saying what it did."""
+    chosen = choose(every(client.search_model_versions, page_size, filter_string=f"name = '{name}'"))
     if chosen is None:
         return f"{name}: no version has a {', '.join(HEADLINE)} tag; nothing promoted"
     version, metric = chosen
@@ -73,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     from mlflow import MlflowClient
 
     client = MlflowClient()
-    names = [args.model] if args.model else sorted(m.name for m in client.search_registered_models())
+    names = [args.model] if args.model else sorted(m.name for m in every(client.search_registered_models))
     if not names:
         print("no registered models yet: run the pipeline first (`make run`)")
     for name in names:

@@ -25,6 +25,7 @@ from regression.tracking.naming import (
     DIGEST_TAG,
     EXPERIMENT_TAG,
     HOST_TAG,
+    MODEL_DIGEST_TAG,
     MODEL_TAG,
     NOTE_TAG,
     PID_TAG,
@@ -34,6 +35,7 @@ from regression.tracking.naming import (
     changed_params,
     committed_params,
     description,
+    file_digest,
     git,
     registered_name,
     run_name,
@@ -218,6 +220,7 @@ class ModelRun:
         """Log the model (answering as `served` says, `example` its input example), the last epoch's
         metrics linked to it (by split, with its dataset) and the evaluation `files`; register it as
         a new version of `<dataset>-<model>`, tagged with the headline `metrics`. That version."""
+        mlflow.set_tag(MODEL_DIGEST_TAG, file_digest(model_path))  # what `run_of_outputs` finds it by
         info = log_served_model(model, config, model_path, example, step=self.epochs)
         for split, dataset in self.datasets.items():
             scores = {k: v for k, v in self.last_record.items() if split_of(k) == split}

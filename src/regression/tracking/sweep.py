@@ -28,6 +28,7 @@ from regression.tracking.naming import (
     COMMIT_TAG,
     DIGEST_TAG,
     EXPERIMENT_TAG,
+    MODEL_DIGEST_TAG,
     PARENT_TAG,
     RUN_NAME_TAG,
     STATUS_REASON_TAG,
@@ -35,6 +36,7 @@ from regression.tracking.naming import (
     SWEEP_TAG,
     TRIAL_TAG,
     TRIALS_TAG,
+    file_digest,
     registered_name,
     run_name,
     sweeps_of,
@@ -158,6 +160,7 @@ class SweepRun:
             self.client.log_batch(self.parent, metrics=batch)
         self.client.set_tag(self.parent, CHOSEN_TRIAL_TAG, str(chosen["trial"]))
         self.client.set_tag(self.parent, CHOSEN_TAG, setting_text(chosen["settings"]))
+        self.client.set_tag(self.parent, MODEL_DIGEST_TAG, file_digest(model_file))
 
         mlflow.start_run(run_id=self.parent)  # the active run, which log_model logs to
         # A logged model takes its run's params, the sweep's search space among them, unless it

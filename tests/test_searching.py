@@ -1,0 +1,106 @@
+"""Questions to the store answered over all of it: the answers past a page boundary, with a page
+of two, through the functions every command calls (`regression.tracking.searching`).
+
+A real sqlite store, made through MlflowClient. The best run and the best version are the
+oldest: the last page of the store's default order (newest first).
+"""
+
+import pytest
+from mlflow import MlflowClient
+
+from regression.tracking.compare import compare
+from regression.tracking.naming import MODEL_DIGEST_TAG, file_digest, run_of_outputs, runs_of
+from regression.tracking.registry import ALIAS, promote
+from regression.tracking.searching import count, every
+
+PAGE = 2
+# val_accuracy of each run, oldest first: the oldest is the best, the rest worse and worse
+SCORES = [0.95, 0.80, 0.85, 0.70, 0.90, 0.75, 0.60]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """{client, experiment, names (best first)}: a run of softmax_nn per score, each with a
+    registered version tagged as the train stage tags it; and one linear run."""
+    folder = tmp_path_factory.mktemp("store")
+    client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+    experiment = client.create_experiment("paged", artifact_location=(folder / "artifacts").as_uri())
+    client.create_registered_model("fashion-mnist-softmax_nn")
+    names = {}
+    for i, score in enumerate(SCORES):
+        run = client.create_run(experiment, run_name=f"run {i}", start_time=1_000_000 + i * 1000,
+                                tags={"model": "softmax_nn", "dvc.stage": "train@softmax_nn",
+                                      "dvc.experiment": f"exp-{i}"})
+        client.log_metric(run.info.run_id, "val_accuracy", score)
+        client.log_metric(run.info.run_id, "test_accuracy", 0.5)
+        client.set_terminated(run.info.run_id)
+        client.create_model_version("fashion-mnist-softmax_nn", str(folder), run.info.run_id,
+                                    tags={"val_accuracy": f"{score:.6g}", "test_accuracy": "0.5",
+                                          "run_name": f"run {i}"})
+        names[score] = f"exp-{i}"
+    linear = client.create_run(experiment, tags={"model": "linear"}).info.run_id
+    client.log_metric(linear, "test_loss", 0.1)
+    client.set_terminated(linear)
+    return {"client": client, "experiment": experiment, "names": [names[s] for s in sorted(names, reverse=True)]}
+
+
+def test_every_result_past_the_first_page(store):
+    client, experiment = store["client"], store["experiment"]
+    assert len(client.search_runs([experiment], max_results=PAGE)) == PAGE  # the trap: one page
+    runs = runs_of(client, [experiment], "softmax_nn", page_size=PAGE)
+    assert sorted(r.data.metrics["val_accuracy"] for r in runs) == sorted(SCORES)
+    versions = list(every(client.search_model_versions, PAGE, filter_string="name = 'fashion-mnist-softmax_nn'"))
+    assert sorted(int(v.version) for v in versions) == list(range(1, len(SCORES) + 1))
+
+
+@pytest.mark.parametrize("limit", [1, PAGE, PAGE + 1, len(SCORES), 50])
+def test_the_store_ranks_and_only_the_best_are_fetched(store, limit):
+    client, experiment = store["client"], store["experiment"]
+    best = runs_of(client, [experiment], "softmax_nn", order_by=["metrics.val_accuracy DESC"], limit=limit,
+                   page_size=PAGE)
+    assert [r.data.metrics["val_accuracy"] for r in best] == sorted(SCORES, reverse=True)[:limit]
+
+
+@pytest.mark.parametrize("filter_string", ["", "tags.model = 'softmax_nn'", "tags.model = 'linear'",
+                                           "tags.model = 'none'", "metrics.val_accuracy > 0.72",
+                                           "metrics.val_accuracy >= 0.8"])
+def test_a_count_is_the_number_of_results(store, filter_string):
+    client, experiment = store["client"], store["experiment"]
+    every_run = list(every(client.search_runs, PAGE, experiment_ids=[experiment], filter_string=filter_string))
+    assert count(client.search_runs, experiment_ids=[experiment], filter_string=filter_string) == len(every_run)
+
+
+def test_make_compare_shows_the_true_best_and_counts_every_run(store):
+    client, experiment = store["client"], store["experiment"]
+    lines = compare(client, [experiment], ["softmax_nn", "linear", "softmax_scratch"], limit=3, page_size=PAGE)
+    heading = lines.index(f"softmax_nn: {len(SCORES)} runs, the best 3 shown")
+    rows = lines[heading + 2:heading + 5]
+    assert [row.split()[3] for row in rows] == store["names"][:3], "\n".join(lines)
+    assert "linear: 1 run" in lines and not any(line.startswith("softmax_scratch") for line in lines)
+    assert all(len(line) <= 120 for line in lines)
+
+
+def test_make_promote_crowns_the_best_version_on_the_last_page(store):
+    client = store["client"]
+    line = promote(client, "fashion-mnist-softmax_nn", page_size=PAGE)
+    assert str(client.get_model_version_by_alias("fashion-mnist-softmax_nn", ALIAS).version) == "1", line
+    assert line.startswith("fashion-mnist-softmax_nn: champion -> version 1, val_accuracy 0.95")
+
+
+def test_the_run_of_some_outputs_is_the_run_that_wrote_them_not_the_newest(tmp_path):
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("outputs")
+    model_file = tmp_path / "softmax_nn.pt"
+    made = {}
+    for i, content in enumerate([b"older model", b"newer model", b"older model"]):
+        model_file.write_bytes(content)
+        run = client.create_run(experiment, run_name=f"run {i}", start_time=1_000_000 + i,
+                                tags={"model": "softmax_nn", "dvc.stage": "train@softmax_nn",
+                                      MODEL_DIGEST_TAG: file_digest(model_file)})
+        client.set_terminated(run.info.run_id, "FINISHED" if i < 2 else "KILLED")
+        made[content] = made.get(content, run.info.run_name)
+    model_file.write_bytes(b"older model")  # the workspace holds the older run's model again
+    found = run_of_outputs(client, [experiment], "softmax_nn", "train@softmax_nn", model_file)
+    assert found.info.run_name == "run 0"  # not run 1 (newest finished), nor run 2 (killed)
+    model_file.write_bytes(b"a model no run made")
+    assert run_of_outputs(client, [experiment], "softmax_nn", "train@softmax_nn", model_file) is None
