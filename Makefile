@@ -16,7 +16,7 @@ endif
 # that its charts draw offline: fetched once per environment (npm), see regression.plots_page.
 PLOTS_PAGE := $(VENV)/share/dvc-plots/index.html
 
-.PHONY: run test test-quick exps ui compare promote sweep worker remote server server-stop benchmark lock
+.PHONY: run test test-quick exps ui compare promote sweep worker remote server server-stop user benchmark lock
 
 # `dvc repro` refuses a section of params.yaml no stage reads before any work (the params stage).
 run: $(VENV)/.installed $(PLOTS_PAGE)
@@ -77,10 +77,17 @@ remote: $(VENV)/.installed
 	dvc remote add --local --force --default store "$(URL)"
 	@echo "DVC remote 'store' -> $(URL): dvc push / dvc pull / dvc exp push origin <exp>"
 
-# The team's MLflow server on PostgreSQL, both on 127.0.0.1, kept in .mlflow-server/ (see README):
-# `make server PORT=5001 PG_PORT=5433` (the defaults); `make server-stop` stops both.
+# The team's MLflow server with accounts, on PostgreSQL, kept in .mlflow-server/ (see README):
+# `make server PORT=5001 PG_PORT=5433` (the defaults) on 127.0.0.1; `HOST=0.0.0.0` for other
+# machines, over HTTPS only (a certificate made at the first start, or CERT=… KEY=…).
+# `make server-stop` stops MLflow and PostgreSQL.
 server: $(VENV)/.installed
-	PYTHONPATH=src python -m regression.tracking.server start $(if $(PORT),--port $(PORT) )$(if $(PG_PORT),--postgres-port $(PG_PORT))
+	PYTHONPATH=src python -m regression.tracking.server start $(if $(PORT),--port $(PORT) )$(if $(PG_PORT),--postgres-port $(PG_PORT) )$(if $(HOST),--host $(HOST) )$(if $(CERT),--cert "$(CERT)" )$(if $(KEY),--key "$(KEY)")
+
+# An account on the running server, made by its admin: `make user NAME=alice ROLE=editor` (or
+# reader); prints once the two lines that give it to alice.
+user: $(VENV)/.installed
+	@PYTHONPATH=src python -m regression.tracking.server user "$(NAME)" "$(ROLE)"
 
 server-stop: $(VENV)/.installed
 	PYTHONPATH=src python -m regression.tracking.server stop

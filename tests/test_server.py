@@ -6,6 +6,7 @@ import secrets
 import shutil
 import stat
 import threading
+import urllib.error
 import urllib.request
 
 import mlflow
@@ -121,13 +122,20 @@ def test_server_starts_once_says_where_and_stops_leaving_nothing_running(postgre
                              passfile=str(state / "pgpass")) as db:
             assert db.execute("SELECT rolsuper FROM pg_roles WHERE rolname = 'mlflow'").fetchone() == (False,)
             assert db.execute("SELECT count(*) FROM experiments").fetchone()[0] >= 1  # MLflow's tables
+        # The accounts: their database beside MLflow's, the admin made from auth.ini, none answered without one.
+        with psycopg.connect(host="127.0.0.1", port=postgres_port, user="mlflow", dbname="mlflow_auth",
+                             passfile=str(state / "pgpass")) as db:
+            assert db.execute("SELECT username, is_admin FROM users").fetchall() == [("admin", True)]
+        with pytest.raises(urllib.error.HTTPError, match="401"):
+            urllib.request.urlopen(f"{url}/api/2.0/mlflow/experiments/search?max_results=1", timeout=5)
         mlflow_server = psutil.Process(int((state / "mlflow.pid").read_text()))
         postmaster = psutil.Process(int((state / "postgres/postmaster.pid").read_text().split()[0]))
         family = [p for root in (mlflow_server, postmaster) for p in (root, *root.children(recursive=True))]
 
         # The passwords are readable by their owner only; both servers listen on 127.0.0.1 only.
-        assert stat.S_IMODE((state / "pgpass").stat().st_mode) == 0o600
-        assert (state / "pgpass").stat().st_uid == os.geteuid()
+        for secret in ("pgpass", "auth.ini"):
+            assert stat.S_IMODE((state / secret).stat().st_mode) == 0o600, secret
+            assert (state / secret).stat().st_uid == os.geteuid()
         listening = listening_sockets(family)
         assert {port, postgres_port} == {listen_port for _, listen_port in listening}, listening
         assert {ip for ip, _ in listening} == {"127.0.0.1"}, listening

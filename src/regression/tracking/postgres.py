@@ -178,17 +178,17 @@ def ended(process: psutil.Process) -> bool:
         return True
 
 
-def check_port_free(port: int, whose: str, variable: str) -> None:
-    """Fail now, naming the make variable that picks another, if something listens on `port`.
+def check_port_free(port: int, whose: str, variable: str, host: str = HOST) -> None:
+    """Fail now, naming the make variable that picks another, if something listens on `port` of `host`.
 
     With SO_REUSEADDR, as both servers bind: a just-closed connection's TIME_WAIT is no obstacle.
     """
     with socket.socket() as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            probe.bind((HOST, port))
+            probe.bind((host, port))
         except OSError:
-            raise ServerError(f"{HOST}:{port} ({whose} port) is in use: choose another, "
+            raise ServerError(f"{host}:{port} ({whose} port) is in use: choose another, "
                               f"e.g. `make server {variable}={port + 1}`") from None
 
 

@@ -15,9 +15,10 @@ import argparse
 import sys
 
 from regression.headline import HEADLINE
+from regression.tracking.access import require
 from regression.tracking.naming import RUN_NAME_TAG, SELECTED_BY_TAG
 from regression.tracking.searching import PAGE_SIZE, every
-from regression.tracking.store import opened
+from regression.tracking.store import TrackingError, opened
 
 ALIAS = "champion"
 WIDTH = 120  # columns of a line printed
@@ -62,6 +63,7 @@ def promote(client, name: str, page_size: int = PAGE_SIZE) -> str:
     if chosen is None:
         return f"{name}: no version has a {', '.join(HEADLINE)} tag; nothing promoted"
     version, metric = chosen
+    require("MANAGE", "registered_model", name, f"registered model '{name}'", f"moving its {ALIAS} alias")
     crown(client, name, version.version, metric)
     first = next(iter(HEADLINE))
     note = "" if metric == first else ", chosen on the test set (no validation split)"
@@ -82,8 +84,12 @@ def main(argv: list[str] | None = None) -> int:
     names = [args.model] if args.model else sorted(m.name for m in every(client.search_registered_models))
     if not names:
         print("no registered models yet: run the pipeline first (`make run`)")
-    for name in names:
-        print(promote(client, name))
+    try:
+        for name in names:
+            print(promote(client, name))
+    except TrackingError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -19,6 +19,7 @@ import mlflow
 
 from regression import numerics, stage
 from regression.headline import split_of
+from regression.tracking.access import account, require_recording
 from regression.tracking.naming import (
     CHANGED_TAG,
     COMMIT_TAG,
@@ -97,9 +98,11 @@ def mark_orphaned_runs(client, experiment: str, model: str) -> list[str]:
 
 
 def open_for(model: str, experiment_key: str):
-    """Open the store and an experiment (`naming.experiment_name`), and mark `model`'s orphaned
-    runs there: (client, experiment id), for a model stage (train or sweep) to start its runs in."""
+    """Open the store and an experiment (`naming.experiment_name`), check the account may record
+    there, and mark `model`'s orphaned runs there: (client, experiment id), for a model stage
+    (train or sweep) to start its runs in."""
     experiment = open_experiment(experiment_key)
+    require_recording(experiment, experiment_key)
     client = mlflow.MlflowClient()
     for run_id in mark_orphaned_runs(client, experiment, model):
         print(f"marked MLflow run {run_id} KILLED: its process had ended without ending it")
@@ -112,6 +115,7 @@ def stage_tags(model: str, stage_name: str, data: dict) -> dict[str, str]:
     commit, exp_name = git("rev-parse", "HEAD"), os.environ.get("DVC_EXP_NAME")
     tags = {MODEL_TAG: model, STAGE_TAG: os.environ.get("DVC_STAGE", stage_name), DIGEST_TAG: data["digest"],
             HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())} | numerics.describe()
+    tags["mlflow.user"] = account()  # MLflow makes it the run's user_id
     tags |= {COMMIT_TAG: commit} if commit else {}
     tags |= {EXPERIMENT_TAG: exp_name} if exp_name else {}
     return tags

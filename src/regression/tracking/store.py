@@ -26,6 +26,7 @@ from regression.headline import HEADLINE, LOSS, TRAIN, has, metric, ranked_by
 from regression.params import read_yaml
 from regression.params_schema import SEARCH_KEYS
 from regression.tracking.naming import dataset_of, experiment_keys, experiment_name
+from regression.tracking.tls import client_context, is_certificate_error, untrusted
 
 # MLflow reads these per request; unset, a dead server costs minutes of retries.
 HTTP_BOUNDS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
@@ -116,9 +117,11 @@ def is_server(uri: str) -> bool:
     return uri.startswith(("http://", "https://"))
 
 
-def ask_health(url: str, timeout: float) -> None:
-    """Return once `url`/health answers; OSError or ValueError say why it did not."""
-    with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=timeout) as response:
+def ask_health(url: str, timeout: float, context=None) -> None:
+    """Return once `url`/health answers; OSError or ValueError say why it did not. Over HTTPS, the
+    server's certificate is checked against `context`, by default MLFLOW_TRACKING_SERVER_CERT_PATH's."""
+    context = context or client_context(url)
+    with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=timeout, context=context) as response:
         response.read()
 
 
@@ -127,6 +130,8 @@ def check_server(uri: str, timeout: float = 5.0) -> None:
     try:
         ask_health(uri, timeout)
     except (OSError, ValueError) as error:
+        if is_certificate_error(error):
+            raise TrackingError(untrusted(uri)) from None
         reason = getattr(error, "reason", error)
         raise TrackingError(
             f"MLflow tracking server {uri} does not answer ({reason}): start it (`make server`) or "
@@ -137,6 +142,14 @@ def one_line(error: BaseException) -> str:
     """The first line of an error's message, without SQLAlchemy's background link."""
     text = str(getattr(error, "orig", None) or error).strip().splitlines()
     return text[0][:300] if text else type(error).__name__
+
+
+def refusal(error: BaseException) -> str:
+    """One line for a server's refusal: an account it does not know (401) says which settings to fix."""
+    if getattr(error, "get_http_status_code", lambda: None)() == 401:
+        return ("it refused the account (401: no or a wrong MLFLOW_TRACKING_USERNAME or "
+                "MLFLOW_TRACKING_PASSWORD; the server's admin makes accounts with `make user`)")
+    return one_line(error)
 
 
 def open_experiment(key: str) -> str:
@@ -214,7 +227,7 @@ def experiment_id(uri: str, key: str) -> str:
         return experiment.experiment_id
     except (MlflowException, SQLAlchemyError) as error:
         if database is None:
-            raise TrackingError(f"MLflow tracking server {uri}: {one_line(error)}") from None
+            raise TrackingError(f"MLflow tracking server {uri}: {refusal(error)}") from None
         raise TrackingError(
             f"{database}: not a usable MLflow store ({one_line(error)}). Move it aside "
             f"(mv {database} {database}.broken) and run again: its runs are lost, the pipeline's "
