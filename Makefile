@@ -16,7 +16,7 @@ endif
 # that its charts draw offline: fetched once per environment (npm), see regression.plots_page.
 PLOTS_PAGE := $(VENV)/share/dvc-plots/index.html
 
-.PHONY: run test test-quick exps ui compare promote sweep worker remote server server-stop user benchmark lock
+.PHONY: run test test-quick mutants exps ui compare promote sweep worker remote server server-stop user benchmark lock
 
 # `dvc repro` refuses a section of params.yaml no stage reads before any work (the params stage).
 run: $(VENV)/.installed $(PLOTS_PAGE)
@@ -35,6 +35,14 @@ test: $(VENV)/.installed $(PLOTS_PAGE)
 # The quick loop: everything but the end-to-end tests (real DVC runs, servers, browser).
 test-quick: $(VENV)/.installed $(PLOTS_PAGE)
 	$(PYTEST) -m "not slow"
+
+# Mutation testing (not part of `make test`): mutmut changes the modules that carry the lesson's
+# promises ([tool.mutmut] in pyproject.toml) one small edit at a time and runs the fast tests
+# against each change; a change no test notices survives. `make mutants MODULES="files numerics"`
+# for some modules; then `mutmut results` lists the survivors and `mutmut show <name>` shows one.
+MUTANT_WORKERS ?= 2
+mutants: $(VENV)/.installed
+	mutmut run --max-children $(MUTANT_WORKERS) $(foreach m,$(MODULES),'regression.$(m).*' 'regression.tracking.$(m).*')
 
 # DVC's experiments as a table that fits 120 columns: the params that vary, each model's headline
 # metric (`dvc exp show` shows every param and dependency hash). ARGS=-A for every commit's.

@@ -24,6 +24,7 @@ import yaml
 from mlflow import MlflowClient
 
 from idx_files import write_tiny_fashion_mnist
+from regression.numerics import PINNED_ENVIRONMENT
 from regression.params import read_yaml
 from regression.tracking.postgres import stop_process
 
@@ -47,10 +48,20 @@ TINY_SWEEP = {"validation_size": 100, "seed": 0, "sample": 0,
                        "schedule": ["cosine"]}}
 
 
+# A user's shell that exports numerics settings of its own (for another program): whatever runs
+# the project must pin its numerics itself (regression.numerics), as the test process did on
+# importing the package; none of the test process's pinning reaches the commands tests run.
+USER_NUMERICS = {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2", "MKL_DYNAMIC": "TRUE",
+                 "ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "AUTO"}
+
+
 def environment(**extra) -> dict:
-    """The environment a user's shell would give DVC: no MLflow/DVC settings leaking from the test run."""
+    """The environment a user's shell would give DVC: no MLflow/DVC settings leaking from the test
+    run, and not the numerics this process pinned but USER_NUMERICS."""
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("MLFLOW_", "DVC_", "FASHION_MNIST_", "STAGE_TIMINGS"))}
+           if not k.startswith(("MLFLOW_", "DVC_", "FASHION_MNIST_", "STAGE_TIMINGS"))
+           and k not in PINNED_ENVIRONMENT}
+    env.update(USER_NUMERICS)
     env.update(PATH=f"{BIN}{os.pathsep}{env['PATH']}", MLFLOW_DISABLE_TELEMETRY="true",
                GIT_AUTHOR_NAME="test", GIT_AUTHOR_EMAIL="test@example.com",
                GIT_COMMITTER_NAME="test", GIT_COMMITTER_EMAIL="test@example.com")
@@ -252,29 +263,30 @@ def project_copy(reproduced, tmp_path):
 
 
 # Four queued DVC experiments of softmax_nn, each with its own learning rate (none is
-# params.yaml's 0.05, so every run name shows its lr), and one of the linear model, run by
+# params.yaml's 0.05, so every run name shows its lr), and two of the linear model, run by
 # DVC's queue on 2 workers.
 SWEEP_LEARNING_RATES = ("0.1", "0.2", "0.3", "0.4")
-LINEAR_LEARNING_RATE = "0.1"
+LINEAR_LEARNING_RATES = ("0.1", "0.02")
 
 
-def queue_experiments(project: Path, uri: str) -> str:
-    """Queue the five experiments in `project` and run them (`dvc exp run --run-all -j 2`) against
-    the store `uri`; the output."""
-    env = environment(PYTHONPATH="src", MLFLOW_TRACKING_URI=uri)
+def queue_experiments(project: Path, uri: str | None = None) -> str:
+    """Queue the six experiments in `project` and run them (`dvc exp run --run-all -j 2`) against
+    the store `uri` (None: no MLFLOW_TRACKING_URI, the project's own); the output."""
+    env = environment(PYTHONPATH="src", **({"MLFLOW_TRACKING_URI": uri} if uri else {}))
     queued = run(project, "dvc", "exp", "run", "--queue", "train@softmax_nn",
                  "-S", "prepare.validation_size=100", "-S", "train.softmax_nn.epochs=2",
                  "-S", f"train.softmax_nn.lr={','.join(SWEEP_LEARNING_RATES)}", env=env)
     queued_linear = run(project, "dvc", "exp", "run", "--queue", "train@linear",
-                        "-S", f"train.linear.lr={LINEAR_LEARNING_RATE}", env=env)
+                        "-S", f"train.linear.lr={','.join(LINEAR_LEARNING_RATES)}", env=env)
     ran = run(project, "dvc", "exp", "run", "--run-all", "-j", "2", env=env, timeout=900)
     return queued.stdout + queued_linear.stdout + ran.stdout + ran.stderr
 
 
 @pytest.fixture(scope="session")
 def swept(reproduced, tmp_path_factory):
-    """A copy of the reproduced project after five queued experiments into a new sqlite store that
-    had no `mlflow.db` before: (path, their output). Its store holds 4 runs of softmax_nn in the
-    experiment of Fashion-MNIST and one of linear in that of the synthetic data."""
+    """A copy of the reproduced project after six queued experiments, with no MLFLOW_TRACKING_URI,
+    into its own store, which had no `mlflow.db` before: (path, their output). Its store holds 4
+    runs of softmax_nn in the experiment of Fashion-MNIST and two of linear in that of the
+    synthetic data."""
     path = copy_of(reproduced[0], tmp_path_factory.mktemp("swept") / "project")
-    return path, queue_experiments(path, store_uri(path))
+    return path, queue_experiments(path)

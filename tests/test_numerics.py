@@ -111,6 +111,31 @@ def test_every_model_trains_to_the_same_bytes_whatever_the_environment(dataset_f
     assert result["numerics"] == reference["numerics"]
 
 
+def test_pin_overrides_a_users_settings_and_describe_says_what_the_numbers_depend_on(monkeypatch):
+    """`import regression` pins first thing (before any test runs); here again, in this process, over
+    a user's settings and with torch loaded and set to two threads."""
+    import platform
+
+    import torch
+
+    from regression import numerics
+
+    assert numerics.describe()["numerics.pinned"] == "true"  # torch has read its kernels' setting
+    for key in numerics.PINNED_ENVIRONMENT:
+        monkeypatch.setenv(key, "a user's")
+    try:
+        torch.set_num_threads(2)
+        assert numerics.describe()["numerics.pinned"] == "false"  # two threads: not the pinned numbers
+        numerics.pin()
+        assert {key: os.environ[key] for key in numerics.PINNED_ENVIRONMENT} == numerics.PINNED_ENVIRONMENT
+        assert torch.get_num_threads() == numerics.THREADS == 1
+        assert numerics.describe() == {
+            "numerics.torch": torch.__version__, "numerics.cpu_capability": "AVX2", "numerics.threads": "1",
+            "numerics.mkl_cbwr": "COMPATIBLE", "numerics.machine": platform.machine(), "numerics.pinned": "true"}
+    finally:
+        torch.set_num_threads(numerics.THREADS)
+
+
 def test_mkl_runs_its_portable_path_on_one_thread_whatever_the_environment():
     """MKL's own account of each matrix product (MKL_VERBOSE): the COMPATIBLE path, one thread."""
     code = "import regression, torch; torch.ones(100, 784) @ torch.ones(784, 10)"
@@ -155,3 +180,27 @@ def test_ci_names_the_stage_and_file_a_cold_run_did_not_reproduce(project_copy):
         f"not reproduced: train@softmax_nn: models/softmax_nn.pt: hash {committed_hash} in the committed "
         f"dvc.lock, {'0' * 32} here",
         "not reproduced: train@linear: metrics/linear/history.json: differs from the committed file"]
+
+
+@pytest.mark.slow
+def test_a_stage_pins_its_own_numerics_in_a_shell_that_asks_for_others(reproduced):
+    """`dvc repro` from a shell that exports other thread counts, kernels and MKL path
+    (tests/projects.py USER_NUMERICS, not this process's pinning): each model stage pinned its own,
+    and its MLflow run says so in its `numerics.*` tags."""
+    import platform
+
+    import torch
+    from mlflow import MlflowClient
+
+    from projects import MODELS, USER_NUMERICS, environment, runs_by_model, store_uri
+    from regression.numerics import CPU_CAPABILITY, PINNED_ENVIRONMENT, THREADS
+
+    assert all(environment()[key] != PINNED_ENVIRONMENT[key] for key in USER_NUMERICS)
+    path, _, _ = reproduced
+    by_model = runs_by_model(MlflowClient(store_uri(path)))
+    assert set(by_model) == set(MODELS)
+    for model, [r] in by_model.items():
+        tags = {key: value for key, value in r.data.tags.items() if key.startswith("numerics.")}
+        assert tags == {"numerics.torch": torch.__version__, "numerics.cpu_capability": CPU_CAPABILITY.upper(),
+                        "numerics.threads": str(THREADS), "numerics.mkl_cbwr": PINNED_ENVIRONMENT["MKL_CBWR"],
+                        "numerics.machine": platform.machine(), "numerics.pinned": "true"}, model

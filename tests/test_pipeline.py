@@ -110,7 +110,7 @@ def test_each_model_stage_records_one_complete_mlflow_run(reproduced):
             assert {"evaluation/confusion_matrix.png", "evaluation/test_predictions.png"} <= artifacts
         [version] = [v for v in client.search_model_versions(f"name = '{dataset}-{model}'")
                      if v.run_id == r.info.run_id]
-        assert version.run_id == r.info.run_id
+        assert version.tags["run_name"] == r.info.run_name  # the version names the run it came from
         assert version.tags["data.digest"] == r.data.tags["data.digest"]
 
 

@@ -1,5 +1,7 @@
 """Looking at the results as README says: the summary `make run` ends with, `make compare`,
-`dvc plots show`; and where runs of `dvc exp run --temp` land when no tracking URI is set.
+`dvc plots show`; the checks `make run` makes first and where its data comes from; what each run
+and registered version holds, and where runs of `dvc exp run --temp` and `--queue` land when no
+tracking URI is set.
 
 The commands run in the shared prepared projects (tests/projects.py `reproduced`, `swept`), as
 a user types them; only the `--temp` run takes a copy of its own.
@@ -14,7 +16,19 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from projects import MODELS, environment, read_json, run, runs_by_model, stages_run, store_uri
+from projects import (
+    MODELS,
+    SWEEP_LEARNING_RATES,
+    LINEAR_LEARNING_RATES,
+    copy_of,
+    edit_params,
+    environment,
+    read_json,
+    run,
+    runs_by_model,
+    stages_run,
+    store_uri,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -210,3 +224,74 @@ def test_dvc_plots_show_renders_every_plot_of_dvc_yaml_with_its_data(reproduced,
         [plot] = rendered[name]
         assert plot["type"] == "image"
         assert Path(plot["url"]).read_bytes() == (path / name).read_bytes()
+
+
+def test_each_runs_learning_curves_are_on_its_mlflow_run(reproduced, tmp_path):
+    path, _, _ = reproduced
+    client = MlflowClient(store_uri(path))
+    for model, [r] in runs_by_model(client).items():
+        logged = client.download_artifacts(r.info.run_id, "evaluation/learning_curves.png", str(tmp_path / model))
+        assert Path(logged).read_bytes() == (path / f"metrics/{model}/figures/learning_curves.png").read_bytes()
+
+
+def test_queued_experiments_land_in_the_projects_store_each_registering_a_tagged_version(swept):
+    """`dvc exp run --queue` and `--run-all` with no MLFLOW_TRACKING_URI: every run lands in the
+    project's mlflow.db and registers one version, tagged with its run, DVC experiment, commit and
+    headline metrics."""
+    from regression.headline import HEADLINE
+
+    path, _ = swept
+    assert not list((path / ".dvc").rglob("mlflow.db"))  # not in the queue's copies
+    client = MlflowClient(store_uri(path))
+    by_model = runs_by_model(client)
+    assert {model: sorted(r.data.params["lr"] for r in runs) for model, runs in by_model.items()} == {
+        "softmax_nn": sorted(SWEEP_LEARNING_RATES), "linear": sorted(LINEAR_LEARNING_RATES)}
+    experiments = set(run(path, "dvc", "exp", "list", "--name-only").stdout.split())
+    for model, runs in by_model.items():
+        dataset = "synthetic" if model == "linear" else "fashion-mnist"
+        versions = {v.run_id: v for v in client.search_model_versions(f"name = '{dataset}-{model}'")}
+        assert set(versions) == {r.info.run_id for r in runs}
+        for r in runs:
+            tags = versions[r.info.run_id].tags
+            assert tags["run_name"] == r.info.run_name and tags["dvc.experiment"] in experiments
+            assert tags["dvc.experiment"] == r.data.tags["dvc.experiment"]
+            commit = tags["mlflow.source.git.commit"]
+            assert commit == r.data.tags["mlflow.source.git.commit"]
+            assert run(path, "git", "cat-file", "-t", commit).stdout.strip() == "commit"
+            headline = [key for key in HEADLINE if key in r.data.metrics]
+            assert headline == (list(HEADLINE) if model != "linear" else ["test_loss"])
+            assert {key: tags[key] for key in headline} == {
+                key: f"{r.data.metrics[key]:.6g}" for key in headline}
+
+
+def test_make_run_refuses_a_section_no_stage_reads_before_dvc_runs(project_copy):
+    lock = (project_copy / "dvc.lock").read_bytes()
+
+    def misspelt(params):
+        params["trian"] = {"linear": {"lr": 0.1}}
+        params["train"]["linear"]["lr"] = 0.1  # a change `dvc repro` would run
+    edit_params(project_copy, misspelt)
+    result = run(project_copy, "make", "--no-print-directory", f"VENV={VENV}", "run", check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert "trian = {" in output and "no stage reads it (did you mean 'train'?)" in output, output
+    assert stages_run(output) <= {"params"} and (project_copy / "dvc.lock").read_bytes() == lock
+
+
+def test_make_run_downloads_from_the_shared_data_folder_beside_the_project(reproduced, data_server, tmp_path):
+    """With ../shared/data/fashion-mnist beside the project (as developers and CI have it), the
+    Makefile points FASHION_MNIST_SOURCE at it: the download needs no other source."""
+    import urllib.request
+
+    url, files = data_server
+    shared = tmp_path / "shared/data/fashion-mnist"
+    shared.mkdir(parents=True)
+    for name in files:
+        with urllib.request.urlopen(f"{url}{name}.gz") as response:
+            (shared / f"{name}.gz").write_bytes(response.read())
+    project = copy_of(reproduced[0], tmp_path / "project")
+    edit_params(project, lambda params: params["download"].update(sources=["file:///nonexistent/fashion-mnist/"]))
+    assert not any(key.startswith("FASHION_MNIST") for key in environment())
+    output = make(project, "run", env=environment())
+    assert stages_run(output) == {"params", "download"}, output  # the same files: nothing after it re-runs
+    assert "skipped a source" not in output, output

@@ -1,8 +1,8 @@
 """The registered champion served over HTTP (`mlflow models serve` on 127.0.0.1) answers in the user's terms.
 
 Real-format test images (the tiny IDX data the pipeline prepared, scaled to [0, 1]) are posted
-as float32 and float64 lists; the answers must match the evaluation's predictions. Every logged
-model's MLmodel file records its input and output signature.
+as float lists and as a float64 DataFrame; the answers must be those of the champion's model file.
+Every logged model's MLmodel file records its input and output signature.
 """
 
 import json
@@ -53,18 +53,25 @@ def post(url: str, payload: dict | str, content_type: str = "application/json") 
 def test_images_get_their_class_names_and_probabilities(served):
     url, path = served
     images = np.load(path / "data/fashion-mnist/test_X.npy")[:20]
-    expected = [line.split(",")[1] for line in
-                (path / "metrics/softmax_nn/evaluation/predictions.csv").read_text().splitlines()[1:21]]
     pixels = images.reshape(len(images), -1) / 255.0  # float64, as numpy gives
+    # The champion is the sweep's refit model: its file's answers, computed here.
+    import torch
+
+    from regression.models import load_model
+
+    champion, config = load_model(path / "models/sweep/softmax_nn.pt")
+    with torch.no_grad():
+        probabilities = torch.softmax(champion(torch.from_numpy(pixels.astype(np.float32))), dim=1)
+    expected = [config.classes[i] for i in probabilities.argmax(dim=1).tolist()]
 
     for payload in ({"inputs": pixels.astype(np.float32).tolist()}, {"inputs": pixels.tolist()}):
         status, answer = post(url, payload)
         assert status == 200, answer
         predictions = answer["predictions"]
         assert [p["class"] for p in predictions] == expected
-        for p in predictions:
-            assert len(p["probabilities"]) == 10 and abs(sum(p["probabilities"].values()) - 1) < 1e-6
-            assert max(p["probabilities"], key=p["probabilities"].get) == p["class"]
+        for p, row in zip(predictions, probabilities.tolist()):
+            assert list(p["probabilities"]) == list(config.classes)
+            assert list(p["probabilities"].values()) == pytest.approx(row, abs=1e-6)
 
 
 @pytest.mark.parametrize("rows, says", [

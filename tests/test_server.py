@@ -8,6 +8,7 @@ import stat
 import threading
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -77,7 +78,9 @@ def test_runs_logging_the_same_datasets_at_the_same_moment_all_get_them(mlflow_p
         thread.start()
     for thread in threads:
         thread.join(timeout=120)
+    assert not [thread for thread in threads if thread.is_alive()], "a worker never finished"
     assert not errors, errors
+    assert sum(len(mine) for mine in runs) == rounds * workers  # 24 runs, each checked below
     for run_id in [run_id for mine in runs for run_id in mine]:
         inputs = client.get_run(run_id).inputs.dataset_inputs
         assert sorted(i.dataset.name for i in inputs) == ["tiny-test", "tiny-train"]
@@ -177,3 +180,29 @@ def test_server_as_root_in_a_folder_postgres_cannot_enter_refuses_at_once_saying
         f"error: PostgreSQL runs as the user postgres, who cannot enter {closed} (mode drwx------): move the "
         f"project into a folder others may enter (e.g. /srv), or let them through with `chmod o+x {closed}`"]
     assert not (project / ".mlflow-server").exists()
+
+
+def test_make_servers_server_records_a_real_run(reproduced, postgres_binaries, postgres_tmp_path):
+    """`make server` in a copy of the project, then `dvc repro` with the MLFLOW_TRACKING_URI it
+    says to export: the run, its metrics, artifacts and registered model are on the server."""
+    from projects import copy_of
+
+    project = copy_of(reproduced[0], postgres_tmp_path / "project")
+    venv = f"VENV={BIN.parent}"
+    try:
+        started = run(project, "make", "--no-print-directory", venv, "server", f"PORT={free_port()}",
+                      f"PG_PORT={free_port()}", env=environment(), timeout=180)
+        uri = started.stdout.splitlines()[-1].removeprefix("export MLFLOW_TRACKING_URI=")
+        assert uri.startswith("http://127.0.0.1:"), started.stdout
+        run(project, "dvc", "repro", "-f", "train@linear", env=environment(MLFLOW_TRACKING_URI=uri))
+        client = MlflowClient(uri)
+        [r] = runs_by_model(client)["linear"]
+        assert r.info.status == "FINISHED" and r.info.artifact_uri.startswith("mlflow-artifacts:/")
+        assert [m.step for m in client.get_metric_history(r.info.run_id, "test_loss")] == list(range(1, 11))
+        logged = client.download_artifacts(r.info.run_id, "evaluation/predictions.csv", str(postgres_tmp_path))
+        assert Path(logged).read_bytes() == (project / "metrics/linear/evaluation/predictions.csv").read_bytes()
+        [version] = client.search_model_versions("name = 'synthetic-linear'")
+        assert version.run_id == r.info.run_id and version.status == "READY"
+        assert not (project / "mlflow.db").exists()  # nothing went to the local store
+    finally:
+        run(project, "make", "--no-print-directory", venv, "server-stop", env=environment(), check=False)

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from projects import BIN, PROJECT, TINY_SWEEP, environment, free_port, read_json, stage_command
+from projects import BIN, PROJECT, TINY_SWEEP, USER_NUMERICS, environment, free_port, read_json, stage_command
 from regression.params import ParamsError, load_params
 from regression.params_schema import SweepParams, TrainParams
 from regression.search import DIVERGED, FINISHED, choose, search_base, table_bytes, trials
@@ -100,21 +100,28 @@ def test_learning_rate_schedules():
     assert rates("step") == pytest.approx([0.4, 0.4, 0.04, 0.004])
 
 
-@pytest.mark.parametrize("model", ["softmax_scratch", "softmax_nn"])
-def test_weight_decay_shrinks_the_weights_alike_in_both_softmax_models(model, tiny_fashion):
+def test_weight_decay_shrinks_the_weights_alike_in_both_softmax_models(tiny_fashion):
     from regression.fashion_mnist import CLASSES
     from regression.models import MODELS
     from regression.training import as_splits, new_model, train
 
     splits = as_splits({"train": tiny_fashion["train"]}, MODELS["softmax_nn"])
-    norms = {}
-    for decay in (0.0, 0.5):
-        p = PARAMS.model_copy(update={"lr": 0.1, "epochs": 2, "batch_size": 32, "weight_decay": decay,
-                                      "architecture": model})
-        trained, _ = new_model(model, splits["train"], CLASSES, p)
-        train(model, MODELS[model], trained, splits, p)
-        norms[decay] = sum(w.square().sum().item() for w in trained.parameters())
-    assert norms[0.5] < 0.8 * norms[0.0]  # each of the 14 steps takes 5 % off the weights
+    weights, norms = {}, {}
+    for model in ("softmax_scratch", "softmax_nn"):
+        for decay in (0.0, 0.5):
+            p = PARAMS.model_copy(update={"lr": 0.1, "epochs": 2, "batch_size": 32, "weight_decay": decay,
+                                          "architecture": model})
+            trained, _ = new_model(model, splits["train"], CLASSES, p)
+            train(model, MODELS[model], trained, splits, p)
+            # (784, 10) weights and 10 biases, whichever way round the model holds them
+            matrix, bias = sorted(trained.parameters(), key=lambda w: w.dim(), reverse=True)
+            weights[model, decay] = (matrix.detach().reshape(-1, 10) if matrix.shape[-1] == 10
+                                     else matrix.detach().T, bias.detach())
+            norms[model, decay] = sum(w.square().sum().item() for w in weights[model, decay])
+        assert norms[model, 0.5] < 0.8 * norms[model, 0.0]  # each of the 14 steps takes 5 % off the weights
+    for decay in (0.0, 0.5):  # the same decay: the hand-written step and torch's SGD agree
+        for scratch, nn in zip(weights["softmax_scratch", decay], weights["softmax_nn", decay]):
+            assert (scratch - nn).abs().max().item() < 1e-5
 
 
 def test_params_name_each_bad_sweep_key(tmp_path):
@@ -177,9 +184,13 @@ def sweep_env(project: Path, scheduler: str | None = None) -> dict:
     return env | ({"DASK_SCHEDULER_ADDRESS": scheduler} if scheduler else {})
 
 
+def sweep_process(project: Path, workers: int | None = None, scheduler: str | None = None):
+    return subprocess.run(sweep_command(workers), cwd=project, env=sweep_env(project, scheduler),
+                          capture_output=True, text=True, timeout=600)
+
+
 def run_sweep(project: Path, workers: int | None = None, scheduler: str | None = None) -> dict[str, bytes]:
-    result = subprocess.run(sweep_command(workers), cwd=project, env=sweep_env(project, scheduler),
-                            capture_output=True, text=True, timeout=600)
+    result = sweep_process(project, workers, scheduler)
     assert result.returncode == 0, result.stdout + result.stderr
     return {name: (project / name).read_bytes() for name in OUTPUTS}
 
@@ -236,6 +247,28 @@ def test_local_sweep_records_parent_and_child_runs_and_registers_the_refit_champ
     assert champion.run_id == parent.info.run_id and champion.tags["run_name"] == parent.info.run_name
     assert champion.tags["sweep.trial"] == chosen["trial"]
     assert champion.tags["val_accuracy"] == f"{metrics['val_accuracy']:.6g}"
+
+
+@pytest.mark.slow
+def test_the_refit_is_the_chosen_settings_trained_on_every_training_image(local_sweep):
+    """The refit model file is, byte for byte, the chosen trial's settings trained on all 500
+    training images (not on the 400 the trials trained on)."""
+    from regression.data import load_dataset
+    from regression.models import MODELS, model_bytes
+    from regression.params import load_section
+    from regression.training import as_splits, new_model, train
+
+    project, outputs = local_sweep
+    params = project / "params.yaml"
+    base = load_section(params, "train.softmax_nn", models=MODELS).train["softmax_nn"]
+    chosen = trials(base, load_section(params, "sweep.softmax_nn").sweep["softmax_nn"])[
+        read_json(project / OUTPUTS[1])["chosen_trial"] - 1]
+    meta, arrays = load_dataset(project / "data/fashion-mnist")
+    splits = as_splits({"train": arrays["train"]}, MODELS["softmax_nn"])
+    assert len(splits["train"].y) == 500
+    model, config = new_model("softmax_nn", splits["train"], tuple(meta["classes"]), chosen)
+    train("softmax_nn", MODELS["softmax_nn"], model, splits, chosen)
+    assert model_bytes(model, config) == outputs[OUTPUTS[0]]
 
 
 @pytest.mark.slow
@@ -297,12 +330,91 @@ def cluster(tmp_path_factory):
                 os.killpg(process.pid, signal.SIGKILL)
 
 
+def trials_done(address: str) -> set[str]:
+    """The keys of the sweep trials the Dask scheduler at `address` has seen finish."""
+    from distributed import Client
+
+    def finished(dask_scheduler):  # local: pickled by value, the scheduler has no copy of the tests
+        return {str(t[0]) for t in dask_scheduler.transition_log
+                if str(t[0]).startswith("trial-") and t[2] == "memory"}
+    with Client(address, timeout="30s") as client:
+        return client.run_on_scheduler(finished)
+
+
+@pytest.mark.slow
+def test_make_workers_pin_their_numerics_in_a_shell_that_asks_for_others(cluster):
+    """The workers started (before any trial) from a shell exporting other numerics settings
+    (USER_NUMERICS, not this process's pinning): `--preload regression` pinned each one."""
+    from distributed import Client
+
+    from regression.numerics import CPU_CAPABILITY, PINNED_ENVIRONMENT, THREADS
+
+    assert all(environment()[k] != PINNED_ENVIRONMENT[k] for k in USER_NUMERICS)
+    address, _ = cluster
+    pinned = dict(PINNED_ENVIRONMENT)
+
+    def numerics():
+        import torch
+
+        return ({k: os.environ.get(k) for k in pinned}, torch.get_num_threads(),
+                torch.backends.cpu.get_cpu_capability())
+    with Client(address, timeout="30s") as client:
+        found = client.run(numerics)
+    assert len(found) == 2
+    for environ, threads, capability in found.values():
+        assert (environ, threads, capability) == (PINNED_ENVIRONMENT, THREADS, CPU_CAPABILITY.upper())
+
+
 @pytest.mark.slow
 def test_a_cluster_of_separate_processes_gives_the_bytes_of_one_local_worker(local_sweep, cluster, tmp_path):
     _, local = local_sweep
     address, _ = cluster
     project = sweep_project(tmp_path / "project", {})
+    before = trials_done(address)
     assert run_sweep(project, scheduler=address) == local
+    assert len(trials_done(address) - before) == 4  # the cluster ran the 4 trials
+
+
+@pytest.mark.slow
+def test_a_sweep_stops_when_a_worker_runs_other_code(cluster, tmp_path):
+    """The workers run the project's package; the sweep's checkout differs by a comment."""
+    address, _ = cluster
+    project = sweep_project(tmp_path / "project", {})
+    with open(project / "src/regression/search.py", "a") as source:
+        source.write("# a change the workers do not have\n")
+    result = sweep_process(project, scheduler=address)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1 and "Traceback" not in output, output
+    assert "error: a worker runs other code" in output and "clone of the same commit" in output, output
+    assert not any((project / name).exists() for name in OUTPUTS)
+    parent, _ = sweep_runs(project)
+    assert parent.info.status == "FAILED"
+
+
+@pytest.mark.slow
+def test_an_unreachable_scheduler_address_is_one_error_line(tmp_path):
+    address = f"tcp://127.0.0.1:{free_port()}"  # nothing listens there
+    project = sweep_project(tmp_path / "project", {})
+    started = time.monotonic()
+    result = sweep_process(project, scheduler=address)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1 and "Traceback" not in output, output
+    assert f"error: DASK_SCHEDULER_ADDRESS={address}: no Dask scheduler answers" in output, output
+    assert time.monotonic() - started < 60
+    assert not any((project / name).exists() for name in OUTPUTS)
+    parent, _ = sweep_runs(project)
+    assert parent.info.status == "FAILED"
+
+
+def trials_running(address: str, worker: subprocess.Popen) -> list[str]:
+    """The tasks the Dask worker process of `make worker` process group `worker` is running."""
+    from distributed import Client
+
+    with Client(address, timeout="30s") as client:
+        [ours] = [a for a, pid in client.run(os.getpid).items() if os.getpgid(pid) == worker.pid]
+        executing = client.run(lambda dask_worker: [str(t.key) for t in dask_worker.state.executing],
+                               workers=[ours])
+    return executing[ours]
 
 
 @pytest.mark.slow
@@ -315,8 +427,10 @@ def test_a_worker_killed_mid_sweep_loses_no_trial(cluster, tmp_path):
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     for line in sweep.stdout:
         if line.startswith("trial "):  # one trial done; each worker has another under way
+            running = trials_running(address, processes[2])
             os.killpg(processes[2].pid, signal.SIGKILL)
             break
+    assert len(running) == 1 and running[0].startswith("trial-"), running  # it died mid-trial
     output = line + sweep.stdout.read()
     assert sweep.wait(timeout=600) == 0, output
     assert processes[2].wait(timeout=10) is not None

@@ -26,9 +26,15 @@ from regression.tracking import TrackingError, open_experiment
 from regression.tracking.naming import changed_params, committed_params, run_name
 
 FAKE_STAGE = Path(__file__).with_name("fake_stage.py")
-# A failure the stage bounds takes seconds; MLflow's own HTTP retries (7, backing off from 2 s,
-# 120 s a request) take minutes. The bound between them leaves room for a loaded machine.
-BOUNDED_SECONDS = 90
+# README's promises: a tracking server that does not answer stops a stage "within seconds",
+# before any work (a refused connection at once; a silent one after the 5 s health check), and
+# one that dies during a run stops it "within 30 s" (MLflow's requests bounded: 2 retries, 8 s
+# each). Unbounded, MLflow's own HTTP retries (7, backing off from 2 s, 120 s a request) take
+# minutes. The processes are waited for far longer (WAIT_SECONDS): a bound that breaks fails its
+# assertion, naming the time taken, not the wait.
+WITHIN_SECONDS = 20  # "within seconds": the interpreter's start and the 5 s included, on a loaded machine
+DIED_SECONDS = 30
+WAIT_SECONDS = 300
 
 
 @pytest.fixture
@@ -216,9 +222,9 @@ def test_unreachable_server_fails_before_any_work_in_one_line(folder):
     uri = f"http://127.0.0.1:{free_port()}"
     started = time.monotonic()
     process = fake_stage(folder, "linear", "1", "0", uri=uri)
-    out, err = process.communicate(timeout=60)
+    out, err = process.communicate(timeout=WAIT_SECONDS)
     assert process.returncode == 1 and "started" not in out
-    assert time.monotonic() - started < BOUNDED_SECONDS
+    assert time.monotonic() - started < WITHIN_SECONDS
     assert len(err.strip().splitlines()) == 1 and uri in err and "make server" in err, err
 
 
@@ -231,9 +237,10 @@ def test_hanging_server_fails_within_seconds(folder):
     try:
         started = time.monotonic()
         process = fake_stage(folder, "linear", "1", "0", uri=uri)
-        _, err = process.communicate(timeout=60)
+        out, err = process.communicate(timeout=WAIT_SECONDS)
         assert process.returncode == 1 and uri in err and "Traceback" not in err
-        assert time.monotonic() - started < BOUNDED_SECONDS
+        assert "started" not in out  # before any work
+        assert time.monotonic() - started < WITHIN_SECONDS
     finally:
         listener.close()
 
@@ -245,8 +252,8 @@ def test_server_dying_during_training_fails_the_stage_within_bounded_time(folder
     started_run(process)
     stop(server, signal.SIGKILL)
     died = time.monotonic()
-    _, err = process.communicate(timeout=120)
-    assert time.monotonic() - died < BOUNDED_SECONDS
+    _, err = process.communicate(timeout=WAIT_SECONDS)
+    assert time.monotonic() - died < DIED_SECONDS
     assert process.returncode == 1 and uri in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1, err
 
@@ -330,17 +337,18 @@ def test_server_dying_while_the_model_is_logged_or_registered_fails_the_stage_in
         stage = subprocess.Popen(train_command("linear"), cwd=project_copy, env=env, text=True,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
-            _, err = stage.communicate(timeout=300)  # it needs 10-60 s to reach the model
+            _, err = stage.communicate(timeout=WAIT_SECONDS)  # it needs 10-60 s to reach the model
         except subprocess.TimeoutExpired:
             stage.kill()
             _, err = stage.communicate()
-            pytest.fail(f"the stage still ran after 300 s (server killed: {server.died is not None}): {err}")
+            pytest.fail(f"the stage still ran after {WAIT_SECONDS} s "
+                        f"(server killed: {server.died is not None}): {err}")
         ended = time.monotonic()
     finally:
         server.close()
         stop(server.server, signal.SIGKILL)
     assert server.died is not None, f"the server never saw that request: {server.requests}"
-    assert ended - server.died < BOUNDED_SECONDS
+    assert ended - server.died < DIED_SECONDS
     assert stage.returncode == 1 and "Traceback" not in err, err
     assert len(err.strip().splitlines()) == 1, err
     assert err.startswith("error: MLflow run ") and server.url in err, err

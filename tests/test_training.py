@@ -194,19 +194,45 @@ def test_per_epoch_reading_equals_a_per_batch_item_loop(trainable, name, params)
             assert ours[key] == theirs[key]  # counts of hits agree exactly
 
 
+# Every way a tensor's value reaches Python: each waits for the computation so far.
+HOST_READS = ("item", "tolist", "numpy", "__float__", "__int__", "__bool__", "__index__")
+
+
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_losses_are_read_once_per_epoch_not_once_per_batch(trainable, name, monkeypatch):
     setup = trainable(name, batch_size=10, epochs=2)  # 20 or 100 batches an epoch
     batches = 2 * -(-len(setup.splits["train"].y) // 10)
-    item, calls = torch.Tensor.item, []
+    calls = []
 
-    def counted(tensor):
-        calls.append(1)
-        return item(tensor)
-    monkeypatch.setattr(torch.Tensor, "item", counted)
+    def counted(read):
+        def reading(tensor, *args, **kwargs):
+            calls.append(read)
+            return getattr(torch.Tensor, f"_counted_{read}")(tensor, *args, **kwargs)
+        return reading
+    for read in HOST_READS:
+        monkeypatch.setattr(torch.Tensor, f"_counted_{read}", getattr(torch.Tensor, read), raising=False)
+        monkeypatch.setattr(torch.Tensor, read, counted(read))
     setup.train()
 
-    assert 0 < len(calls) <= 8 * 2 < batches
+    assert 0 < len(calls) <= 10 * 2 < batches, calls
+
+
+@pytest.mark.parametrize("name", ["softmax_scratch", "softmax_nn"])
+def test_divergence_is_a_batch_loss_over_100_times_the_first(trainable, name, monkeypatch):
+    """Past lr 10 the batch losses grow in step with the learning rate: at lr 3000 the worst is
+    about 430 times the first, at lr 300 about 43 times."""
+    with pytest.raises(TrainingDiverged, match="epoch 1"):
+        trainable(name, lr=3000.0).train()
+    history, _ = trainable(name, lr=300.0).train()
+    assert len(history) == 3
+    # Controls: those two runs' worst losses lie between the factors tried here.
+    for factor, lr, diverges in ((1000.0, 3000.0, False), (10.0, 300.0, True)):
+        monkeypatch.setattr("regression.training.DIVERGENCE_FACTOR", factor)
+        if diverges:
+            with pytest.raises(TrainingDiverged):
+                trainable(name, lr=lr).train()
+        else:
+            trainable(name, lr=lr).train()
 
 
 @pytest.mark.parametrize("name, lr", [
