@@ -72,7 +72,7 @@ def test_every_plot_dvc_lists_draws_offline(reproduced, chromium, tmp_path):
     for chart in charts:
         values = y_values(chart["content"])
         spans = bool(values) and min(values) > 0 and max(values) / min(values) >= 10 ** DECADES
-        assert on_log_scale(chart["content"]) == spans, (chart["name"], min(values, default=None),
+        assert on_log_scale(chart["content"]) or not spans, (chart["name"], min(values, default=None),
                                                          max(values, default=None))
 
     run(path, "dvc", "plots", "show", "-o", str(tmp_path / "html"))

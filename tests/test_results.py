@@ -66,11 +66,14 @@ def test_make_run_ends_with_each_models_metrics_and_run(reproduced):
         assert {"test_loss"} <= set(shown) and ("test_accuracy" in shown) == ("test_accuracy" in metrics)
         [r] = by_model[model]
         assert run_part.strip() == f"run '{r.info.run_name}'"  # finished: no status shown
-    heading, *links, more = output.splitlines()[-4:]
+    # each dataset's experiment (linear's first, as in params.yaml), then its sweeps'
+    keys = ("synthetic", "fashion-mnist", "fashion-mnist/sweeps")
+    heading, *links, more = output.splitlines()[-2 - len(keys):]
     assert heading.startswith("MLflow (make ui)"), output
-    for link, dataset in zip(links, ("synthetic", "fashion-mnist")):  # linear first, as in params.yaml
-        experiment = client.get_experiment_by_name(f"regression-lesson/{dataset}").experiment_id
-        assert link.split()[0] == dataset and f"/#/experiments/{experiment}/runs?" in link, link
+    assert len(links) == len(keys), output
+    for link, key in zip(links, keys):
+        experiment = client.get_experiment_by_name(f"regression-lesson/{key}").experiment_id
+        assert link.split()[0] == key and f"/#/experiments/{experiment}/runs?" in link, link
     assert all(command in more for command in ("make compare", "make exps", "dvc plots show")), more
 
 
@@ -88,8 +91,8 @@ def test_each_dataset_has_its_own_experiment(reproduced):
             model = r.data.tags.get("model") or r.data.tags["sweep.model"]
             found.setdefault(experiment.name, []).append(dataset_of[model])
     assert {name: set(datasets) for name, datasets in found.items()} == {
-        "regression-lesson/synthetic": {"synthetic"}, "regression-lesson/fashion-mnist": {"fashion-mnist"}}
-    assert len(found["regression-lesson/fashion-mnist"]) > 2, found  # the sweep's runs are there too
+        "regression-lesson/synthetic": {"synthetic"}, "regression-lesson/fashion-mnist": {"fashion-mnist"},
+        "regression-lesson/fashion-mnist/sweeps": {"fashion-mnist"}}  # a sweep's runs, apart
 
 
 def compare_rows(output: str, model: str) -> list[dict[str, str]]:

@@ -192,9 +192,14 @@ def test_make_servers_server_records_a_real_run(reproduced, postgres_binaries, p
     try:
         started = run(project, "make", "--no-print-directory", venv, "server", f"PORT={free_port()}",
                       f"PG_PORT={free_port()}", env=environment(), timeout=180)
-        uri = started.stdout.splitlines()[-1].removeprefix("export MLFLOW_TRACKING_URI=")
+        # the lines it says to paste: the server's address and the admin's account
+        exported = dict(line.removeprefix("export ").split("=", 1) for line in started.stdout.splitlines()
+                        if line.startswith("export "))
+        uri = exported["MLFLOW_TRACKING_URI"]
         assert uri.startswith("http://127.0.0.1:"), started.stdout
-        run(project, "dvc", "repro", "-f", "train@linear", env=environment(MLFLOW_TRACKING_URI=uri))
+        account = {key: exported[key] for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
+        run(project, "dvc", "repro", "-f", "train@linear", env=environment(MLFLOW_TRACKING_URI=uri, **account))
+        os.environ.update(account)  # for the client below; the test process's own
         client = MlflowClient(uri)
         [r] = runs_by_model(client)["linear"]
         assert r.info.status == "FINISHED" and r.info.artifact_uri.startswith("mlflow-artifacts:/")
@@ -205,4 +210,6 @@ def test_make_servers_server_records_a_real_run(reproduced, postgres_binaries, p
         assert version.run_id == r.info.run_id and version.status == "READY"
         assert not (project / "mlflow.db").exists()  # nothing went to the local store
     finally:
+        for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+            os.environ.pop(key, None)
         run(project, "make", "--no-print-directory", venv, "server-stop", env=environment(), check=False)

@@ -188,6 +188,7 @@ def test_an_editor_records_as_themself_a_reader_is_refused_at_once_promote_needs
     # A reader's stage stops before any work, naming the permission: no run, no output.
     outputs = [project_copy / p for p in ("models/linear.pt", "metrics/linear.json", "metrics/linear/history.json")]
     runs_before = {r.info.run_id: r.info.status for r in client.search_runs([experiment])}
+    kept = {p: p.read_bytes() for p in outputs}
     started = time.monotonic()
     rita = run(project_copy, "dvc", "repro", "-f", "train@linear", env=client_env(team, "rita"), check=False)
     assert time.monotonic() - started < 60
@@ -197,7 +198,7 @@ def test_an_editor_records_as_themself_a_reader_is_refused_at_once_promote_needs
                       "'regression-lesson/synthetic'; recording runs needs EDIT (ask the server's admin)"]
     assert "Traceback" not in rita.stderr
     assert {r.info.run_id: r.info.status for r in client.search_runs([experiment])} == runs_before
-    assert not [p for p in outputs if p.exists()], "DVC removed the outputs; the stage must write none"
+    assert {p: p.read_bytes() for p in outputs if p.exists()} == kept, "the outputs must stay the last good run's"
 
     # Moving `champion` needs MANAGE on the registered model: alice made it, bob may only edit it.
     promote = [str(BIN / "python"), "-m", "regression.tracking.registry"]

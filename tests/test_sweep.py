@@ -167,13 +167,13 @@ def sweep_project(dest: Path, grid: dict, n_train: int = 500) -> Path:
     splits = {split: tuple(t.numpy().astype("uint8") for t in learnable_split(n, generator))
               for split, n in (("train", n_train), ("test", 100))}
     save_dataset(dest / "data/fashion-mnist", splits, {"name": "fashion-mnist", "classes": list(CLASSES)})
-    subprocess.run([str(BIN / "python"), *stage_command("params")], cwd=dest, check=True,
+    subprocess.run([str(BIN / "python"), *stage_command("params")[1:]], cwd=dest, check=True,
                    env=environment(PYTHONPATH="src"), capture_output=True)  # the sweep's base
     return dest
 
 
 def sweep_command(workers: int | None = None) -> list[str]:
-    command = stage_command("sweep", "softmax_nn")
+    command = stage_command("sweep", "softmax_nn")[1:]  # after `python`
     assert command[command.index("--model-file"):] == ["--model-file", OUTPUTS[0], "--metrics", OUTPUTS[1],
                                                        "--trials", OUTPUTS[2]]
     return [str(BIN / "python"), *command, *(["--workers", str(workers)] if workers else [])]
@@ -235,7 +235,7 @@ def test_local_sweep_records_parent_and_child_runs_and_registers_the_refit_champ
     settings = {key: chosen[key] for key in ("lr", "epochs", "batch_size", "weight_decay", "schedule")}
     assert {key: parent.data.params[key] for key in settings} == settings
     assert parent.data.params["sweep.grid.weight_decay"] == "[0.0, 0.001]"
-    assert parent.data.metrics["val_accuracy"] == metrics["chosen_val_accuracy"]
+    assert parent.data.metrics["val_accuracy"] == metrics["val_accuracy"]
     epochs = list(range(1, int(chosen["epochs"]) + 1))
     for key in ("train_loss", "val_accuracy", "test_accuracy"):
         assert sorted({m.step for m in client.get_metric_history(parent.info.run_id, key)}) == epochs, key
@@ -255,14 +255,16 @@ def test_the_refit_is_the_chosen_settings_trained_on_every_training_image(local_
     training images (not on the 400 the trials trained on)."""
     from regression.data import load_dataset
     from regression.models import MODELS, model_bytes
-    from regression.params import load_section
+    from regression.params import check_entry, load_section
     from regression.training import as_splits, new_model, train
 
     project, outputs = local_sweep
     params = project / "params.yaml"
-    base = load_section(params, "train.softmax_nn", models=MODELS).train["softmax_nn"]
-    chosen = trials(base, load_section(params, "sweep.softmax_nn").sweep["softmax_nn"])[
-        read_json(project / OUTPUTS[1])["chosen_trial"] - 1]
+    base = search_base("softmax_nn", yaml.safe_load(params.read_text())["train"]["softmax_nn"])
+    rows = list(csv.DictReader(outputs[OUTPUTS[2]].decode().splitlines()))
+    [chosen_trial] = [int(row["trial"]) for row in rows if row["chosen"] == "yes"]
+    chosen = check_entry("softmax_nn", trials(base, load_section(params, "sweep.softmax_nn").sweep["softmax_nn"])[
+        chosen_trial - 1], MODELS)
     meta, arrays = load_dataset(project / "data/fashion-mnist")
     splits = as_splits({"train": arrays["train"]}, MODELS["softmax_nn"])
     assert len(splits["train"].y) == 500

@@ -390,15 +390,16 @@ def test_ui_compares_like_with_like_and_nests_each_sweeps_trials(chromium, pipel
 
         experiment = client.get_experiment_by_name(SWEEPS)
         shown = view_state(experiment.tags[VIEW_TAG])["selectedColumns"]
-        [sweep] = top_level_runs(client, SWEEPS)
+        sweeps = sorted(top_level_runs(client, SWEEPS), key=lambda r: r.info.start_time, reverse=True)
         filled = (f"{RUN_LIST_ROWS}.filter(row => "
                   f"{json.dumps(shown)}.every(key => row[key] && row[key] !== '-'))")
-        run_list = load(browser, run_list_url(url, experiment.experiment_id), f"{filled}.length === 1",
+        run_list = load(browser, run_list_url(url, experiment.experiment_id), f"{filled}.length === {len(sweeps)}",
                         "run-list-sweeps.png")
         rows = run_list.evaluate(RUN_LIST_ROWS)
-        assert [row[RUN_NAME] for row in rows] == [sweep.info.run_name], rows  # its trials nested, not listed
-        [row] = rows
-        assert {key: row[key] for key in shown if column(key)[0] == "params"} == {
-            key: sweep.data.params[column(key)[1]] for key in shown if column(key)[0] == "params"}
-        chosen = sweep.data.metrics["val_accuracy"]
-        assert float(row["metrics.`val_accuracy`"]) == pytest.approx(chosen, abs=1e-4)
+        # each model's sweep, newest first, its trials nested, not listed
+        assert [row[RUN_NAME] for row in rows] == [sweep.info.run_name for sweep in sweeps], rows
+        for row, sweep in zip(rows, sweeps):
+            assert {key: row[key] for key in shown if column(key)[0] == "params"} == {
+                key: sweep.data.params[column(key)[1]] for key in shown if column(key)[0] == "params"}
+            chosen = sweep.data.metrics["val_accuracy"]
+            assert float(row["metrics.`val_accuracy`"]) == pytest.approx(chosen, abs=1e-4)

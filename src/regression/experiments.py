@@ -85,17 +85,21 @@ def table(rows: list[dict], width: int = 120) -> list[str]:
     metric_names = sorted({k for row in rows for k in row["metrics"]},
                           key=lambda m: (m not in rows[0]["metrics"], m))
     names = short_names(keys)  # unique among all params: `softmax_nn.lr`, not `lr`
-    columns = [("experiment", [row["name"] for row in rows])]
-    columns += [(m, [metric_cell(row["metrics"].get(m)) for row in rows]) for m in metric_names]
-    columns += [(names[k], [param_cell(row["params"].get(k)) for row in rows]) for k in varying]
-    widths, used, left_out = [], 0, []
-    for title, values in columns:  # whole columns only: what does not fit is named below, never cut
+    first = [("experiment", [row["name"] for row in rows])]
+    metrics = [(m, [metric_cell(row["metrics"].get(m)) for row in rows]) for m in metric_names]
+    params = [(names[k], [param_cell(row["params"].get(k)) for row in rows]) for k in varying]
+    # The params that vary are what tell the rows apart: they get their place first, up to half
+    # the width, then the metrics in order; shown as experiment, metrics, params.
+    kept, used, left_out = set(), 0, []
+    for title, values in first + params + metrics:  # whole columns only: what does not fit is named below
         w = max(len(title), *(len(v) for v in values))
-        if widths and used + w > width:
+        if kept and (used + w > width or ((title, values) in params and used + w > width // 2)):
             left_out.append(title)
             continue
-        widths.append((title, values, w))
+        kept.add(title)
         used += w + 2
+    widths = [(title, values, max(len(title), *(len(v) for v in values)))
+              for title, values in first + metrics + params if title in kept]
     lines = ["  ".join(title.ljust(w) if i == 0 else title.rjust(w) for i, (title, _, w) in enumerate(widths))
              .rstrip()]
     for r in range(len(rows)):

@@ -84,8 +84,8 @@ def run(main: Callable[[Params, argparse.Namespace], None], parser: argparse.Arg
 
 
 # A failed stage's last line when params.yaml is not the committed one (e.g. after `dvc exp run -S`).
-WAY_BACK = ("the outputs are still the last good run's; `git checkout HEAD params.yaml` undoes the change "
-            "to params.yaml")
+WAY_BACK = ("the outputs are still the last good run's; `git checkout HEAD params.yaml dvc.lock` undoes "
+            "the change to params.yaml")
 
 
 def params_changed() -> bool:

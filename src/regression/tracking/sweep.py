@@ -165,7 +165,7 @@ class SweepRun:
         mlflow.start_run(run_id=self.parent)  # the active run, which log_model logs to
         # A logged model takes its run's params, the sweep's search space among them, unless it
         # is made first with its own: the settings it was trained with.
-        logged = mlflow.initialize_logged_model(name=config.kind, source_run_id=self.parent,
+        logged = mlflow.initialize_logged_model(name=config.name, source_run_id=self.parent,
                                                 params={k: str(v) for k, v in settings.items()},
                                                 experiment_id=self.experiment)
         info = log_served_model(model, config, model_file, input_example, model_id=logged.model_id)
