@@ -104,3 +104,36 @@ def test_the_run_of_some_outputs_is_the_run_that_wrote_them_not_the_newest(tmp_p
     assert found.info.run_name == "run 0"  # not run 1 (newest finished), nor run 2 (killed)
     model_file.write_bytes(b"a model no run made")
     assert run_of_outputs(client, [experiment], "softmax_nn", "train@softmax_nn", model_file) is None
+
+
+def test_an_sqlite_stores_statistics_are_measured_again_once_its_runs_have_doubled(tmp_path):
+    """Without sqlite's statistics a search ranked by a metric scans every run's metric per run
+    (seconds at 10,000 runs); `keep_planner_statistics` measures them again only when the runs
+    have doubled since (the timings are in benchmarks/store.py)."""
+    import sqlite3
+
+    from regression.tracking.store import keep_planner_statistics
+
+    database = tmp_path / "mlflow.db"
+    with sqlite3.connect(database) as connection:
+        connection.execute("CREATE TABLE runs (run_uuid VARCHAR(32) PRIMARY KEY)")
+
+    def add_runs(n: int) -> None:
+        with sqlite3.connect(database) as connection:
+            start = connection.execute("SELECT count(*) FROM runs").fetchone()[0]
+            connection.executemany("INSERT INTO runs VALUES (?)", [(f"run-{start + i}",) for i in range(n)])
+
+    def measured() -> int | None:
+        with sqlite3.connect(database) as connection:
+            try:
+                row = connection.execute("SELECT stat FROM sqlite_stat1 WHERE tbl = 'runs'").fetchone()
+            except sqlite3.OperationalError:
+                return None
+        return int(row[0].split()[0]) if row else None
+
+    keep_planner_statistics(database)
+    assert measured() is None  # no run yet: nothing to measure
+    for added, expected in ((3, 3), (2, 3), (1, 6), (5, 6), (1, 12)):
+        add_runs(added)
+        keep_planner_statistics(database)
+        assert measured() == expected, (added, expected)

@@ -91,13 +91,15 @@ def test_bad_input_is_rejected_saying_why_in_one_short_message(served, rows, say
     assert says in message and len(message.encode()) < 1024 and "\n" not in message, answer
 
 
-def test_other_bodies_are_refused_naming_the_inputs_key(served):
+def test_other_bodies_are_refused_saying_to_send_json_inputs(served):
     """The model checks its own input (its signature says so): the server takes `{"inputs": ...}` only."""
     url, _ = served
     status, answer = post(url, {"dataframe_split": {"data": [[0.5] * 784]}})
     assert status == 400 and "'inputs' key" in answer["message"], answer
     status, answer = post(url, "\n".join([",".join(["0.5"] * 784)] * 2), content_type="text/csv")
-    assert status == 400 and len(answer["message"].encode()) < 1024, answer
+    assert status == 400 and answer["message"] == (
+        'expected JSON {"inputs": [[...], ...]}, one row of 784 numbers per example, sent with '
+        "Content-Type: application/json: got a CSV body"), answer
 
 
 def test_every_logged_model_records_its_input_and_output_signature(served, tmp_path):

@@ -206,8 +206,17 @@ def test_an_editor_records_as_themself_a_reader_is_refused_at_once_promote_needs
     assert bob.returncode == 1 and bob.stderr.splitlines() == [
         f"error: MLflow tracking server {team.url}: account 'bob' holds EDIT on registered model "
         "'synthetic-linear'; moving its champion alias needs MANAGE (ask the server's admin)"]
+    alias = "/api/2.0/mlflow/registered-models/alias"
+    champion = {"name": "synthetic-linear", "alias": "champion", "version": "1"}
+    assert ask(team, alias, "bob", method="POST", body=champion)[0] == 403  # the server itself refuses
+    assert ask(team, alias.replace("/api/", "/ajax-api/"), "bob", method="POST", body=champion)[0] == 403
+    assert client.get_registered_model("synthetic-linear").aliases == {}
     promoted = run(project_copy, *promote, env=client_env(team, "alice"))
     assert promoted.stdout.startswith("synthetic-linear: champion -> version 1")
+    assert ask(team, f"{alias}?name=synthetic-linear&alias=champion", "bob", method="DELETE")[0] == 403
+    assert client.get_registered_model("synthetic-linear").aliases == {"champion": "1"}
+    assert ask(team, alias, "admin", method="POST", body=champion)[0] == 200
+    assert run(project_copy, *promote, env=client_env(team, "admin")).returncode == 0
 
 
 def test_the_admin_password_and_form_key_are_made_once_and_kept_through_restarts(tmp_path):

@@ -7,7 +7,9 @@ creates the admin from it when its users' database is empty, so no default passw
 live), and the key Flask signs its forms with. Every account may read (`default_permission`);
 a role grants more, on every experiment and registered model: `editor` EDIT (record runs,
 register versions), `reader` READ. Whoever creates an experiment or a registered model MANAGEs
-it (MLflow's rule), and moving an alias (`make promote`) needs MANAGE (see `access`).
+it (MLflow's rule), and moving an alias (`make promote`) needs MANAGE: the server asks it
+(`server_auth`, named here as MLflow's `authorization_function`), and so does `make promote`
+before any work (see `access`).
 
 `make user NAME=… ROLE=…` (`server user`) adds an account, as the admin.
 """
@@ -28,6 +30,7 @@ DEFAULT_PERMISSION = "READ"
 ROLES = {"editor": "EDIT", "reader": "READ"}  # role -> its permission on every experiment and model
 GRANTED_ON = ("experiment", "registered_model")
 WORKSPACE = "default"  # MLflow's one workspace when workspaces are off
+AUTHORIZATION_FUNCTION = "regression.tracking.server_auth:signed_in"  # imported by the server
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 
 
@@ -57,7 +60,7 @@ def write_settings(path: Path, postgres_port: int) -> bool:
         "database_uri": f"postgresql+psycopg://{USER}@{HOST}:{postgres_port}/{AUTH_DATABASE}",
         "admin_username": mlflow.get("admin_username", ADMIN),
         "admin_password": mlflow.get("admin_password") or new_password(),
-        "authorization_function": "mlflow.server.auth:authenticate_request_basic_auth"}
+        "authorization_function": AUTHORIZATION_FUNCTION}
     settings["server"] = {"flask_secret_key": server.get("flask_secret_key") or secrets.token_hex(32)}
     lines = ["# The team server's accounts (MLflow basic auth): readable by its owner only.\n"]
     for section in settings.sections():

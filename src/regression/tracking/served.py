@@ -11,6 +11,8 @@ values in [0, 1] (float32 or float64), as the training data was scaled. The logg
 signature says so (`signature`), and `rows` checks it.
 """
 
+import sys
+
 import numpy as np
 import pandas as pd
 import torch
@@ -112,11 +114,37 @@ def signature(model: torch.nn.Module, config: ModelConfig, example: np.ndarray) 
     return described
 
 
+def refuse_csv_bodies(n_features: int) -> None:
+    """In `mlflow models serve`, answer a CSV body with one sentence saying to send JSON.
+
+    The scoring server parses a CSV body against the input signature before the model sees it,
+    and with a tensor signature (this model's) it fails with a message about pandas types. Its
+    module is loaded before the model, so the model, loading, replaces its CSV parser with one
+    that refuses CSV plainly for tensor signatures and leaves every other signature to MLflow's.
+    Nothing changes in a process that is not a scoring server.
+    """
+    scoring = sys.modules.get("mlflow.pyfunc.scoring_server")
+    if scoring is None or getattr(scoring.parse_csv_input, "refuses_csv_for_tensors", False):
+        return
+    mlflow_parser = scoring.parse_csv_input
+
+    def parse_csv_input(csv_input, schema=None):
+        if schema is not None and schema.is_tensor_spec():
+            raise InputRefused(f'expected JSON {{"inputs": [[...], ...]}}, one row of {n_features} numbers per '
+                               "example, sent with Content-Type: application/json: got a CSV body",
+                               INVALID_PARAMETER_VALUE)
+        return mlflow_parser(csv_input, schema)
+
+    parse_csv_input.refuses_csv_for_tensors = True
+    scoring.parse_csv_input = parse_csv_input
+
+
 class Answer(PythonModel):
     """The pyfunc model: loads the model file logged as the artifact MODEL_ARTIFACT."""
 
     def load_context(self, context):
         self.model, self.config = load_model(context.artifacts[MODEL_ARTIFACT])
+        refuse_csv_bodies(self.config.n_features)
 
     def predict(self, context, model_input: np.ndarray, params=None) -> pd.DataFrame:
         return answer(self.model, self.config, model_input)

@@ -168,9 +168,12 @@ class Server:
         print(f"export MLFLOW_TRACKING_URI={url}")
 
     def server_environment(self) -> dict[str, str]:
-        """The server's environment: its secrets come from files only its owner may read."""
+        """The server's environment: its secrets come from files only its owner may read; this
+        package on its path, for its sign-in check (`server_auth`)."""
         settings = read_settings(self.auth_settings)
-        return os.environ | {"PGPASSFILE": str(self.pgpass), "MLFLOW_AUTH_CONFIG_PATH": str(self.auth_settings),
+        package_root = str(Path(__file__).resolve().parents[2])
+        path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
+        return os.environ | {"PYTHONPATH": path, "PGPASSFILE": str(self.pgpass), "MLFLOW_AUTH_CONFIG_PATH": str(self.auth_settings),
                              "MLFLOW_FLASK_SERVER_SECRET_KEY": settings["server"]["flask_secret_key"],
                              **SERVER_SETTINGS}
 

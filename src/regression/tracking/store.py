@@ -180,10 +180,35 @@ def open_experiments(keys) -> dict[str, str]:
     database.parent.mkdir(parents=True, exist_ok=True)
     try:
         with FileLock(f"{database}.lock", timeout=STORE_LOCK_SECONDS):
-            return {key: experiment_id(uri, key) for key in keys}
+            ids = {key: experiment_id(uri, key) for key in keys}
+            keep_planner_statistics(database)
+            return ids
     except Timeout:
         raise TrackingError(f"{database}: another process has held {database}.lock for "
                             f"{STORE_LOCK_SECONDS} s; if none is running, delete the lock file") from None
+
+
+def keep_planner_statistics(database: Path) -> None:
+    """Measure an sqlite store's tables for sqlite's query planner again once its runs have doubled.
+
+    Without these statistics sqlite plans MLflow's search ranked by a metric (what `make compare`
+    and the UI's run list ask) as a scan of every run's metric per run: 4.2 s at 10,000 runs,
+    against 0.06 s with them. Measuring (ANALYZE) takes 0.3 s at 10,000 runs, so it is done only
+    when the runs have doubled since the last time: a few times in a store's life. PostgreSQL
+    keeps its own statistics (autovacuum).
+    """
+    import contextlib
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(database, timeout=20)) as connection:
+        runs = connection.execute("SELECT count(*) FROM runs").fetchone()[0]
+        try:
+            measured = connection.execute("SELECT stat FROM sqlite_stat1 WHERE tbl = 'runs'").fetchone()
+        except sqlite3.OperationalError:  # never measured: no statistics table yet
+            measured = None
+        if runs and runs >= 2 * (int(measured[0].split()[0]) if measured else 0):
+            connection.execute("ANALYZE")
+            connection.commit()
 
 
 def opened() -> dict[str, str] | None:

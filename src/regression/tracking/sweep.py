@@ -41,6 +41,7 @@ from regression.tracking.naming import (
     run_name,
     sweeps_of,
 )
+from regression.tracking.access import shortfall
 from regression.tracking.registry import ALIAS, crown
 from regression.tracking.run import drop_process_tags, log_served_model, open_for, provenance, stage_tags
 from regression.tracking.store import TrackingError, one_line, tracking_uri
@@ -176,10 +177,15 @@ class SweepRun:
         version_tags |= {key: f"{value:.6g}" for key, value in scores.items()}
         version_tags |= {key: f"{value:.6g}" for key, value in headline.items()}
         version = mlflow.register_model(info.model_uri, register_as, tags=version_tags).version
-        crown(self.client, register_as, version, f"sweep {CHOSEN_BY[0]}")
+        not_allowed = shortfall("MANAGE", "registered_model", register_as, f"registered model '{register_as}'",
+                                f"moving its {ALIAS} alias")
+        if not not_allowed:
+            crown(self.client, register_as, version, f"sweep {CHOSEN_BY[0]}")
         self.forget_on_interrupt()
         mlflow.end_run("FINISHED")
         drop_process_tags(self.client, self.parent)
         self.open.discard(self.parent)
-        print(f"MLflow sweep run {self.parent} FINISHED; {register_as} version {version} is `{ALIAS}`")
+        print(f"MLflow sweep run {self.parent} FINISHED; {register_as} version {version} is `{ALIAS}`"
+              if not not_allowed else f"MLflow sweep run {self.parent} FINISHED; {register_as} version {version} "
+              f"registered, not made `{ALIAS}`: {not_allowed} (`make promote` by one who has it)")
         return version
