@@ -11,7 +11,7 @@ from mlflow import MlflowClient
 from regression.tracking.compare import compare
 from regression.tracking.naming import MODEL_DIGEST_TAG, file_digest, run_of_outputs, runs_of
 from regression.tracking.registry import ALIAS, promote
-from regression.tracking.searching import count, every
+from regression.tracking.searching import count, count_tagged, every
 
 PAGE = 2
 # val_accuracy of each run, oldest first: the oldest is the best, the rest worse and worse
@@ -41,6 +41,13 @@ def store(tmp_path_factory):
     linear = client.create_run(experiment, tags={"model": "linear"}).info.run_id
     client.log_metric(linear, "test_loss", 0.1)
     client.set_terminated(linear)
+    # Not to be counted or shown: a deleted run (the best, had it stayed), a run in another experiment
+    deleted = client.create_run(experiment, tags={"model": "softmax_nn"}).info.run_id
+    client.log_metric(deleted, "val_accuracy", 0.99)
+    gone = client.create_model_version("fashion-mnist-softmax_nn", str(folder), deleted, tags={"val_accuracy": "0.99"})
+    client.delete_model_version("fashion-mnist-softmax_nn", gone.version)
+    client.delete_run(deleted)
+    client.create_run(client.create_experiment("other"), tags={"model": "softmax_nn"})
     return {"client": client, "experiment": experiment, "names": [names[s] for s in sorted(names, reverse=True)]}
 
 
@@ -70,8 +77,30 @@ def test_a_count_is_the_number_of_results(store, filter_string):
     assert count(client.search_runs, experiment_ids=[experiment], filter_string=filter_string) == len(every_run)
 
 
-def test_make_compare_shows_the_true_best_and_counts_every_run(store):
+@pytest.mark.parametrize("model", ["softmax_nn", "linear", "none"])
+def test_a_database_stores_count_of_a_models_runs_is_what_a_search_lists(store, model):
+    """The SQL count `make compare` asks an sqlite or PostgreSQL store: the runs a search lists."""
     client, experiment = store["client"], store["experiment"]
+    listed = list(every(client.search_runs, PAGE, experiment_ids=[experiment], filter_string=f"tags.model = '{model}'"))
+    assert count_tagged(client, [experiment, experiment], "model", model) == len(listed)
+
+
+class AsIfServed:
+    """The store's own client, taken for a server's: the commands read it as they read a server."""
+
+    tracking_uri = "http://127.0.0.1:5001"
+
+    def __init__(self, client):
+        self.client = client
+
+    def __getattr__(self, name):
+        return getattr(self.client, name)
+
+
+@pytest.mark.parametrize("where", ["database", "server"])
+def test_make_compare_shows_the_true_best_and_counts_every_run(store, where):
+    client, experiment = store["client"], store["experiment"]
+    client = client if where == "database" else AsIfServed(client)
     lines = compare(client, [experiment], ["softmax_nn", "linear", "softmax_scratch"], limit=3, page_size=PAGE)
     heading = lines.index(f"softmax_nn: {len(SCORES)} runs, the best 3 shown")
     rows = lines[heading + 2:heading + 5]
@@ -80,8 +109,9 @@ def test_make_compare_shows_the_true_best_and_counts_every_run(store):
     assert all(len(line) <= 120 for line in lines)
 
 
-def test_make_promote_crowns_the_best_version_on_the_last_page(store):
-    client = store["client"]
+@pytest.mark.parametrize("where", ["database", "server"])
+def test_make_promote_crowns_the_best_version_on_the_last_page(store, where):
+    client = store["client"] if where == "database" else AsIfServed(store["client"])
     line = promote(client, "fashion-mnist-softmax_nn", page_size=PAGE)
     assert str(client.get_model_version_by_alias("fashion-mnist-softmax_nn", ALIAS).version) == "1", line
     assert line.startswith("fashion-mnist-softmax_nn: champion -> version 1, val_accuracy 0.95")

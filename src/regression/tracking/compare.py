@@ -28,7 +28,7 @@ from regression.tracking.naming import (
     where_from,
 )
 from regression.tracking.registry import RANK_ORDER, rank_key
-from regression.tracking.searching import PAGE_SIZE, count
+from regression.tracking.searching import PAGE_SIZE, count_tagged
 from regression.tracking.store import is_server, opened, tracking_uri
 from regression.tracking.ui import local_ui_url, run_list_links
 
@@ -71,9 +71,7 @@ def compare(client, experiment_ids: list[str], models: list[str], limit: int,
         best = runs_of(client, experiment_ids, name, order_by=RANK_ORDER, limit=limit, page_size=page_size)
         if not best:
             continue
-        total = len(best) if len(best) < limit else count(
-            client.search_runs, experiment_ids=list(dict.fromkeys(experiment_ids)),
-            filter_string=f"tags.{MODEL_TAG} = '{name}'")
+        total = len(best) if len(best) < limit else count_tagged(client, experiment_ids, MODEL_TAG, name)
         heading = f"{name}: {total:,} run{'s' if total != 1 else ''}"
         lines += ["", heading + (f", the best {limit} shown" if total > limit else "")]
         lines += table(best)

@@ -17,7 +17,7 @@ import sys
 from regression.headline import HEADLINE
 from regression.tracking.access import require
 from regression.tracking.naming import RUN_NAME_TAG, SELECTED_BY_TAG
-from regression.tracking.searching import PAGE_SIZE, every
+from regression.tracking.searching import PAGE_SIZE, every, versions_tagged
 from regression.tracking.store import TrackingError, opened
 
 ALIAS = "champion"
@@ -57,12 +57,12 @@ def crown(client, name: str, version: str, chosen_by: str) -> None:
 
 
 def promote(client, name: str, page_size: int = PAGE_SIZE) -> str:
-    """Point `champion` at the best of every version of the registered model `name` (read page by
-    page: their metrics are tags, which the store cannot rank); a line saying what it did."""
-    chosen = choose(every(client.search_model_versions, page_size, filter_string=f"name = '{name}'"))
+    """Point `champion` at the best of every version of the registered model `name` (all read:
+    their metrics are tags, which the store cannot rank); a line saying what it did."""
+    chosen = choose(versions_tagged(client, name, HEADLINE, page_size))
     if chosen is None:
         return f"{name}: no version has a {', '.join(HEADLINE)} tag; nothing promoted"
-    version, metric = chosen
+    version, metric = client.get_model_version(name, chosen[0].version), chosen[1]
     require("MANAGE", "registered_model", name, f"registered model '{name}'", f"moving its {ALIAS} alias")
     crown(client, name, version.version, metric)
     first = next(iter(HEADLINE))
