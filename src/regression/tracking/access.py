@@ -39,6 +39,7 @@ def held(resource_type: str, resource_id: str) -> tuple[str, str, str] | None:
     name = read_mlflow_creds().username
     if not name:
         return None
+
     def ask(endpoint: str, query: dict | None = None) -> dict | None:
         response = http_request(get_default_host_creds(uri), endpoint, "GET", params=query, max_retries=0,
                                 timeout=10)

@@ -56,6 +56,12 @@ def crown(client, name: str, version: str, chosen_by: str) -> None:
     client.set_model_version_tag(name, version, SELECTED_BY_TAG, chosen_by)
 
 
+def crowning(name: str) -> tuple[str, str, str, str, str]:
+    """What moving the registered model `name`'s `champion` needs, as `access.require` and
+    `access.shortfall` ask it: MANAGE on that model."""
+    return "MANAGE", "registered_model", name, f"registered model '{name}'", f"moving its {ALIAS} alias"
+
+
 def promote(client, name: str, page_size: int = PAGE_SIZE) -> str:
     """Point `champion` at the best of every version of the registered model `name` (all read:
     their metrics are tags, which the store cannot rank); a line saying what it did."""
@@ -63,7 +69,7 @@ def promote(client, name: str, page_size: int = PAGE_SIZE) -> str:
     if chosen is None:
         return f"{name}: no version has a {', '.join(HEADLINE)} tag; nothing promoted"
     version, metric = client.get_model_version(name, chosen[0].version), chosen[1]
-    require("MANAGE", "registered_model", name, f"registered model '{name}'", f"moving its {ALIAS} alias")
+    require(*crowning(name))
     crown(client, name, version.version, metric)
     first = next(iter(HEADLINE))
     note = "" if metric == first else ", chosen on the test set (no validation split)"

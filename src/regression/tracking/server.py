@@ -173,7 +173,8 @@ class Server:
         settings = read_settings(self.auth_settings)
         package_root = str(Path(__file__).resolve().parents[2])
         path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
-        return os.environ | {"PYTHONPATH": path, "PGPASSFILE": str(self.pgpass), "MLFLOW_AUTH_CONFIG_PATH": str(self.auth_settings),
+        return os.environ | {"PYTHONPATH": path, "PGPASSFILE": str(self.pgpass),
+                             "MLFLOW_AUTH_CONFIG_PATH": str(self.auth_settings),
                              "MLFLOW_FLASK_SERVER_SECRET_KEY": settings["server"]["flask_secret_key"],
                              **SERVER_SETTINGS}
 

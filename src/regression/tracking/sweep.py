@@ -22,6 +22,7 @@ from pathlib import Path
 from regression import stage
 from regression.headline import TEST, split_of
 from regression.search import CHOSEN_BY, setting_text
+from regression.tracking.access import shortfall
 from regression.tracking.naming import (
     CHOSEN_TAG,
     CHOSEN_TRIAL_TAG,
@@ -41,8 +42,7 @@ from regression.tracking.naming import (
     run_name,
     sweeps_of,
 )
-from regression.tracking.access import shortfall
-from regression.tracking.registry import ALIAS, crown
+from regression.tracking.registry import ALIAS, crown, crowning
 from regression.tracking.run import drop_process_tags, log_served_model, open_for, provenance, stage_tags
 from regression.tracking.store import TrackingError, one_line, tracking_uri
 
@@ -177,15 +177,14 @@ class SweepRun:
         version_tags |= {key: f"{value:.6g}" for key, value in scores.items()}
         version_tags |= {key: f"{value:.6g}" for key, value in headline.items()}
         version = mlflow.register_model(info.model_uri, register_as, tags=version_tags).version
-        not_allowed = shortfall("MANAGE", "registered_model", register_as, f"registered model '{register_as}'",
-                                f"moving its {ALIAS} alias")
-        if not not_allowed:
+        why_not = shortfall(*crowning(register_as))
+        if why_not is None:
             crown(self.client, register_as, version, f"sweep {CHOSEN_BY[0]}")
         self.forget_on_interrupt()
         mlflow.end_run("FINISHED")
         drop_process_tags(self.client, self.parent)
         self.open.discard(self.parent)
-        print(f"MLflow sweep run {self.parent} FINISHED; {register_as} version {version} is `{ALIAS}`"
-              if not not_allowed else f"MLflow sweep run {self.parent} FINISHED; {register_as} version {version} "
-              f"registered, not made `{ALIAS}`: {not_allowed} (`make promote` by one who has it)")
+        outcome = (f"is `{ALIAS}`" if why_not is None
+                   else f"registered, not made `{ALIAS}`: {why_not} (`make promote` by one who has it)")
+        print(f"MLflow sweep run {self.parent} FINISHED; {register_as} version {version} {outcome}")
         return version
