@@ -10,6 +10,7 @@ import gzip
 import http.server
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -483,3 +484,83 @@ def test_override_folder_is_used_for_the_download(tmp_path, mirror, monkeypatch)
     sources = sources_with_override([folder_url(tmp_path / "no-such-folder")])
     assert download_all(files, sources, tmp_path / "out", TIMEOUT) == []
     assert_downloaded(tmp_path / "out", folder, files)
+
+
+class ShortHandler(QuietHandler):
+    """Announces the whole file (Content-Length), sends half of it and hangs up."""
+
+    def do_GET(self):
+        data = (Path(self.directory) / self.path.lstrip("/")).read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data[:len(data) // 2])
+        self.close_connection = True
+
+
+def test_a_body_shorter_than_announced_is_reported_as_such(tmp_path, mirror, serve):
+    """Not as a broken gzip: the failure says how many of the announced bytes came."""
+    folder, files = mirror
+    short = serve(folder, ShortHandler)
+
+    failures = download_all(files, [short, folder_url(folder)], tmp_path / "out", TIMEOUT)
+
+    assert_downloaded(tmp_path / "out", folder, files)
+    sizes = {name: (folder / f"{name}.gz").stat().st_size for name in files}
+    assert failures == [f"{file_url(short, f'{name}.gz')}: ended after {size // 2} of the {size} bytes announced"
+                        for name, size in sizes.items()]
+
+
+def test_each_download_shows_a_progress_bar_in_bytes_that_it_clears(tmp_path, mirror, serve, capsys):
+    folder, files = mirror
+
+    assert download_all(files, [serve(folder)], tmp_path / "out", TIMEOUT) == []
+
+    err = capsys.readouterr().err
+    for name in files:
+        # The file's name, the share done of the size announced (in kB for the images, of over
+        # 1,000 bytes), its speed in bytes.
+        size = r"[\d.]+k" if "images" in name else r"[\d.]+"
+        assert re.search(rf"\r{name}\.gz:\s+0%\|\s*\| 0\.00/{size} \[00:00<\?, \?B/s\]", err), err
+    assert "\n" not in err and err.endswith("\r")  # each bar is cleared, not left behind
+
+
+class StallingHandler(QuietHandler):
+    """Sends the headers and one byte at once, a second byte shortly before the client's deadline,
+    then nothing (for at most STALL_SECONDS)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        data = (Path(self.directory) / self.path.lstrip("/")).read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        with contextlib.suppress(OSError):
+            self.wfile.write(data[:1])
+            self.wfile.flush()
+            time.sleep(0.8 * STALL_TIMEOUT)
+            self.wfile.write(data[1:2])
+            self.wfile.flush()
+            time.sleep(STALL_SECONDS)
+        self.close_connection = True
+
+
+STALL_TIMEOUT = 1.5  # the deadline for the stalling source
+STALL_SECONDS = 15
+
+
+def test_a_body_that_stalls_late_fails_at_the_deadline_not_a_whole_deadline_later(tmp_path, mirror, serve):
+    """Each read waits only for the time left: the read after a byte that came just before the
+    deadline does not get a deadline of its own."""
+    folder, files = mirror
+    stalling = serve(folder, StallingHandler)
+
+    started = time.monotonic()
+    failures = download_all(files, [stalling, folder_url(folder)], tmp_path / "out", STALL_TIMEOUT)
+    elapsed = time.monotonic() - started
+
+    assert_downloaded(tmp_path / "out", folder, files)
+    assert len(failures) == 1 and "not complete within the 1.5 s deadline" in failures[0]
+    # With a whole deadline for that read it would end at 0.8 + 1 deadlines.
+    assert STALL_TIMEOUT <= elapsed < 1.4 * STALL_TIMEOUT
