@@ -507,8 +507,8 @@ def test_a_body_shorter_than_announced_is_reported_as_such(tmp_path, mirror, ser
 
     assert_downloaded(tmp_path / "out", folder, files)
     sizes = {name: (folder / f"{name}.gz").stat().st_size for name in files}
-    assert failures == [f"{file_url(short, f'{name}.gz')}: ended after {size // 2} of the {size} bytes announced"
-                        for name, size in sizes.items()]
+    assert failures == [f"{file_url(short, f'{name}.gz')}: ended after {size // 2} of the {size} bytes "
+                        "announced" for name, size in sizes.items()]
 
 
 def test_each_download_shows_a_progress_bar_in_bytes_that_it_clears(tmp_path, mirror, serve, capsys):

@@ -85,7 +85,8 @@ def test_numbers_in_an_object_array_or_frame_are_answered_as_numbers(classifier,
     as_objects[0, :392] = [int(v > 0.5) for v in pixels[0, :392]]  # ints 0 and 1 among the floats
     expected_with_ints = answer(classifier, CLASSIFIER, as_objects.astype(np.float64))
     pd.testing.assert_frame_equal(answer(classifier, CLASSIFIER, as_objects), expected_with_ints)
-    pd.testing.assert_frame_equal(answer(classifier, CLASSIFIER, pd.DataFrame(pixels, dtype=object)), expected)
+    object_frame = pd.DataFrame(pixels, dtype=object)
+    pd.testing.assert_frame_equal(answer(classifier, CLASSIFIER, object_frame), expected)
 
 
 def test_linear_model_answers_its_prediction_for_any_real_input():
@@ -117,6 +118,12 @@ def bad_pixels(value):
     (CLASSIFIER, pd.DataFrame([["x"] * 784]), "got the text 'x' where a number belongs"),
     (CLASSIFIER, [[0.5] * 784, [0.5] * 3], "got rows of different lengths (3, 784 values)"),
     (CLASSIFIER, [[0.5] * 784, None], "got None where a row of numbers belongs"),
+    (CLASSIFIER, [[0.5] * 784, 7], "got 7 where a row of numbers belongs"),
+    (CLASSIFIER, [[0.5] * 784, "x" * 100], f"got '{'x' * 39} where a row of numbers belongs"),  # 40 shown
+    (CLASSIFIER, np.full((2, 28, 27), 0.5), "got an array of shape (2, 28, 27)"),
+    (LINEAR, np.ones((1, 1, 2)), "got an array of shape (1, 1, 2)"),
+    (CLASSIFIER, np.array([[0.5] * 783 + ["y" * 100]], dtype=object),
+     f"got the text '{'y' * 40}' where a number belongs"),  # the text's first 40 characters
     (CLASSIFIER, [[0.5] * 783 + [None]], "got None where a number belongs"),
     (CLASSIFIER, np.full((1, 784), True), "got True where a number belongs"),
     (CLASSIFIER, np.array([[0.5] * 783 + [False]], dtype=object), "got False where a number belongs"),
@@ -124,7 +131,8 @@ def bad_pixels(value):
     (LINEAR, np.array([[1.0, np.nan]]), "got NaN or infinite values"),
     (LINEAR, np.array([[1.0, 2.0, 3.0]]), "got rows of 3 values"),
 ], ids=["above-1", "below-0", "0-255-pixels", "nan", "inf", "wrong-width", "images", "strings",
-        "a-string-in-a-list", "object-frame", "ragged", "none", "none-in-a-row", "booleans",
+        "a-string-in-a-list", "object-frame", "ragged", "none", "a-number-for-a-row",
+        "long-text-for-a-row", "not-images", "linear-3d", "long-text", "none-in-a-row", "booleans",
         "a-boolean-among-numbers", "complex", "linear-nan", "linear-wrong-width"])
 def test_bad_input_is_rejected_saying_what_was_expected_and_what_came(classifier, config, model_input, got):
     model = classifier if config is CLASSIFIER else initialised(LINEAR)
@@ -135,6 +143,8 @@ def test_bad_input_is_rejected_saying_what_was_expected_and_what_came(classifier
                 else "2 numbers per example")
     assert message.startswith(f"expected one row of {expected}: "), message
     assert got in message, message
+    if "shape" in got:  # a hint to flatten images only where each example holds an image's pixels
+        assert message.endswith(got), message
     assert not re.search(r"<U\d|dtype|object|ndarray|inhomogeneous", message), message  # no numpy talk
     assert caught.value.error_code == "INVALID_PARAMETER_VALUE"  # a 400 from `mlflow models serve`
 
