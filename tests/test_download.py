@@ -463,11 +463,14 @@ def test_sources_unchanged_without_override(monkeypatch):
     assert sources_with_override(sources) == sources
 
 
-def test_override_url_goes_first_and_is_not_repeated(monkeypatch):
-    monkeypatch.setenv(SOURCE_ENV, "http://mirror.example/fm/")
-    sources = ["http://a.example/", "http://mirror.example/fm/", "file:///srv/b/"]
-    assert sources_with_override(sources) == [
-        "http://mirror.example/fm/", "http://a.example/", "file:///srv/b/"]
+@pytest.mark.parametrize("override, listed", [("http://mirror.example/fm/", "http://mirror.example/fm/"),
+                                              ("http://mirror.example/FM-X", "http://mirror.example/FM-X/"),
+                                              ("http://mirror.example/FM-X/", "http://mirror.example/FM-X")])
+def test_override_url_goes_first_and_is_not_repeated(monkeypatch, override, listed):
+    """The same source with or without a final slash is one source."""
+    monkeypatch.setenv(SOURCE_ENV, override)
+    sources = ["http://a.example/", listed, "file:///srv/b/"]
+    assert sources_with_override(sources) == [override, "http://a.example/", "file:///srv/b/"]
 
 
 def test_override_folder_becomes_a_file_uri(tmp_path, monkeypatch):
