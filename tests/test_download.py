@@ -567,3 +567,26 @@ def test_a_body_that_stalls_late_fails_at_the_deadline_not_a_whole_deadline_late
     assert len(failures) == 1 and "not complete within the 1.5 s deadline" in failures[0]
     # With a whole deadline for that read it would end at 0.8 + 1 deadlines.
     assert STALL_TIMEOUT <= elapsed < 1.4 * STALL_TIMEOUT
+
+
+@pytest.mark.parametrize("source", ["http://a.example/fm", "http://a.example/fm/", "file:///srv/fm/"])
+def test_a_file_is_looked_for_inside_the_source_folder(source):
+    assert file_url(source, "t10k-labels-idx1-ubyte.gz") == source.rstrip("/") + "/t10k-labels-idx1-ubyte.gz"
+
+
+def test_a_folder_missing_one_file_is_still_tried_for_the_others(tmp_path, mirror):
+    """A missing file in a file:// source is a bad file, not a source that is down."""
+    folder, files = mirror
+    first, *others = files
+    lacks_first, only_first = tmp_path / "lacks-first", tmp_path / "only-first"
+    shutil.copytree(folder, lacks_first)
+    (lacks_first / f"{first}.gz").unlink()
+    only_first.mkdir()
+    shutil.copy(folder / f"{first}.gz", only_first)
+
+    sources = [folder_url(lacks_first), folder_url(only_first)]
+    failures = download_all(files, sources, tmp_path / "out", TIMEOUT)
+
+    assert_downloaded(tmp_path / "out", folder, files)
+    [failure] = failures
+    assert failure.startswith(file_url(folder_url(lacks_first), f"{first}.gz")) and "skipped" not in failure
