@@ -1,12 +1,17 @@
 """regression.tracking.registry: the one ranking rule, as compare, sweep and promote use it."""
 
+import os
+import shutil
 from types import SimpleNamespace
 
+import pytest
 import yaml
 
 from projects import PROJECT
+from regression.tracking import access
 from regression.tracking.compare import metrics_file
-from regression.tracking.registry import choose, rank_key
+from regression.tracking.registry import choose, main, rank_key
+from regression.tracking.store import HTTP_BOUNDS
 
 
 def version(number: int, **tags: float):
@@ -37,3 +42,76 @@ def test_a_models_metrics_file_is_where_dvc_yaml_writes_it(monkeypatch):
     [entry] = yaml.safe_load((PROJECT / "dvc.yaml").read_text())["stages"]["train"]["do"]["metrics"]
     assert next(iter(entry)) == "metrics/${key}.json"
     assert str(metrics_file("softmax_nn")) == "metrics/softmax_nn.json"
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """A folder with the project's params.yaml to run `make promote` (`main`) in; the environment
+    and MLflow's tracking URI put back after the test."""
+    import mlflow
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(PROJECT / "params.yaml", tmp_path)
+    for key in (*HTTP_BOUNDS, "MLFLOW_DISABLE_TELEMETRY", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"):
+        monkeypatch.setenv(key, os.environ.get(key, ""))  # so that the values `main` sets are undone
+    previous = mlflow.get_tracking_uri()
+    yield tmp_path
+    mlflow.set_tracking_uri(previous)
+
+
+@pytest.fixture
+def store(project, monkeypatch):
+    """An empty sqlite store in `project`, that `main` records in: MlflowClient on it."""
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{project / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return MlflowClient(uri)
+
+
+def register(client, name: str, *tag_sets: dict) -> None:
+    client.create_registered_model(name)
+    for number, tags in enumerate(tag_sets, 1):
+        client.create_model_version(name, "file:///nowhere", f"run{number}",
+                                    tags={"run_name": f"run {number}"} | tags)
+
+
+def test_make_promote_crowns_the_best_version_of_each_model_or_of_the_one_named(store, capsys):
+    assert main([]) == 0
+    assert capsys.readouterr().out == "no registered models yet: run the pipeline first (`make run`)\n"
+
+    register(store, "fashion-mnist-softmax_nn", {"val_accuracy": "0.8"}, {"val_accuracy": "0.85"})
+    register(store, "synthetic-linear", {"test_loss": "0.2"}, {"test_loss": "0.1"}, {"test_loss": "0.3"})
+    assert main([]) == 0
+    assert capsys.readouterr().out.splitlines() == [  # in the order of their names
+        "fashion-mnist-softmax_nn: champion -> version 2, val_accuracy 0.85", "    from run 'run 2'",
+        "synthetic-linear: champion -> version 2, test_loss 0.1, chosen on the test set "
+        "(no validation split)", "    from run 'run 2'"]
+    assert int(store.get_model_version_by_alias("synthetic-linear", "champion").version) == 2
+
+    register(store, "fashion-mnist-mlp", {"val_accuracy": "0.9"})
+    assert main(["--model", "fashion-mnist-mlp"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["fashion-mnist-mlp: champion -> version 1, val_accuracy 0.9",
+                                                    "    from run 'run 1'"]
+
+
+def test_make_promote_fails_in_one_line_for_an_account_that_may_not_move_the_alias(store, capsys,
+                                                                                 monkeypatch):
+    register(store, "fashion-mnist-softmax_nn", {"val_accuracy": "0.8"})
+    # What a server with accounts answers for a reader (see regression.tracking.access).
+    monkeypatch.setattr(access, "held", lambda *args: ("http://server", "reader", "READ"))
+
+    assert main([]) == 1
+    captured = capsys.readouterr()
+    assert captured.err == ("error: MLflow tracking server http://server: account 'reader' holds READ on "
+                            "registered model 'fashion-mnist-softmax_nn'; moving its champion alias needs "
+                            "MANAGE (ask the server's admin)\n")
+    assert captured.out == ""
+    assert store.get_registered_model("fashion-mnist-softmax_nn").aliases == {}
+
+
+def test_make_promote_fails_where_the_store_cannot_be_opened(project, monkeypatch, capsys):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens there
+    assert main([]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
