@@ -15,7 +15,7 @@ from ruamel.yaml import YAML
 from projects import train_command
 from regression.models import MODELS
 from regression.data import DATASETS
-from regression.params import ParamsError, check_unread, load_params, load_section, read_yaml
+from regression.params import ParamsError, check_entry, check_unread, load_params, load_section, read_yaml
 from regression.stage import WAY_BACK
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -426,3 +426,19 @@ def test_a_section_no_stage_reads_is_refused_with_a_hint(tmp_path, project_param
     imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
     assert "regression.params" in imported and "torch" not in imported
     assert not (tmp_path / "out").exists()
+
+
+def test_a_sweeps_trial_is_checked_as_its_models_entry(project_params):
+    """What the sweep stage does with each trial: its params, typed, or a ParamsError naming the
+    file and each bad key."""
+    entry = project_params["train"]["softmax_nn"]
+    checked = check_entry("softmax_nn", entry | {"lr": 0.25}, MODELS)
+    assert (checked.architecture, checked.lr, checked.epochs) == ("softmax_nn", 0.25, entry["epochs"])
+    with pytest.raises(ParamsError) as caught:
+        check_entry("softmax_nn", entry | {"lr": -1, "epochs": "many"}, MODELS, "sweep/params.yaml")
+    lines = str(caught.value).splitlines()
+    assert lines[0] == "sweep/params.yaml: invalid params:"
+    assert [line.split(":")[0] for line in lines[1:]] == ["  train.softmax_nn.lr = -1",
+                                                           "  train.softmax_nn.epochs = 'many'"]
+    with pytest.raises(ParamsError, match="^params.yaml: invalid params:\n  train.softmax_nn.lr = 0: "):
+        check_entry("softmax_nn", entry | {"lr": 0}, MODELS)
