@@ -8,6 +8,7 @@ import contextlib
 import functools
 import gzip
 import http.server
+import io
 import json
 import os
 import re
@@ -31,6 +32,7 @@ from regression.download import (
     decompress_and_verify,
     download_all,
     file_url,
+    max_gzip_size,
     sources_with_override,
 )
 from regression.files import signals_held
@@ -390,8 +392,8 @@ def test_endless_download_is_cut_off_at_the_size_a_gzip_can_take(tmp_path, mirro
     assert_downloaded(tmp_path / "out", folder, files)
     assert len(failures) == len(files)  # a bad file, not a source found down
     # The size stopped each one, not the deadline (which says "not complete within").
-    assert all(f.startswith(endless) and "bytes that a gzip of the expected size can take" in f
-               for f in failures)
+    assert all(f.startswith(endless) and re.search(r"sent more than the \d+ bytes that a gzip of the expected "
+                                                   "size can take", f) for f in failures), failures
 
 
 def test_signals_are_held_until_the_block_is_done():
@@ -590,3 +592,25 @@ def test_a_folder_missing_one_file_is_still_tried_for_the_others(tmp_path, mirro
     assert_downloaded(tmp_path / "out", folder, files)
     [failure] = failures
     assert failure.startswith(file_url(folder_url(lacks_first), f"{first}.gz")) and "skipped" not in failure
+
+
+def largest_gzip(size: int) -> int:
+    """The size of the largest gzip of `size` bytes: stored (incompressible) deflate blocks of at
+    most 65,535 bytes, 5 bytes each, after a header with a file name (at most 255 bytes) and
+    before an 8-byte trailer."""
+    return 10 + 256 + size + 5 * (size // 65535 + 1) + 8
+
+
+def test_the_largest_gzip_is_as_computed():
+    data = os.urandom(300_000)
+    buffer = io.BytesIO()
+    with gzip.GzipFile("n" * 250, "wb", compresslevel=0, fileobj=buffer) as f:
+        f.write(data)
+    assert len(gzip.compress(data, compresslevel=9)) <= len(buffer.getvalue()) <= largest_gzip(len(data))
+
+
+@pytest.mark.parametrize("size", [0, 30, 47_040_016, 10**9])
+def test_a_download_may_be_as_large_as_any_gzip_of_the_expected_bytes_and_little_more(size):
+    """The cap on a download passes any gzip of the expected size, even of incompressible bytes,
+    and cuts off a source sending more than 1% over it (beyond a first 128 KiB)."""
+    assert largest_gzip(size) <= max_gzip_size(size) <= size * 1.01 + (1 << 17)
