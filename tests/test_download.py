@@ -392,8 +392,8 @@ def test_endless_download_is_cut_off_at_the_size_a_gzip_can_take(tmp_path, mirro
     assert_downloaded(tmp_path / "out", folder, files)
     assert len(failures) == len(files)  # a bad file, not a source found down
     # The size stopped each one, not the deadline (which says "not complete within").
-    assert all(f.startswith(endless) and re.search(r"sent more than the \d+ bytes that a gzip of the expected "
-                                                   "size can take", f) for f in failures), failures
+    cut_off = r"sent more than the \d+ bytes that a gzip of the expected size can take"
+    assert all(f.startswith(endless) and re.search(cut_off, f) for f in failures), failures
 
 
 def test_signals_are_held_until_the_block_is_done():
