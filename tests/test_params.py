@@ -442,3 +442,5 @@ def test_a_sweeps_trial_is_checked_as_its_models_entry(project_params):
                                                            "  train.softmax_nn.epochs = 'many'"]
     with pytest.raises(ParamsError, match="^params.yaml: invalid params:\n  train.softmax_nn.lr = 0: "):
         check_entry("softmax_nn", entry | {"lr": 0}, MODELS)
+    with pytest.raises(ParamsError, match="train.softmax_nn.hidden = 32: unknown key"):  # the MLP's, not its
+        check_entry("softmax_nn", entry | {"hidden": 32}, MODELS)

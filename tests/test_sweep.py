@@ -92,6 +92,17 @@ def test_the_table_is_in_trial_order_whatever_the_order_results_arrive_in():
     assert marked[0].endswith(",chosen") and [row.split(",")[-1] for row in marked[1:]] == ["", "yes"]
 
 
+def test_the_table_gives_each_score_as_python_writes_it_and_nothing_for_a_diverged_trial():
+    results = [result(1, 0.1 + 0.2, 1 / 3) | {"lr": 0.1, "schedule": "cosine"},
+               {"trial": 2, "status": DIVERGED, "lr": 0.4, "schedule": "cosine"}]  # no scores
+    table = table_bytes(results, chosen=1)
+    assert b"\r" not in table  # one line ending, as the other outputs
+    rows = list(csv.DictReader(table.decode().splitlines()))
+    assert (rows[0]["val_accuracy"], rows[0]["val_loss"]) == (repr(0.1 + 0.2), repr(1 / 3))
+    assert (rows[0]["lr"], rows[0]["schedule"], rows[0]["status"]) == ("0.1", "cosine", FINISHED)
+    assert rows[1]["status"] == DIVERGED and rows[1]["val_accuracy"] == rows[1]["val_loss"] == ""
+
+
 def test_learning_rate_schedules():
     from regression.training import learning_rate
 
