@@ -243,9 +243,9 @@ def test_a_scoring_server_refuses_a_csv_body_in_one_sentence_saying_to_send_json
     assert message.startswith('expected JSON {"inputs": [[...], ...]}, one row of 784 numbers per example')
     assert message.endswith("sent with Content-Type: application/json: got a CSV body")
     assert caught.value.error_code == "INVALID_PARAMETER_VALUE"  # a 400
-    csv = io.StringIO("a,b\n1,2\n")
-    parsed = scoring.parse_csv_input(csv, schema=Schema([ColSpec("long", "a"), ColSpec("long", "b")]))
-    assert parsed.to_dict("list") == {"a": [1], "b": [2]}
+    csv = io.StringIO("a,b\n1,2\n")  # read as the column schema says
+    parsed = scoring.parse_csv_input(csv, schema=Schema([ColSpec("string", "a"), ColSpec("double", "b")]))
+    assert parsed.to_dict("list") == {"a": ["1"], "b": [2.0]}
     assert scoring.parse_csv_input(io.StringIO("a\n3\n")).to_dict("list") == {"a": [3]}
 
     monkeypatch.delitem(sys.modules, "mlflow.pyfunc.scoring_server")  # a process that is not a server

@@ -37,7 +37,7 @@ def parse_yaml(text: str) -> Any:
 def flat(tree, prefix: str = "") -> dict:
     """{'a': {'b': 1}} -> {'a.b': 1}: params as DVC names them (`train.softmax_nn.lr`)."""
     if not isinstance(tree, dict):
-        return {prefix.rstrip("."): tree}
+        return {prefix.removesuffix("."): tree}
     return {k: v for key, value in tree.items() for k, v in flat(value, f"{prefix}{key}.").items()}
 
 
