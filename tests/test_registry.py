@@ -10,6 +10,7 @@ import yaml
 from projects import PROJECT
 from regression.tracking import access
 from regression.tracking.compare import metrics_file
+from regression.tracking.naming import SELECTED_BY_TAG
 from regression.tracking.registry import choose, main, rank_key
 from regression.tracking.store import HTTP_BOUNDS
 
@@ -87,7 +88,8 @@ def test_make_promote_crowns_the_best_version_of_each_model_or_of_the_one_named(
         "fashion-mnist-softmax_nn: champion -> version 2, val_accuracy 0.85", "    from run 'run 2'",
         "synthetic-linear: champion -> version 2, test_loss 0.1, chosen on the test set "
         "(no validation split)", "    from run 'run 2'"]
-    assert int(store.get_model_version_by_alias("synthetic-linear", "champion").version) == 2
+    champion = store.get_model_version_by_alias("synthetic-linear", "champion")
+    assert int(champion.version) == 2 and champion.tags[SELECTED_BY_TAG] == "test_loss"  # what chose it
 
     register(store, "fashion-mnist-mlp", {"val_accuracy": "0.9"})
     assert main(["--model", "fashion-mnist-mlp"]) == 0
@@ -115,3 +117,10 @@ def test_make_promote_fails_where_the_store_cannot_be_opened(project, monkeypatc
     assert main([]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1, err
+
+
+def test_make_promote_says_what_it_does(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    first_line = "The registry: the one ranking rule, and the `champion` alias of each registered model."
+    assert first_line in " ".join(capsys.readouterr().out.split())  # as argparse wraps it

@@ -248,6 +248,7 @@ def test_divergence_raises_naming_the_learning_rate(trainable, name, lr):
     with pytest.raises(TrainingDiverged, match=rf"train\.{name}\.lr = {re.escape(repr(lr))}") as caught:
         setup.train()
     assert isinstance(caught.value, PipelineError)  # reported by a stage in one line
+    assert str(caught.value).endswith("); try a smaller learning rate")  # and what to do
 
 
 @pytest.mark.parametrize("name", ["softmax_scratch", "softmax_nn"])
