@@ -91,10 +91,14 @@ def test_make_promote_crowns_the_best_version_of_each_model_or_of_the_one_named(
     champion = store.get_model_version_by_alias("synthetic-linear", "champion")
     assert int(champion.version) == 2 and champion.tags[SELECTED_BY_TAG] == "test_loss"  # what chose it
 
-    register(store, "fashion-mnist-mlp", {"val_accuracy": "0.9"})
+    register(store, "fashion-mnist-mlp", {"val_accuracy": "0.9", "run_name": "r" * 200})
+    register(store, "fashion-mnist-softmax_scratch", {"note": "no metric"})
+    assert main(["--model", "fashion-mnist-softmax_scratch"]) == 0
+    assert capsys.readouterr().out == ("fashion-mnist-softmax_scratch: no version has a val_accuracy, "
+                                       "test_accuracy, test_loss tag; nothing promoted\n")
     assert main(["--model", "fashion-mnist-mlp"]) == 0
-    assert capsys.readouterr().out.splitlines() == [  # that one only
-        "fashion-mnist-mlp: champion -> version 1, val_accuracy 0.9", "    from run 'run 1'"]
+    assert capsys.readouterr().out.splitlines() == [  # that one only, each line within 120 columns
+        "fashion-mnist-mlp: champion -> version 1, val_accuracy 0.9", "    from run '" + "r" * 105 + "…"]
 
 
 def test_make_promote_fails_in_one_line_for_an_account_that_may_not_move_the_alias(store, capsys,
@@ -123,4 +127,5 @@ def test_make_promote_says_what_it_does(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     first_line = "The registry: the one ranking rule, and the `champion` alias of each registered model."
-    assert first_line in " ".join(capsys.readouterr().out.split())  # as argparse wraps it
+    said = " ".join(capsys.readouterr().out.split())  # as argparse wraps it
+    assert first_line in said and "--model MODEL one registered model (default: every one)" in said
