@@ -71,6 +71,7 @@ def store(project, monkeypatch):
 
 
 def register(client, name: str, *tag_sets: dict) -> None:
+    """Versions 1, 2, ... of `name`, each of run id `run<n>` named `run <n>` unless its tags say otherwise."""
     client.create_registered_model(name)
     for number, tags in enumerate(tag_sets, 1):
         client.create_model_version(name, "file:///nowhere", f"run{number}",
@@ -93,6 +94,11 @@ def test_make_promote_crowns_the_best_version_of_each_model_or_of_the_one_named(
 
     register(store, "fashion-mnist-mlp", {"val_accuracy": "0.9", "run_name": "r" * 200})
     register(store, "fashion-mnist-softmax_scratch", {"note": "no metric"})
+    store.create_registered_model("synthetic-linear_nn")  # a version without a run name: its run's id
+    store.create_model_version("synthetic-linear_nn", "file:///nowhere", "0123abcd",
+                               tags={"test_loss": "0.5"})
+    assert main(["--model", "synthetic-linear_nn"]) == 0
+    assert capsys.readouterr().out.splitlines()[1] == "    from run '0123abcd'"
     assert main(["--model", "fashion-mnist-softmax_scratch"]) == 0
     assert capsys.readouterr().out == ("fashion-mnist-softmax_scratch: no version has a val_accuracy, "
                                        "test_accuracy, test_loss tag; nothing promoted\n")
@@ -104,8 +110,14 @@ def test_make_promote_crowns_the_best_version_of_each_model_or_of_the_one_named(
 def test_make_promote_fails_in_one_line_for_an_account_that_may_not_move_the_alias(store, capsys,
                                                                                  monkeypatch):
     register(store, "fashion-mnist-softmax_nn", {"val_accuracy": "0.8"})
-    # What a server with accounts answers for a reader (see regression.tracking.access).
-    monkeypatch.setattr(access, "held", lambda *args: ("http://server", "reader", "READ"))
+    # What a server with accounts answers a reader asking about the registered model (see
+    # regression.tracking.access); it holds nothing on anything else.
+    def held(resource_type, resource_id):
+        if (resource_type, resource_id) == ("registered_model", "fashion-mnist-softmax_nn"):
+            return "http://server", "reader", "READ"
+        return "http://server", "reader", "NO_PERMISSIONS"
+
+    monkeypatch.setattr(access, "held", held)
 
     assert main([]) == 1
     captured = capsys.readouterr()
