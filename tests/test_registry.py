@@ -99,6 +99,9 @@ def test_make_promote_crowns_the_best_version_of_each_model_or_of_the_one_named(
                                tags={"test_loss": "0.5"})
     assert main(["--model", "synthetic-linear_nn"]) == 0
     assert capsys.readouterr().out.splitlines()[1] == "    from run '0123abcd'"
+    register(store, "synthetic-exact", {"test_loss": "0.5", "run_name": "e" * 105})
+    assert main(["--model", "synthetic-exact"]) == 0
+    assert capsys.readouterr().out.splitlines()[1] == "    from run '" + "e" * 105 + "'"  # 120 columns: whole
     assert main(["--model", "fashion-mnist-softmax_scratch"]) == 0
     assert capsys.readouterr().out == ("fashion-mnist-softmax_scratch: no version has a val_accuracy, "
                                        "test_accuracy, test_loss tag; nothing promoted\n")
