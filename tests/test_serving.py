@@ -125,6 +125,8 @@ def bad_pixels(value):
     (CLASSIFIER, np.array([[0.5] * 783 + ["y" * 100]], dtype=object),
      f"got the text '{'y' * 40}' where a number belongs"),  # the text's first 40 characters
     (CLASSIFIER, [[0.5] * 783 + [None]], "got None where a number belongs"),
+    (CLASSIFIER, np.array([[0.5] * 783 + [{"pixel": "z" * 100}]], dtype=object),
+     f"got {{'pixel': '{'z' * 29} where a number belongs"),  # the first 40 characters of what came
     (CLASSIFIER, np.full((1, 784), True), "got True where a number belongs"),
     (CLASSIFIER, np.array([[0.5] * 783 + [False]], dtype=object), "got False where a number belongs"),
     (CLASSIFIER, np.full((1, 784), 0.5 + 0.5j), "got (0.5+0.5j) where a number belongs"),
@@ -132,7 +134,7 @@ def bad_pixels(value):
     (LINEAR, np.array([[1.0, 2.0, 3.0]]), "got rows of 3 values"),
 ], ids=["above-1", "below-0", "0-255-pixels", "nan", "inf", "wrong-width", "images", "strings",
         "a-string-in-a-list", "object-frame", "ragged", "none", "a-number-for-a-row",
-        "long-text-for-a-row", "not-images", "linear-3d", "long-text", "none-in-a-row", "booleans",
+        "long-text-for-a-row", "not-images", "linear-3d", "long-text", "none-in-a-row", "a-dict", "booleans",
         "a-boolean-among-numbers", "complex", "linear-nan", "linear-wrong-width"])
 def test_bad_input_is_rejected_saying_what_was_expected_and_what_came(classifier, config, model_input, got):
     model = classifier if config is CLASSIFIER else initialised(LINEAR)
@@ -143,6 +145,8 @@ def test_bad_input_is_rejected_saying_what_was_expected_and_what_came(classifier
                 else "2 numbers per example")
     assert message.startswith(f"expected one row of {expected}: "), message
     assert got in message, message
+    if got.startswith("got "):
+        assert message.startswith(f"expected one row of {expected}: {got}"), message
     if "shape" in got:  # a hint to flatten images only where each example holds an image's pixels
         assert message.endswith(got), message
     assert not re.search(r"<U\d|dtype|object|ndarray|inhomogeneous", message), message  # no numpy talk
