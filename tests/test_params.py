@@ -444,3 +444,10 @@ def test_a_sweeps_trial_is_checked_as_its_models_entry(project_params):
         check_entry("softmax_nn", entry | {"lr": 0}, MODELS)
     with pytest.raises(ParamsError, match="train.softmax_nn.hidden = 32: unknown key"):  # the MLP's, not its
         check_entry("softmax_nn", entry | {"hidden": 32}, MODELS)
+
+
+def test_a_stage_whose_section_is_missing_is_told_so_naming_the_file(tmp_path, project_params):
+    path = write_params(tmp_path, {key: value for key, value in project_params.items() if key != "download"})
+    with pytest.raises(ParamsError) as caught:
+        load_section(path, "download")
+    assert str(caught.value) == f"{path}: invalid params:\n  download: missing key"

@@ -74,7 +74,7 @@ def load_params(path: str | Path = "params.yaml", models: Mapping[str, Any] | No
     return params
 
 
-def load_section(path: str | Path = "params.yaml", key: str | None = None,
+def load_section(path: str | Path, key: str | None = None,
                  models: Mapping[str, Any] | None = None) -> Params:
     """The params a stage owns: the file parsed, and its section `key` (`download`, ...,
     `train.<model>`; None for none) checked, in a Params holding that section alone (and the
