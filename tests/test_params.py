@@ -451,3 +451,20 @@ def test_a_stage_whose_section_is_missing_is_told_so_naming_the_file(tmp_path, p
     with pytest.raises(ParamsError) as caught:
         load_section(path, "download")
     assert str(caught.value) == f"{path}: invalid params:\n  download: missing key"
+
+
+def test_a_sweep_stage_gets_its_models_sweep_checked(tmp_path, project_params):
+    params = load_section(PARAMS_YAML, "sweep.softmax_nn")
+    assert params.sweep["softmax_nn"].grid.lr == project_params["sweep"]["softmax_nn"]["grid"]["lr"]
+    path = write_params(tmp_path, project_params | {"sweep": ["softmax_nn"]})  # a list, not a table
+    with pytest.raises(ParamsError) as caught:
+        load_section(path, "sweep.softmax_nn")
+    assert str(caught.value) == "sweep.softmax_nn: not in params.yaml (its models: none)"
+
+
+def test_a_bad_train_entry_is_reported_naming_the_file(tmp_path, project_params):
+    train = project_params["train"] | {"softmax_nn": project_params["train"]["softmax_nn"] | {"lr": -1}}
+    path = write_params(tmp_path, project_params | {"train": train})
+    with pytest.raises(ParamsError) as caught:
+        load_section(path, "train.softmax_nn", models=MODELS)
+    assert str(caught.value).startswith(f"{path}: invalid params:\n  train.softmax_nn.lr = -1: ")
