@@ -2,6 +2,7 @@
 
 import copy
 import io
+import json
 import os
 import shutil
 import sqlite3
@@ -468,3 +469,47 @@ def test_a_bad_train_entry_is_reported_naming_the_file(tmp_path, project_params)
     with pytest.raises(ParamsError) as caught:
         load_section(path, "train.softmax_nn", models=MODELS)
     assert str(caught.value).startswith(f"{path}: invalid params:\n  train.softmax_nn.lr = -1: ")
+
+
+def edited(tmp_path, project_params, edit) -> Path:
+    """A params.yaml: the project's, with `edit(params)` applied."""
+    params = json.loads(json.dumps(project_params))
+    edit(params)
+    return write_params(tmp_path, params)
+
+
+KNOWN = "known architectures: linear, softmax_scratch, softmax_nn, mlp"
+
+
+@pytest.mark.parametrize("key, edit, problem", [
+    ("download", lambda p: p["download"].update(timeout_second=p["download"].pop("timeout_seconds")),
+     "  download.timeout_second = 30: unknown key (did you mean 'timeout_seconds'?)"),
+    ("download", lambda p: p["download"].update(timeout_seconds="30"),  # quoted: text, not a number
+     "  download.timeout_seconds = '30': Input should be a valid number"),
+    ("train.softmax_nn", lambda p: p["train"]["softmax_nn"].update(lr="0.1"),
+     "  train.softmax_nn.lr = '0.1': Input should be a valid number"),
+    ("train.softmax_nn", lambda p: p["train"]["softmax_nn"].update(architecture="resnet"),
+     f"  train.softmax_nn.architecture = 'resnet': unknown architecture 'resnet' ({KNOWN})"),
+    (None, lambda p: p["train"].update(resnet=p["train"]["softmax_nn"]),
+     f"  train.resnet: unknown architecture 'resnet' (name one with `architecture:`; {KNOWN})"),
+    (None, lambda p: p["sweep"].update(lenet=p["sweep"]["softmax_nn"]),
+     "  sweep.lenet: no train.lenet to search around (models in train: {models})"),  # in the file's order
+], ids=["misspelt-key", "quoted-number", "quoted-lr", "unknown-architecture", "unknown-model-name",
+        "sweep-of-no-model"])
+def test_each_problem_is_one_line_saying_what_to_do(tmp_path, project_params, key, edit, problem):
+    path = edited(tmp_path, project_params, edit)
+    with pytest.raises(ParamsError) as caught:
+        if key:
+            load_section(path, key, models=MODELS)
+        else:
+            load_params(path, models=MODELS)
+    problem = problem.format(models=", ".join(read_yaml(path)["train"]))
+    assert problem in str(caught.value).splitlines()[1:], str(caught.value)
+    assert str(caught.value).startswith(f"{path}: invalid params:\n")
+
+
+def test_the_params_keep_the_file_as_read():
+    """For the check that every section is read by some stage (`check_unread`)."""
+    as_read = read_yaml(PARAMS_YAML)
+    assert load_params(PARAMS_YAML, models=MODELS).file == as_read
+    assert load_section(PARAMS_YAML, "download").file == as_read
