@@ -52,7 +52,7 @@ def read_yaml(path: str | Path) -> Any:
         raise ParamsError(f"{path}: cannot read params: {' '.join(str(error).split())}") from None
 
 
-def load_params(path: str | Path = "params.yaml", models: Mapping[str, Any] | None = None) -> Params:
+def load_params(path: str | Path, models: Mapping[str, Any] | None = None) -> Params:
     """params.yaml, all checked; with `models` (the model table), each train entry's architecture too."""
     path = Path(path)
     raw = _read_sections(path)
