@@ -290,6 +290,9 @@ def test_as_splits_gives_tensors_over_the_arrays(tiny_fashion, linear_data):
     linear = as_splits(linear_data.arrays, MODELS["linear"])
     assert linear["test"].y.dtype == torch.float32 and linear["test"].y.shape == (200, 1)
     assert set(linear) == {"train", "test"}
+    images, labels = tiny_fashion["test"]
+    as_stored = as_splits({"test": (images, labels.astype(np.uint8))}, MODELS["softmax_nn"])  # the IDX type
+    assert as_stored["test"].y.dtype == torch.int64  # as the losses take class labels
 
 
 def softmax_weights(model) -> torch.Tensor:
