@@ -513,3 +513,21 @@ def test_the_params_keep_the_file_as_read():
     as_read = read_yaml(PARAMS_YAML)
     assert load_params(PARAMS_YAML, models=MODELS).file == as_read
     assert load_section(PARAMS_YAML, "download").file == as_read
+
+
+def test_a_file_that_cannot_be_read_or_is_no_table_is_one_line_saying_why(tmp_path):
+    missing, broken, listed = tmp_path / "missing.yaml", tmp_path / "broken.yaml", tmp_path / "listed.yaml"
+    broken.write_text("train: [\n  a: 1\n")
+    listed.write_text("- download\n- train\n")
+    with pytest.raises(ParamsError) as caught:
+        load_params(missing)
+    assert str(caught.value).startswith(f"{missing}: cannot read params: [Errno 2] No such file or directory")
+    with pytest.raises(ParamsError) as caught:
+        load_params(broken)
+    message = str(caught.value)
+    assert message.startswith(f"{broken}: cannot read params: ") and "\n" not in message
+    assert "  " not in message.split(": cannot read params: ")[1]  # the parser's lines joined by a space
+    with pytest.raises(ParamsError) as caught:
+        load_params(listed)
+    assert str(caught.value) == (f"{listed}: invalid params:\n"
+                                 "  not a mapping of sections but list: ['download', 'train']")
