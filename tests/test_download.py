@@ -8,8 +8,10 @@ import contextlib
 import functools
 import gzip
 import http.server
+import io
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -30,6 +32,7 @@ from regression.download import (
     decompress_and_verify,
     download_all,
     file_url,
+    max_gzip_size,
     sources_with_override,
 )
 from regression.files import signals_held
@@ -389,8 +392,8 @@ def test_endless_download_is_cut_off_at_the_size_a_gzip_can_take(tmp_path, mirro
     assert_downloaded(tmp_path / "out", folder, files)
     assert len(failures) == len(files)  # a bad file, not a source found down
     # The size stopped each one, not the deadline (which says "not complete within").
-    assert all(f.startswith(endless) and "bytes that a gzip of the expected size can take" in f
-               for f in failures)
+    cut_off = r"sent more than the \d+ bytes that a gzip of the expected size can take"
+    assert all(f.startswith(endless) and re.search(cut_off, f) for f in failures), failures
 
 
 def test_signals_are_held_until_the_block_is_done():
@@ -462,11 +465,14 @@ def test_sources_unchanged_without_override(monkeypatch):
     assert sources_with_override(sources) == sources
 
 
-def test_override_url_goes_first_and_is_not_repeated(monkeypatch):
-    monkeypatch.setenv(SOURCE_ENV, "http://mirror.example/fm/")
-    sources = ["http://a.example/", "http://mirror.example/fm/", "file:///srv/b/"]
-    assert sources_with_override(sources) == [
-        "http://mirror.example/fm/", "http://a.example/", "file:///srv/b/"]
+@pytest.mark.parametrize("override, listed", [("http://mirror.example/fm/", "http://mirror.example/fm/"),
+                                              ("http://mirror.example/FM-X", "http://mirror.example/FM-X/"),
+                                              ("http://mirror.example/FM-X/", "http://mirror.example/FM-X")])
+def test_override_url_goes_first_and_is_not_repeated(monkeypatch, override, listed):
+    """The same source with or without a final slash is one source."""
+    monkeypatch.setenv(SOURCE_ENV, override)
+    sources = ["http://a.example/", listed, "file:///srv/b/"]
+    assert sources_with_override(sources) == [override, "http://a.example/", "file:///srv/b/"]
 
 
 def test_override_folder_becomes_a_file_uri(tmp_path, monkeypatch):
@@ -483,3 +489,128 @@ def test_override_folder_is_used_for_the_download(tmp_path, mirror, monkeypatch)
     sources = sources_with_override([folder_url(tmp_path / "no-such-folder")])
     assert download_all(files, sources, tmp_path / "out", TIMEOUT) == []
     assert_downloaded(tmp_path / "out", folder, files)
+
+
+class ShortHandler(QuietHandler):
+    """Announces the whole file (Content-Length), sends half of it and hangs up."""
+
+    def do_GET(self):
+        data = (Path(self.directory) / self.path.lstrip("/")).read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data[:len(data) // 2])
+        self.close_connection = True
+
+
+def test_a_body_shorter_than_announced_is_reported_as_such(tmp_path, mirror, serve):
+    """Not as a broken gzip: the failure says how many of the announced bytes came."""
+    folder, files = mirror
+    short = serve(folder, ShortHandler)
+
+    failures = download_all(files, [short, folder_url(folder)], tmp_path / "out", TIMEOUT)
+
+    assert_downloaded(tmp_path / "out", folder, files)
+    sizes = {name: (folder / f"{name}.gz").stat().st_size for name in files}
+    assert failures == [f"{file_url(short, f'{name}.gz')}: ended after {size // 2} of the {size} bytes "
+                        "announced" for name, size in sizes.items()]
+
+
+def test_each_download_shows_a_progress_bar_in_bytes_that_it_clears(tmp_path, mirror, serve, capsys):
+    folder, files = mirror
+
+    assert download_all(files, [serve(folder)], tmp_path / "out", TIMEOUT) == []
+
+    err = capsys.readouterr().err
+    for name in files:
+        # The file's name, the share done of the size announced (in kB for the images, of over
+        # 1,000 bytes), its speed in bytes.
+        size = r"[\d.]+k" if "images" in name else r"[\d.]+"
+        assert re.search(rf"\r{name}\.gz:\s+0%\|\s*\| 0\.00/{size} \[00:00<\?, \?B/s\]", err), err
+    assert "\n" not in err and err.endswith("\r")  # each bar is cleared, not left behind
+
+
+class StallingHandler(QuietHandler):
+    """Sends the headers and one byte at once, a second byte shortly before the client's deadline,
+    then nothing (for at most STALL_SECONDS)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        data = (Path(self.directory) / self.path.lstrip("/")).read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        with contextlib.suppress(OSError):
+            self.wfile.write(data[:1])
+            self.wfile.flush()
+            time.sleep(0.8 * STALL_TIMEOUT)
+            self.wfile.write(data[1:2])
+            self.wfile.flush()
+            time.sleep(STALL_SECONDS)
+        self.close_connection = True
+
+
+STALL_TIMEOUT = 1.5  # the deadline for the stalling source
+STALL_SECONDS = 15
+
+
+def test_a_body_that_stalls_late_fails_at_the_deadline_not_a_whole_deadline_later(tmp_path, mirror, serve):
+    """Each read waits only for the time left: the read after a byte that came just before the
+    deadline does not get a deadline of its own."""
+    folder, files = mirror
+    stalling = serve(folder, StallingHandler)
+
+    started = time.monotonic()
+    failures = download_all(files, [stalling, folder_url(folder)], tmp_path / "out", STALL_TIMEOUT)
+    elapsed = time.monotonic() - started
+
+    assert_downloaded(tmp_path / "out", folder, files)
+    assert len(failures) == 1 and "not complete within the 1.5 s deadline" in failures[0]
+    # With a whole deadline for that read it would end at 0.8 + 1 deadlines.
+    assert STALL_TIMEOUT <= elapsed < 1.4 * STALL_TIMEOUT
+
+
+@pytest.mark.parametrize("source", ["http://a.example/fm", "http://a.example/fm/", "file:///srv/fm/"])
+def test_a_file_is_looked_for_inside_the_source_folder(source):
+    assert file_url(source, "t10k-labels-idx1-ubyte.gz") == source.rstrip("/") + "/t10k-labels-idx1-ubyte.gz"
+
+
+def test_a_folder_missing_one_file_is_still_tried_for_the_others(tmp_path, mirror):
+    """A missing file in a file:// source is a bad file, not a source that is down."""
+    folder, files = mirror
+    first, *others = files
+    lacks_first, only_first = tmp_path / "lacks-first", tmp_path / "only-first"
+    shutil.copytree(folder, lacks_first)
+    (lacks_first / f"{first}.gz").unlink()
+    only_first.mkdir()
+    shutil.copy(folder / f"{first}.gz", only_first)
+
+    sources = [folder_url(lacks_first), folder_url(only_first)]
+    failures = download_all(files, sources, tmp_path / "out", TIMEOUT)
+
+    assert_downloaded(tmp_path / "out", folder, files)
+    [failure] = failures
+    assert failure.startswith(file_url(folder_url(lacks_first), f"{first}.gz")) and "skipped" not in failure
+
+
+def largest_gzip(size: int) -> int:
+    """The size of the largest gzip of `size` bytes: stored (incompressible) deflate blocks of at
+    most 65,535 bytes, 5 bytes each, after a header with a file name (at most 255 bytes) and
+    before an 8-byte trailer."""
+    return 10 + 256 + size + 5 * (size // 65535 + 1) + 8
+
+
+def test_the_largest_gzip_is_as_computed():
+    data = os.urandom(300_000)
+    buffer = io.BytesIO()
+    with gzip.GzipFile("n" * 250, "wb", compresslevel=0, fileobj=buffer) as f:
+        f.write(data)
+    assert len(gzip.compress(data, compresslevel=9)) <= len(buffer.getvalue()) <= largest_gzip(len(data))
+
+
+@pytest.mark.parametrize("size", [0, 30, 47_040_016, 10**9])
+def test_a_download_may_be_as_large_as_any_gzip_of_the_expected_bytes_and_little_more(size):
+    """The cap on a download passes any gzip of the expected size, even of incompressible bytes,
+    and cuts off a source sending more than 1% over it (beyond a first 128 KiB)."""
+    assert largest_gzip(size) <= max_gzip_size(size) <= size * 1.01 + (1 << 17)

@@ -1,12 +1,16 @@
 """regression.files: outputs written whole or not at all, in the project's one JSON layout."""
 
 import os
+import re
 import signal
 import stat
+from pathlib import Path
 
 import pytest
 
-from regression.files import json_bytes, signals_held, write_bytes_atomic, write_folder_atomic, write_json
+from regression import files
+from regression.files import (json_bytes, signals_held, write_bytes_atomic, write_folder_atomic, write_json,
+                              write_outputs)
 
 
 def leftovers(folder) -> list[str]:
@@ -57,3 +61,65 @@ def test_a_signal_during_the_block_arrives_after_it(tmp_path):
         assert received == [signal.SIGTERM]
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_file_is_written_beside_its_place_hidden_then_renamed_over_the_old_in_one_step(tmp_path,
+                                                                                     monkeypatch):
+    """Just before the rename, a reader of the folder sees the old file and one hidden temporary
+    file named after it, already whole (so no glob of outputs picks it up, and the rename stays on
+    one file system)."""
+    path = tmp_path / "metrics.json"
+    path.write_bytes(b"old")
+    seen = []
+
+    def replace(source, destination):
+        seen.append((Path(source).parent, Path(source).name, Path(source).read_bytes(), path.read_bytes()))
+        real_replace(source, destination)
+
+    real_replace = os.replace
+    monkeypatch.setattr(files.os, "replace", replace)
+    write_bytes_atomic(path, b"new")
+
+    [(folder, name, written, old)] = seen
+    assert folder == tmp_path and re.fullmatch(r"\.metrics\.json\.\w+\.tmp", name), name
+    assert (written, old) == (b"new", b"old")
+    assert path.read_bytes() == b"new" and leftovers(tmp_path) == []
+
+
+def test_outputs_are_written_in_new_folders_and_each_old_file_is_replaced_in_one_step(tmp_path, monkeypatch):
+    """A reader sees each old file until the new one takes its place: never neither."""
+    evaluation, history = tmp_path / "evaluation", tmp_path / "metrics" / "softmax_nn" / "history.json"
+    write_outputs({evaluation: {"a.csv": b"1"}, history: b"old"})
+    seen = []
+
+    def replace(source, destination):
+        seen.append((Path(destination).name, Path(destination).exists()))
+        real_replace(source, destination)
+
+    real_replace = os.replace
+    monkeypatch.setattr(files.os, "replace", replace)
+    write_outputs({evaluation: {"b.csv": b"2"}, history: b"new"})
+
+    assert seen == [("evaluation", False), ("history.json", True)]  # a folder moves aside first
+    assert {p.name: p.read_bytes() for p in evaluation.iterdir()} == {"b.csv": b"2"}
+    assert history.read_bytes() == b"new"
+    assert leftovers(tmp_path) == [] and leftovers(history.parent) == []
+
+
+def test_what_a_killed_write_left_behind_does_not_stop_the_next(tmp_path):
+    """`kill -9` in the middle of `write_outputs` leaves its hidden temporary folder; the next run
+    writes all the same."""
+    evaluation = tmp_path / "evaluation"
+    pid = os.fork()
+    if pid == 0:  # the run that is killed once its first file is written
+        try:
+            real_write = Path.write_bytes
+            Path.write_bytes = lambda self, data: (real_write(self, data), os._exit(9))
+            write_outputs({evaluation: {"a.csv": b"1", "b.csv": b"1"}})
+        finally:
+            os._exit(1)
+    assert os.waitpid(pid, 0)[1] >> 8 == 9
+    assert len(leftovers(tmp_path)) == 1 and not evaluation.exists()
+
+    write_outputs({evaluation: {"a.csv": b"2"}})
+    assert {p.name: p.read_bytes() for p in evaluation.iterdir()} == {"a.csv": b"2"}

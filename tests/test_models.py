@@ -327,7 +327,9 @@ def corrupted(transform) -> callable:
 def test_foreign_or_corrupt_file_raises_model_file_error_naming_it(tmp_path, write):
     path = tmp_path / "model.pt"
     write(path)
-    with pytest.raises(ModelFileError, match=re.escape(str(path))):
+    # ... and saying what was wrong: the error met and its type.
+    said = r"(?s)" + re.escape(str(path)) + r": not a model file of this project \(\w+Error: .*\)$"
+    with pytest.raises(ModelFileError, match=said):
         load_model(path)
 
 

@@ -136,6 +136,16 @@ def test_pin_overrides_a_users_settings_and_describe_says_what_the_numbers_depen
         torch.set_num_threads(numerics.THREADS)
 
 
+def test_describe_gives_strings_only_even_where_mkl_cbwr_was_unset(monkeypatch):
+    """MLflow tags are strings: a process that dropped MKL_CBWR after the pin is described with an
+    empty value, not None."""
+    from regression import numerics
+
+    monkeypatch.delenv("MKL_CBWR")
+    described = numerics.describe()
+    assert described["numerics.mkl_cbwr"] == ""
+    assert all(isinstance(value, str) for value in described.values())
+
 def test_mkl_runs_its_portable_path_on_one_thread_whatever_the_environment():
     """MKL's own account of each matrix product (MKL_VERBOSE): the COMPATIBLE path, one thread."""
     code = "import regression, torch; torch.ones(100, 784) @ torch.ones(784, 10)"

@@ -2,6 +2,7 @@
 
 import copy
 import io
+import json
 import os
 import shutil
 import sqlite3
@@ -15,7 +16,7 @@ from ruamel.yaml import YAML
 from projects import train_command
 from regression.models import MODELS
 from regression.data import DATASETS
-from regression.params import ParamsError, check_unread, load_params, load_section, read_yaml
+from regression.params import ParamsError, check_entry, check_unread, load_params, load_section, read_yaml
 from regression.stage import WAY_BACK
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -426,3 +427,107 @@ def test_a_section_no_stage_reads_is_refused_with_a_hint(tmp_path, project_param
     imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
     assert "regression.params" in imported and "torch" not in imported
     assert not (tmp_path / "out").exists()
+
+
+def test_a_sweeps_trial_is_checked_as_its_models_entry(project_params):
+    """What the sweep stage does with each trial: its params, typed, or a ParamsError naming the
+    file and each bad key."""
+    entry = project_params["train"]["softmax_nn"]
+    checked = check_entry("softmax_nn", entry | {"lr": 0.25}, MODELS)
+    assert (checked.architecture, checked.lr, checked.epochs) == ("softmax_nn", 0.25, entry["epochs"])
+    with pytest.raises(ParamsError) as caught:
+        check_entry("softmax_nn", entry | {"lr": -1, "epochs": "many"}, MODELS, "sweep/params.yaml")
+    lines = str(caught.value).splitlines()
+    assert lines[0] == "sweep/params.yaml: invalid params:"
+    assert [line.split(":")[0] for line in lines[1:]] == ["  train.softmax_nn.lr = -1",
+                                                           "  train.softmax_nn.epochs = 'many'"]
+    with pytest.raises(ParamsError, match="^params.yaml: invalid params:\n  train.softmax_nn.lr = 0: "):
+        check_entry("softmax_nn", entry | {"lr": 0}, MODELS)
+    with pytest.raises(ParamsError, match="train.softmax_nn.hidden = 32: unknown key"):  # the MLP's, not its
+        check_entry("softmax_nn", entry | {"hidden": 32}, MODELS)
+
+
+def test_a_stage_whose_section_is_missing_is_told_so_naming_the_file(tmp_path, project_params):
+    path = write_params(tmp_path, {key: value for key, value in project_params.items() if key != "download"})
+    with pytest.raises(ParamsError) as caught:
+        load_section(path, "download")
+    assert str(caught.value) == f"{path}: invalid params:\n  download: missing key"
+
+
+def test_a_sweep_stage_gets_its_models_sweep_checked(tmp_path, project_params):
+    params = load_section(PARAMS_YAML, "sweep.softmax_nn")
+    assert params.sweep["softmax_nn"].grid.lr == project_params["sweep"]["softmax_nn"]["grid"]["lr"]
+    path = write_params(tmp_path, project_params | {"sweep": ["softmax_nn"]})  # a list, not a table
+    with pytest.raises(ParamsError) as caught:
+        load_section(path, "sweep.softmax_nn")
+    assert str(caught.value) == "sweep.softmax_nn: not in params.yaml (its models: none)"
+
+
+def test_a_bad_train_entry_is_reported_naming_the_file(tmp_path, project_params):
+    train = project_params["train"] | {"softmax_nn": project_params["train"]["softmax_nn"] | {"lr": -1}}
+    path = write_params(tmp_path, project_params | {"train": train})
+    with pytest.raises(ParamsError) as caught:
+        load_section(path, "train.softmax_nn", models=MODELS)
+    assert str(caught.value).startswith(f"{path}: invalid params:\n  train.softmax_nn.lr = -1: ")
+
+
+def edited(tmp_path, project_params, edit) -> Path:
+    """A params.yaml: the project's, with `edit(params)` applied."""
+    params = json.loads(json.dumps(project_params))
+    edit(params)
+    return write_params(tmp_path, params)
+
+
+KNOWN = "known architectures: linear, softmax_scratch, softmax_nn, mlp"
+
+
+@pytest.mark.parametrize("key, edit, problem", [
+    ("download", lambda p: p["download"].update(timeout_second=p["download"].pop("timeout_seconds")),
+     "  download.timeout_second = 30: unknown key (did you mean 'timeout_seconds'?)"),
+    ("download", lambda p: p["download"].update(timeout_seconds="30"),  # quoted: text, not a number
+     "  download.timeout_seconds = '30': Input should be a valid number"),
+    ("train.softmax_nn", lambda p: p["train"]["softmax_nn"].update(lr="0.1"),
+     "  train.softmax_nn.lr = '0.1': Input should be a valid number"),
+    ("train.softmax_nn", lambda p: p["train"]["softmax_nn"].update(architecture="resnet"),
+     f"  train.softmax_nn.architecture = 'resnet': unknown architecture 'resnet' ({KNOWN})"),
+    (None, lambda p: p["train"].update(resnet=p["train"]["softmax_nn"]),
+     f"  train.resnet: unknown architecture 'resnet' (name one with `architecture:`; {KNOWN})"),
+    (None, lambda p: p["sweep"].update(lenet=p["sweep"]["softmax_nn"]),
+     "  sweep.lenet: no train.lenet to search around (models in train: {models})"),  # in the file's order
+], ids=["misspelt-key", "quoted-number", "quoted-lr", "unknown-architecture", "unknown-model-name",
+        "sweep-of-no-model"])
+def test_each_problem_is_one_line_saying_what_to_do(tmp_path, project_params, key, edit, problem):
+    path = edited(tmp_path, project_params, edit)
+    with pytest.raises(ParamsError) as caught:
+        if key:
+            load_section(path, key, models=MODELS)
+        else:
+            load_params(path, models=MODELS)
+    problem = problem.format(models=", ".join(read_yaml(path)["train"]))
+    assert problem in str(caught.value).splitlines()[1:], str(caught.value)
+    assert str(caught.value).startswith(f"{path}: invalid params:\n")
+
+
+def test_the_params_keep_the_file_as_read():
+    """For the check that every section is read by some stage (`check_unread`)."""
+    as_read = read_yaml(PARAMS_YAML)
+    assert load_params(PARAMS_YAML, models=MODELS).file == as_read
+    assert load_section(PARAMS_YAML, "download").file == as_read
+
+
+def test_a_file_that_cannot_be_read_or_is_no_table_is_one_line_saying_why(tmp_path):
+    missing, broken, listed = tmp_path / "missing.yaml", tmp_path / "broken.yaml", tmp_path / "listed.yaml"
+    broken.write_text("train: [\n  a: 1\n")
+    listed.write_text("- download\n- train\n")
+    with pytest.raises(ParamsError) as caught:
+        load_params(missing)
+    assert str(caught.value).startswith(f"{missing}: cannot read params: [Errno 2] No such file or directory")
+    with pytest.raises(ParamsError) as caught:
+        load_params(broken)
+    message = str(caught.value)
+    assert message.startswith(f"{broken}: cannot read params: ") and "\n" not in message
+    assert "  " not in message.split(": cannot read params: ")[1]  # the parser's lines joined by a space
+    with pytest.raises(ParamsError) as caught:
+        load_params(listed)
+    assert str(caught.value) == (f"{listed}: invalid params:\n"
+                                 "  not a mapping of sections but list: ['download', 'train']")

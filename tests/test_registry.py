@@ -1,12 +1,18 @@
 """regression.tracking.registry: the one ranking rule, as compare, sweep and promote use it."""
 
+import os
+import shutil
 from types import SimpleNamespace
 
+import pytest
 import yaml
 
 from projects import PROJECT
+from regression.tracking import access
 from regression.tracking.compare import metrics_file
-from regression.tracking.registry import choose, rank_key
+from regression.tracking.naming import SELECTED_BY_TAG
+from regression.tracking.registry import choose, main, rank_key
+from regression.tracking.store import HTTP_BOUNDS
 
 
 def version(number: int, **tags: float):
@@ -37,3 +43,104 @@ def test_a_models_metrics_file_is_where_dvc_yaml_writes_it(monkeypatch):
     [entry] = yaml.safe_load((PROJECT / "dvc.yaml").read_text())["stages"]["train"]["do"]["metrics"]
     assert next(iter(entry)) == "metrics/${key}.json"
     assert str(metrics_file("softmax_nn")) == "metrics/softmax_nn.json"
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """A folder with the project's params.yaml to run `make promote` (`main`) in; the environment
+    and MLflow's tracking URI put back after the test."""
+    import mlflow
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(PROJECT / "params.yaml", tmp_path)
+    for key in (*HTTP_BOUNDS, "MLFLOW_DISABLE_TELEMETRY", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"):
+        monkeypatch.setenv(key, os.environ.get(key, ""))  # so that the values `main` sets are undone
+    previous = mlflow.get_tracking_uri()
+    yield tmp_path
+    mlflow.set_tracking_uri(previous)
+
+
+@pytest.fixture
+def store(project, monkeypatch):
+    """An empty sqlite store in `project`, that `main` records in: MlflowClient on it."""
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{project / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return MlflowClient(uri)
+
+
+def register(client, name: str, *tag_sets: dict) -> None:
+    """Versions 1, 2, ... of `name`, each of run id `run<n>` named `run <n>` unless its tags say otherwise."""
+    client.create_registered_model(name)
+    for number, tags in enumerate(tag_sets, 1):
+        client.create_model_version(name, "file:///nowhere", f"run{number}",
+                                    tags={"run_name": f"run {number}"} | tags)
+
+
+def test_make_promote_crowns_the_best_version_of_each_model_or_of_the_one_named(store, capsys):
+    assert main([]) == 0
+    assert capsys.readouterr().out == "no registered models yet: run the pipeline first (`make run`)\n"
+
+    register(store, "fashion-mnist-softmax_nn", {"val_accuracy": "0.8"}, {"val_accuracy": "0.85"})
+    register(store, "synthetic-linear", {"test_loss": "0.2"}, {"test_loss": "0.1"}, {"test_loss": "0.3"})
+    assert main([]) == 0
+    assert capsys.readouterr().out.splitlines() == [  # in the order of their names
+        "fashion-mnist-softmax_nn: champion -> version 2, val_accuracy 0.85", "    from run 'run 2'",
+        "synthetic-linear: champion -> version 2, test_loss 0.1, chosen on the test set "
+        "(no validation split)", "    from run 'run 2'"]
+    champion = store.get_model_version_by_alias("synthetic-linear", "champion")
+    assert int(champion.version) == 2 and champion.tags[SELECTED_BY_TAG] == "test_loss"  # what chose it
+
+    register(store, "fashion-mnist-mlp", {"val_accuracy": "0.9", "run_name": "r" * 200})
+    register(store, "fashion-mnist-softmax_scratch", {"note": "no metric"})
+    store.create_registered_model("synthetic-linear_nn")  # a version without a run name: its run's id
+    store.create_model_version("synthetic-linear_nn", "file:///nowhere", "0123abcd",
+                               tags={"test_loss": "0.5"})
+    assert main(["--model", "synthetic-linear_nn"]) == 0
+    assert capsys.readouterr().out.splitlines()[1] == "    from run '0123abcd'"
+    register(store, "synthetic-exact", {"test_loss": "0.5", "run_name": "e" * 105})
+    assert main(["--model", "synthetic-exact"]) == 0
+    assert capsys.readouterr().out.splitlines()[1] == "    from run '" + "e" * 105 + "'"  # 120 columns: whole
+    assert main(["--model", "fashion-mnist-softmax_scratch"]) == 0
+    assert capsys.readouterr().out == ("fashion-mnist-softmax_scratch: no version has a val_accuracy, "
+                                       "test_accuracy, test_loss tag; nothing promoted\n")
+    assert main(["--model", "fashion-mnist-mlp"]) == 0
+    assert capsys.readouterr().out.splitlines() == [  # that one only, each line within 120 columns
+        "fashion-mnist-mlp: champion -> version 1, val_accuracy 0.9", "    from run '" + "r" * 105 + "…"]
+
+
+def test_make_promote_fails_in_one_line_for_an_account_that_may_not_move_the_alias(store, capsys,
+                                                                                 monkeypatch):
+    register(store, "fashion-mnist-softmax_nn", {"val_accuracy": "0.8"})
+    # What a server with accounts answers a reader asking about the registered model (see
+    # regression.tracking.access); it holds nothing on anything else.
+    def held(resource_type, resource_id):
+        if (resource_type, resource_id) == ("registered_model", "fashion-mnist-softmax_nn"):
+            return "http://server", "reader", "READ"
+        return "http://server", "reader", "NO_PERMISSIONS"
+
+    monkeypatch.setattr(access, "held", held)
+
+    assert main([]) == 1
+    captured = capsys.readouterr()
+    assert captured.err == ("error: MLflow tracking server http://server: account 'reader' holds READ on "
+                            "registered model 'fashion-mnist-softmax_nn'; moving its champion alias needs "
+                            "MANAGE (ask the server's admin)\n")
+    assert captured.out == ""
+    assert store.get_registered_model("fashion-mnist-softmax_nn").aliases == {}
+
+
+def test_make_promote_fails_where_the_store_cannot_be_opened(project, monkeypatch, capsys):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens there
+    assert main([]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+
+
+def test_make_promote_says_what_it_does(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    first_line = "The registry: the one ranking rule, and the `champion` alias of each registered model."
+    said = " ".join(capsys.readouterr().out.split())  # as argparse wraps it
+    assert first_line in said and "--model MODEL one registered model (default: every one)" in said

@@ -1,7 +1,9 @@
 """regression.tracking.served: what a logged model answers, and how it rejects input it cannot answer."""
 
+import io
 import json
 import re
+import sys
 import types
 
 import numpy as np
@@ -76,6 +78,17 @@ def test_a_dataframe_a_list_and_a_single_row_are_accepted(classifier, pixels):
     pd.testing.assert_frame_equal(answer(classifier, CLASSIFIER, pixels[0]), expected.iloc[:1])
 
 
+def test_numbers_in_an_object_array_or_frame_are_answered_as_numbers(classifier, pixels):
+    """Numbers held as Python objects (a DataFrame of object columns, say) are numbers all the same."""
+    expected = answer(classifier, CLASSIFIER, pixels)
+    as_objects = pixels.astype(object)
+    as_objects[0, :392] = [int(v > 0.5) for v in pixels[0, :392]]  # ints 0 and 1 among the floats
+    expected_with_ints = answer(classifier, CLASSIFIER, as_objects.astype(np.float64))
+    pd.testing.assert_frame_equal(answer(classifier, CLASSIFIER, as_objects), expected_with_ints)
+    object_frame = pd.DataFrame(pixels, dtype=object)
+    pd.testing.assert_frame_equal(answer(classifier, CLASSIFIER, object_frame), expected)
+
+
 def test_linear_model_answers_its_prediction_for_any_real_input():
     model = initialised(LINEAR)
     X = np.array([[-3.0, 7.5], [0.25, -0.5]])  # not pixels: outside [0, 1] is fine
@@ -105,10 +118,24 @@ def bad_pixels(value):
     (CLASSIFIER, pd.DataFrame([["x"] * 784]), "got the text 'x' where a number belongs"),
     (CLASSIFIER, [[0.5] * 784, [0.5] * 3], "got rows of different lengths (3, 784 values)"),
     (CLASSIFIER, [[0.5] * 784, None], "got None where a row of numbers belongs"),
+    (CLASSIFIER, [[0.5] * 784, 7], "got 7 where a row of numbers belongs"),
+    (CLASSIFIER, [[0.5] * 784, "x" * 100], f"got '{'x' * 39} where a row of numbers belongs"),  # 40 shown
+    (CLASSIFIER, np.full((2, 28, 27), 0.5), "got an array of shape (2, 28, 27)"),
+    (LINEAR, np.ones((1, 1, 2)), "got an array of shape (1, 1, 2)"),
+    (CLASSIFIER, np.array([[0.5] * 783 + ["y" * 100]], dtype=object),
+     f"got the text '{'y' * 40}' where a number belongs"),  # the text's first 40 characters
+    (CLASSIFIER, [[0.5] * 783 + [None]], "got None where a number belongs"),
+    (CLASSIFIER, np.array([[0.5] * 783 + [{"pixel": "z" * 100}]], dtype=object),
+     f"got {{'pixel': '{'z' * 29} where a number belongs"),  # the first 40 characters of what came
+    (CLASSIFIER, np.full((1, 784), True), "got True where a number belongs"),
+    (CLASSIFIER, np.array([[0.5] * 783 + [False]], dtype=object), "got False where a number belongs"),
+    (CLASSIFIER, np.full((1, 784), 0.5 + 0.5j), "got (0.5+0.5j) where a number belongs"),
     (LINEAR, np.array([[1.0, np.nan]]), "got NaN or infinite values"),
     (LINEAR, np.array([[1.0, 2.0, 3.0]]), "got rows of 3 values"),
 ], ids=["above-1", "below-0", "0-255-pixels", "nan", "inf", "wrong-width", "images", "strings",
-        "a-string-in-a-list", "object-frame", "ragged", "none", "linear-nan", "linear-wrong-width"])
+        "a-string-in-a-list", "object-frame", "ragged", "none", "a-number-for-a-row",
+        "long-text-for-a-row", "not-images", "linear-3d", "long-text", "none-in-a-row", "a-dict", "booleans",
+        "a-boolean-among-numbers", "complex", "linear-nan", "linear-wrong-width"])
 def test_bad_input_is_rejected_saying_what_was_expected_and_what_came(classifier, config, model_input, got):
     model = classifier if config is CLASSIFIER else initialised(LINEAR)
     with pytest.raises(MlflowException) as caught:
@@ -118,6 +145,10 @@ def test_bad_input_is_rejected_saying_what_was_expected_and_what_came(classifier
                 else "2 numbers per example")
     assert message.startswith(f"expected one row of {expected}: "), message
     assert got in message, message
+    if got.startswith("got "):
+        assert message.startswith(f"expected one row of {expected}: {got}"), message
+    if "shape" in got:  # a hint to flatten images only where each example holds an image's pixels
+        assert message.endswith(got), message
     assert not re.search(r"<U\d|dtype|object|ndarray|inhomogeneous", message), message  # no numpy talk
     assert caught.value.error_code == "INVALID_PARAMETER_VALUE"  # a 400 from `mlflow models serve`
 
@@ -132,23 +163,24 @@ def test_pyfunc_loads_the_model_file_and_answers_as_answer_does(classifier, pixe
     pd.testing.assert_frame_equal(pyfunc.predict(None, pixels), answer(classifier, CLASSIFIER, pixels))
 
 
-@pytest.fixture(scope="module")
-def saved_pyfunc(classifier, pixels, tmp_path_factory):
-    """The classifier saved as the train stage logs it (models-from-code, its signature), loaded back
-    through `mlflow.pyfunc.load_model`: MLflow's own input handling runs before `answer`."""
+@pytest.fixture
+def saved_pyfunc(classifier, pixels, tmp_path):
+    """The classifier saved as the train stage logs it (models-from-code, its signature, pinned
+    requirements), loaded back through `mlflow.pyfunc.load_model`: MLflow's own input handling runs
+    before `answer`. Saved for each test (a tenth of a second), so each one checks `signature`."""
     import mlflow
 
-    from regression.tracking.run import PACKAGE, SERVING_CODE
+    from regression.tracking.run import PACKAGE, SERVING_CODE, model_requirements
     from regression.tracking.served import MODEL_ARTIFACT
 
-    folder = tmp_path_factory.mktemp("pyfunc")
-    model_file = folder / "softmax_nn.pt"
+    model_file = tmp_path / "softmax_nn.pt"
     model_file.write_bytes(model_bytes(classifier, CLASSIFIER))
     example = pixels[:2].astype(np.float32)
-    mlflow.pyfunc.save_model(folder / "model", python_model=str(SERVING_CODE),
+    mlflow.pyfunc.save_model(tmp_path / "model", python_model=str(SERVING_CODE),
                              artifacts={MODEL_ARTIFACT: str(model_file)}, code_paths=[str(PACKAGE)],
-                             signature=signature(classifier, CLASSIFIER, example), input_example=example)
-    return mlflow.pyfunc.load_model(str(folder / "model"))
+                             signature=signature(classifier, CLASSIFIER, example), input_example=example,
+                             pip_requirements=model_requirements())
+    return mlflow.pyfunc.load_model(str(tmp_path / "model"))
 
 
 @pytest.mark.parametrize("config, width", [(CLASSIFIER, 784), (LINEAR, 2)], ids=["classifier", "linear"])
@@ -190,3 +222,37 @@ def test_the_loaded_pyfunc_refuses_rows_of_another_width_in_one_short_line(saved
             saved_pyfunc.predict(model_input)
         message = caught.value.message
         assert got in message and len(message.encode()) < 1024, message
+
+
+def test_a_scoring_server_refuses_a_csv_body_in_one_sentence_saying_to_send_json(classifier, tmp_path,
+                                                                                monkeypatch):
+    """`mlflow models serve` parses a CSV body against the signature before the model sees it: once the
+    model is loaded there (its module imported first), a CSV body for rows of numbers is refused
+    saying what to send instead; any other signature is left to MLflow, as is any other process."""
+    import mlflow.pyfunc.scoring_server as scoring
+    from mlflow.types import ColSpec, Schema, TensorSpec
+
+    monkeypatch.setattr(scoring, "parse_csv_input", scoring.parse_csv_input)  # put back after the test
+    path = tmp_path / "softmax_nn.pt"
+    path.write_bytes(model_bytes(classifier, CLASSIFIER))
+    context = types.SimpleNamespace(artifacts={"model": str(path)})
+    Answer().load_context(context)
+    installed = scoring.parse_csv_input
+    Answer().load_context(context)  # a second model in the same server: one check, not two
+    assert scoring.parse_csv_input is installed
+
+    with pytest.raises(MlflowException) as caught:
+        scoring.parse_csv_input("0.5,0.5\n", schema=Schema([TensorSpec(np.dtype(np.float32), (-1, 784))]))
+    message = caught.value.message
+    assert message.startswith('expected JSON {"inputs": [[...], ...]}, one row of 784 numbers per example')
+    assert message.endswith("sent with Content-Type: application/json: got a CSV body")
+    assert caught.value.error_code == "INVALID_PARAMETER_VALUE"  # a 400
+    csv = io.StringIO("a,b\n1,2\n")  # read as the column schema says
+    parsed = scoring.parse_csv_input(csv, schema=Schema([ColSpec("string", "a"), ColSpec("double", "b")]))
+    assert parsed.to_dict("list") == {"a": ["1"], "b": [2.0]}
+    assert scoring.parse_csv_input(io.StringIO("a\n3\n")).to_dict("list") == {"a": [3]}
+
+    monkeypatch.delitem(sys.modules, "mlflow.pyfunc.scoring_server")  # a process that is not a server
+    monkeypatch.setattr(scoring, "parse_csv_input", "MLflow's own")
+    Answer().load_context(context)
+    assert scoring.parse_csv_input == "MLflow's own"

@@ -16,7 +16,7 @@ from mlflow import MlflowClient
 from projects import BIN, PROJECT, TINY_SWEEP, USER_NUMERICS, environment, free_port, read_json, stage_command
 from regression.params import ParamsError, load_params
 from regression.params_schema import SweepParams, TrainParams
-from regression.search import DIVERGED, FINISHED, choose, search_base, table_bytes, trials
+from regression.search import DIVERGED, FINISHED, choose, search_base, setting_text, table_bytes, trials
 
 ENTRY = {"dataset": "fashion-mnist", "seed": 0, "lr": 0.05, "batch_size": 100, "epochs": 10, "init_std": 0.01}
 BASE = search_base("softmax_nn", ENTRY)
@@ -27,6 +27,11 @@ def sweep_params(**grid) -> SweepParams:
     space = {"lr": [0.1], "epochs": [1], "batch_size": [10], "weight_decay": [0], "schedule": ["constant"]}
     return SweepParams(validation_size=10, seed=0, sample=0, grid=space | grid)
 
+
+def test_a_trials_settings_read_as_one_line_in_their_order():
+    """As the sweep's log and its run's tag show the chosen trial."""
+    settings = {"lr": 0.4, "epochs": 60, "batch_size": 128, "weight_decay": 0.0001, "schedule": "cosine"}
+    assert setting_text(settings) == "lr=0.4 epochs=60 batch_size=128 weight_decay=0.0001 schedule=cosine"
 
 def test_trials_are_every_combination_in_grid_order_over_the_models_params():
     found = trials(BASE, sweep_params(lr=[0.1, 0.2], weight_decay=[0, 0.001],
@@ -85,6 +90,17 @@ def test_the_table_is_in_trial_order_whatever_the_order_results_arrive_in():
     assert table_bytes(list(reversed(results))) == table_bytes(results)
     marked = table_bytes(results, chosen=2).decode().splitlines()
     assert marked[0].endswith(",chosen") and [row.split(",")[-1] for row in marked[1:]] == ["", "yes"]
+
+
+def test_the_table_gives_each_score_as_python_writes_it_and_nothing_for_a_diverged_trial():
+    results = [result(1, 0.1 + 0.2, 1 / 3) | {"lr": 0.1, "schedule": "cosine"},
+               {"trial": 2, "status": DIVERGED, "lr": 0.4, "schedule": "cosine"}]  # no scores
+    table = table_bytes(results, chosen=1)
+    assert b"\r" not in table  # one line ending, as the other outputs
+    rows = list(csv.DictReader(table.decode().splitlines()))
+    assert (rows[0]["val_accuracy"], rows[0]["val_loss"]) == (repr(0.1 + 0.2), repr(1 / 3))
+    assert (rows[0]["lr"], rows[0]["schedule"], rows[0]["status"]) == ("0.1", "cosine", FINISHED)
+    assert rows[1]["status"] == DIVERGED and rows[1]["val_accuracy"] == rows[1]["val_loss"] == ""
 
 
 def test_learning_rate_schedules():

@@ -248,6 +248,7 @@ def test_divergence_raises_naming_the_learning_rate(trainable, name, lr):
     with pytest.raises(TrainingDiverged, match=rf"train\.{name}\.lr = {re.escape(repr(lr))}") as caught:
         setup.train()
     assert isinstance(caught.value, PipelineError)  # reported by a stage in one line
+    assert str(caught.value).endswith("); try a smaller learning rate")  # and what to do
 
 
 @pytest.mark.parametrize("name", ["softmax_scratch", "softmax_nn"])
@@ -289,3 +290,40 @@ def test_as_splits_gives_tensors_over_the_arrays(tiny_fashion, linear_data):
     linear = as_splits(linear_data.arrays, MODELS["linear"])
     assert linear["test"].y.dtype == torch.float32 and linear["test"].y.shape == (200, 1)
     assert set(linear) == {"train", "test"}
+    images, labels = tiny_fashion["test"]
+    as_stored = as_splits({"test": (images, labels.astype(np.uint8))}, MODELS["softmax_nn"])  # the IDX type
+    assert as_stored["test"].y.dtype == torch.int64  # as the losses take class labels
+
+
+def softmax_weights(model) -> torch.Tensor:
+    """A softmax model's (784, 10) weights, whichever way round it holds them."""
+    matrix = max(model.parameters(), key=lambda w: w.dim()).detach()
+    return matrix if matrix.shape[-1] == 10 else matrix.T
+
+
+@pytest.mark.parametrize("schedule", ["step", "cosine"])
+def test_a_schedule_steps_both_softmax_models_alike(trainable, schedule):
+    """The learning rate of each epoch reaches the hand-written step and torch's SGD alike."""
+    trained = {}
+    for name in ("softmax_scratch", "softmax_nn"):
+        setup = trainable(name, epochs=2, schedule=schedule)
+        setup.train()
+        trained[name] = softmax_weights(setup.model)
+    assert torch.allclose(trained["softmax_scratch"], trained["softmax_nn"], atol=1e-6)
+    constant = trainable("softmax_nn", epochs=2, schedule="constant")
+    constant.train()
+    assert not torch.allclose(softmax_weights(constant.model), trained["softmax_nn"], atol=1e-6)  # control
+
+
+def test_weights_that_overflow_in_the_last_update_of_an_epoch_are_divergence(trainable):
+    """One batch per epoch: its loss is read before the update that makes the weights infinite."""
+    setup = trainable("linear", lr=1e38, epochs=1, batch_size=1000)
+    with pytest.raises(TrainingDiverged) as caught:
+        setup.train()
+    assert str(caught.value) == ("train.linear: training diverged: weights or losses became non-finite after "
+                                 "epoch 1 (train.linear.lr = 1e+38); try a smaller learning rate")
+
+
+def test_a_new_model_is_named_and_shaped_for_its_data(trainable):
+    setup = trainable("softmax_nn")
+    assert (setup.config.name, setup.config.n_features, setup.config.n_outputs) == ("softmax_nn", 784, 10)

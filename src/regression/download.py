@@ -52,7 +52,9 @@ def sources_with_override(sources: list[str]) -> list[str]:
 
 
 def file_url(source: str, name: str) -> str:
-    return urllib.parse.urljoin(source if source.endswith("/") else source + "/", name)
+    """`name` inside the folder `source`, whether or not it ends with "/" (urljoin drops the empty
+    path segment that adding one more makes)."""
+    return urllib.parse.urljoin(source + "/", name)
 
 
 def max_gzip_size(size: int) -> int:

@@ -37,7 +37,7 @@ def parse_yaml(text: str) -> Any:
 def flat(tree, prefix: str = "") -> dict:
     """{'a': {'b': 1}} -> {'a.b': 1}: params as DVC names them (`train.softmax_nn.lr`)."""
     if not isinstance(tree, dict):
-        return {prefix.rstrip("."): tree}
+        return {prefix.removesuffix("."): tree}
     return {k: v for key, value in tree.items() for k, v in flat(value, f"{prefix}{key}.").items()}
 
 
@@ -52,7 +52,7 @@ def read_yaml(path: str | Path) -> Any:
         raise ParamsError(f"{path}: cannot read params: {' '.join(str(error).split())}") from None
 
 
-def load_params(path: str | Path = "params.yaml", models: Mapping[str, Any] | None = None) -> Params:
+def load_params(path: str | Path, models: Mapping[str, Any] | None = None) -> Params:
     """params.yaml, all checked; with `models` (the model table), each train entry's architecture too."""
     path = Path(path)
     raw = _read_sections(path)
@@ -74,7 +74,7 @@ def load_params(path: str | Path = "params.yaml", models: Mapping[str, Any] | No
     return params
 
 
-def load_section(path: str | Path = "params.yaml", key: str | None = None,
+def load_section(path: str | Path, key: str | None = None,
                  models: Mapping[str, Any] | None = None) -> Params:
     """The params a stage owns: the file parsed, and its section `key` (`download`, ...,
     `train.<model>`; None for none) checked, in a Params holding that section alone (and the

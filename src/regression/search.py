@@ -67,14 +67,13 @@ def choose(results: list[dict], classifies: bool) -> dict:
 
 def table_bytes(results: list[dict], chosen: int | None = None) -> bytes:
     """The table of trials as CSV, one row per trial in trial order; floats as Python writes them
-    (the shortest text that reads back to the same number), empty where a trial diverged. The last
-    column says `yes` on the row of trial `chosen`."""
+    (the shortest text that reads back to the same number: the csv module writes their repr),
+    empty where a trial diverged. The last column says `yes` on the row of trial `chosen`."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow((*TABLE_COLUMNS, "chosen"))
     for result in sorted(results, key=lambda result: result["trial"]):
-        writer.writerow([repr(v) if isinstance(v, float) else v
-                         for v in (result.get(column, "") for column in TABLE_COLUMNS)]
+        writer.writerow([result.get(column) for column in TABLE_COLUMNS]  # None: an empty field
                         + ["yes" if result["trial"] == chosen else ""])
     return buffer.getvalue().encode()
 

@@ -73,7 +73,7 @@ def minibatches(n: int, batch_size: int, generator: torch.Generator):
         yield order[start:start + batch_size]
 
 
-def sgd_(parameters, lr: float, batch_size: int, weight_decay: float = 0.0) -> None:
+def sgd_(parameters, lr: float, batch_size: int, weight_decay: float) -> None:
     """The hand-written SGD step: gradients are of the summed loss, so divide by the batch.
 
     Weight decay adds `weight_decay * parameter` to each gradient (an L2 penalty of

@@ -54,7 +54,7 @@ def rows(model_input, n_features: int, pixels: bool) -> np.ndarray:
                            f"{' (pixels in [0, 1])' if pixels else ''}: {why}", INVALID_PARAMETER_VALUE)
 
     try:
-        X = np.asarray(model_input.to_numpy() if isinstance(model_input, pd.DataFrame) else model_input)
+        X = np.asarray(model_input)  # a DataFrame's values too
     except ValueError:  # rows of different lengths, or a row that is not a list
         not_rows = [row for row in model_input if isinstance(row, str) or not hasattr(row, "__len__")]
         if not_rows:
@@ -69,16 +69,27 @@ def rows(model_input, n_features: int, pixels: bool) -> np.ndarray:
         images = pixels and X.ndim > 2 and int(np.prod(X.shape[1:])) == n_features
         reject(f"got an array of shape {X.shape}" + ("; flatten each image to one row" if images else ""))
     if not (np.issubdtype(X.dtype, np.floating) or np.issubdtype(X.dtype, np.integer)):
-        value = next((v for v in X.flat if not isinstance(v, (int, float, np.number))), None)
-        value = value.item() if isinstance(value, np.generic) else value
-        reject(f"got {f'the text {value[:40]!r}' if isinstance(value, str) else repr(value)[:40]} where a "
-               "number belongs; send numbers, not text")
+        # An object array (a DataFrame of object columns, say) may hold nothing but numbers: taken.
+        if found := first_not_a_number(X.flat):
+            [value] = found
+            what = f"the text {value[:40]!r}" if isinstance(value, str) else repr(value)[:40]
+            reject(f"got {what} where a number belongs; send numbers, not text")
     X = np.ascontiguousarray(X, dtype=np.float32)  # a DataFrame's values come column-major
     if not np.isfinite(X).all():
         reject("got NaN or infinite values")
     if pixels and len(X) and (X.min() < 0 or X.max() > 1):
         reject(f"got values from {X.min():g} to {X.max():g}; divide 0-255 pixels by 255")
     return X
+
+
+def first_not_a_number(values) -> tuple:
+    """(the first of `values` that is not a real number, as a Python value,) or () if all are;
+    True and False are not numbers here, nor is a complex number."""
+    for value in values:
+        real = isinstance(value, int | float | np.integer | np.floating)
+        if not real or isinstance(value, bool | np.bool_):
+            return (value.item() if isinstance(value, np.generic) else value,)
+    return ()
 
 
 def answer(model: torch.nn.Module, config: ModelConfig, model_input) -> pd.DataFrame:
