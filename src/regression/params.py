@@ -101,7 +101,7 @@ def load_section(path: str | Path, key: str | None = None,
         annotation = ParamsFile.model_fields[section].annotation
         schema = get_args(annotation)[1] if model else annotation
         try:
-            checked = TypeAdapter(schema).validate_python(value, strict=True)
+            checked = TypeAdapter(schema).validate_python(value)
         except ValidationError as error:
             raise ParamsError(f"{path}: invalid params:\n" + describe(error, schema, where)) from None
     params = Params.model_construct(**{section: {model: checked} if model else checked})
@@ -131,7 +131,7 @@ def _check_entry(name: str, entry: dict, models: Mapping[str, Any] | None) -> tu
     else:
         schema = models[architecture].params
     try:
-        checked = schema.model_validate({"architecture": architecture} | entry, strict=True)
+        checked = schema.model_validate({"architecture": architecture} | entry)
     except ValidationError as error:
         return None, describe(error, schema, ("train", name)).splitlines()
     if models is not None and checked.dataset != models[architecture].dataset:
