@@ -208,7 +208,8 @@ def measure(work: Path) -> dict:
         env["STAGE_TIMINGS"] = str(work / f"exp-{lr}.jsonl")
         command = ["dvc", "exp", "run", "-S", f"train.softmax_nn.lr={lr}", *LESSON_STAGES]
         seconds = timed(command, project, env)
-        [stage] = stage_timings(work / f"exp-{lr}.jsonl")
+        # the train stage's (the params stage runs too: params.yaml changed)
+        [stage] = [s for s in stage_timings(work / f"exp-{lr}.jsonl") if s["stage"] == "train@softmax_nn"]
         figures["exp_runs"].append({"lr": lr, "seconds": seconds, "stage": stage})
 
     import torch._dynamo  # noqa: F401 - the first optim.SGD step imports it (~1 s): charge it to neither loop
