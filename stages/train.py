@@ -9,10 +9,18 @@ import gc
 
 gc.disable()
 
+# MLflow's run is kept by a second process, which imports MLflow and torch while this one starts up
+# and sets the run up while this one trains (see regression.tracking.companion).
+from regression.tracking.companion import Companion
+
+companion = Companion.launch()
+
 import tempfile
 from pathlib import Path
 
-from regression import stage, tracking
+import numpy as np
+
+from regression import stage
 from regression.data import load_dataset
 from regression.files import json_bytes, write_outputs
 from regression.models import MODELS, model_bytes
@@ -33,8 +41,8 @@ def main(params, args):
     model, config = new_model(name, train_set, classes, p)
 
     with phases("tracking setup"):
-        run = tracking.ModelRun.start(name, p.model_dump() | {"model": name}, meta, p.epochs, params.file,
-                                      folder=args.data, splits=tuple(splits))
+        run = companion.start(name, p.model_dump() | {"model": name}, meta, p.epochs, params.file,
+                              folder=args.data, splits=tuple(splits))
     with run:
         def on_epoch(record):
             print(", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
@@ -60,13 +68,14 @@ def main(params, args):
                 for file_name, data in contents.items():
                     (Path(scratch) / folder / file_name).write_bytes(data)
                     files.append(Path(scratch) / folder / file_name)
-            version = run.finish(model, config, logged, features(test_set.X[:5]).numpy(), sorted(files),
-                                 report.metrics)
+            example = Path(scratch) / "example.npy"
+            np.save(example, features(test_set.X[:5]).numpy())
+            version = run.finish(logged, example, sorted(files), report.metrics)
         with phases("writing outputs"):
             write_outputs({args.model_file: weights, args.history: json_bytes(history),
                            args.evaluation: report.files, args.figures: figures,
                            args.metrics: json_bytes(report.metrics)})
-    print(f"{args.model_file}, {args.metrics} written; model version {version.version} of {version.name}")
+    print(f"{args.model_file}, {args.metrics} written; model version {version['version']} of {version['name']}")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ a proxy that kills the server when that request arrives (`DyingServer`).
 
 import http.client
 import http.server
+import os
 import shutil
 import signal
 import socket
@@ -376,3 +377,105 @@ def test_tracking_error_is_a_pipeline_error():
     from regression import PipelineError
 
     assert issubclass(TrackingError, PipelineError)
+
+
+# The train stage's companion: the real stage on the synthetic data, its run kept by a second process
+
+
+@pytest.fixture
+def synthetic_folder(folder, linear_data):
+    """`folder` with the synthetic dataset where the train stage's command reads it."""
+    from regression.data import save_dataset
+
+    save_dataset(folder / "data" / "synthetic", linear_data.arrays, linear_data.meta)
+    return folder
+
+
+def train_stage(folder: Path, *python_flags: str, epochs: int | None = None, uri: str | None = None,
+                **popen) -> subprocess.Popen:
+    """The train stage of the linear model in `folder` (with `epochs`, if given, in its params.yaml)."""
+    if epochs is not None:
+        params = (folder / "params.yaml").read_text()
+        (folder / "params.yaml").write_text(params.replace("epochs: 10", f"epochs: {epochs}", 1))
+    env = environment(PYTHONPATH=str(PROJECT / "src"), MLFLOW_TRACKING_URI=uri or store(folder),
+                      PYTHONUNBUFFERED="1")
+    command = train_command("linear")
+    return subprocess.Popen([sys.executable, *python_flags, str(PROJECT / command[1]), *command[2:]],
+                            cwd=folder, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            **popen)
+
+
+def the_one_run(folder: Path):
+    client = MlflowClient(store(folder))
+    [run] = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    return run
+
+
+def until_training(process: subprocess.Popen) -> str:
+    """Read the stage's output until its first epoch is printed."""
+    seen = ""
+    for line in process.stdout:
+        seen += line
+        if line.startswith("epoch 1,"):
+            return seen
+    pytest.fail(f"the stage ended before training: {seen}{process.stderr.read()}")
+
+
+def test_train_stage_records_its_run_from_a_second_process_and_imports_no_mlflow_itself(synthetic_folder):
+    """MLflow is imported, and the run kept, by the stage's companion: the stage's own imports
+    (`-X importtime`, which its companion does not inherit) hold no mlflow, and the run is whole."""
+    stage = train_stage(synthetic_folder, "-X", "importtime")
+    out, err = stage.communicate(timeout=WAIT_SECONDS)
+    assert stage.returncode == 0, err
+    imported = {line.rsplit("|", 1)[-1].strip() for line in err.splitlines() if line.startswith("import time:")}
+    assert "torch" in imported and "mlflow" not in imported and "mlflow.tracking" not in imported
+    run = the_one_run(synthetic_folder)
+    client = MlflowClient(store(synthetic_folder))
+    assert run.info.status == "FINISHED" and f"MLflow run {run.info.run_id} FINISHED" in out
+    assert run.data.params["lr"] == "0.05" and run.data.params["model"] == "linear"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == list(range(1, 11))
+    assert "process.pid" not in run.data.tags and run.data.tags["model"] == "linear"
+    [version] = client.search_model_versions("name = 'synthetic-linear'")
+    assert version.run_id == run.info.run_id and f"model version {version.version} of synthetic-linear" in out
+    assert (synthetic_folder / "models" / "linear.pt").exists()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_signal_in_training_ends_the_train_stage_s_run_killed(synthetic_folder, signum):
+    """Ctrl-C (SIGINT to the stage's process group) or SIGTERM to the stage, in training."""
+    stage = train_stage(synthetic_folder, epochs=100_000, start_new_session=True)
+    until_training(stage)
+    os.killpg(stage.pid, signum)
+    _, err = stage.communicate(timeout=WAIT_SECONDS)
+    assert stage.returncode == 128 + signum and "Traceback" not in err, err
+    run = the_one_run(synthetic_folder)
+    assert run.info.status == "KILLED" and "process.pid" not in run.data.tags
+    assert not (synthetic_folder / "models").exists()
+
+
+def test_kill_9_of_the_train_stage_ends_its_run_killed_by_its_companion(synthetic_folder):
+    stage = train_stage(synthetic_folder, epochs=100_000, start_new_session=True)
+    until_training(stage)
+    os.killpg(stage.pid, signal.SIGKILL)
+    stage.communicate(timeout=WAIT_SECONDS)  # the output's pipe closes when the companion has exited
+    run = the_one_run(synthetic_folder)
+    assert run.info.status == "KILLED"
+    assert run.data.tags["mlflow.runStatusReason"] == "the stage's process ended without ending the run"
+
+
+def test_an_unusable_store_fails_the_train_stage_in_one_line_and_writes_nothing(synthetic_folder):
+    database = synthetic_folder / "mlflow.db"
+    database.write_bytes(b"this is not an sqlite database\n" * 200)
+    stage = train_stage(synthetic_folder)
+    _, err = stage.communicate(timeout=WAIT_SECONDS)
+    assert stage.returncode == 1 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"error: {database}: not a usable MLflow store"), err
+    assert not (synthetic_folder / "models").exists() and not (synthetic_folder / "metrics").exists()
+
+
+def test_an_unreachable_server_fails_the_train_stage_before_training(synthetic_folder):
+    uri = f"http://127.0.0.1:{free_port()}"
+    stage = train_stage(synthetic_folder, uri=uri)
+    out, err = stage.communicate(timeout=WAIT_SECONDS)
+    assert stage.returncode == 1 and "epoch" not in out and len(err.strip().splitlines()) == 1, out + err
+    assert uri in err and "make server" in err

@@ -13,7 +13,8 @@ class Phases:
     `with phases("training"):` adds the block's wall time to "training"; a phase entered inside
     another pauses the outer one. With $STAGE_TIMINGS set to a file, `record` appends one JSON
     line: the stage, its phases, the time from process start to `main` (interpreter start,
-    imports and params), the whole wall time and the peak RSS.
+    imports and params), the whole wall time, and the peak RSS of the stage and of its largest
+    child process.
     """
 
     def __init__(self):
@@ -47,6 +48,8 @@ class Phases:
                 "stage": stage, "exit_code": exit_code, "startup": self.started - start,
                 "phases": self.seconds, "wall": time.time() - start,
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                # its largest child's (the train stage's tracking companion), once waited for
+                "child_peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
             }) + "\n")
 
 

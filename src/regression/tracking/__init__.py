@@ -11,6 +11,7 @@ One module per job:
     naming      the tag names, the experiment per dataset, run names from the params' diff, the
                 registered model's name
     run         the run: params, epochs, datasets, model logging, registration, orphans
+    companion   the train stage's run kept by a second process, beside the stage's start and training
     registry    the ranking rule, the `champion` alias (`make promote`)
     served      what a logged model answers; logged_model.py is the code MLflow loads it with
     compare     `make compare` and the summary of `make run`
