@@ -7,6 +7,7 @@ in-process for the test, some of them misbehaving (dripping, hanging, endless, b
 import contextlib
 import functools
 import gzip
+import hashlib
 import http.server
 import io
 import json
@@ -27,10 +28,12 @@ import pytest
 from idx_files import write_tiny_fashion_mnist
 from regression import PipelineError
 from regression.download import (
+    CHUNK,
     SOURCE_ENV,
     DownloadError,
     decompress_and_verify,
     download_all,
+    fetch,
     file_url,
     max_gzip_size,
     sources_with_override,
@@ -372,6 +375,34 @@ def test_short_file_is_rejected(tmp_path, mirror):
                         f"decompresses to {size - 1} bytes, expected {size}"]
 
 
+def expected_of(data: bytes) -> ExpectedFile:
+    return ExpectedFile(sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
+
+
+def test_a_file_of_many_reads_is_counted_whole(tmp_path):
+    """The real files are hundreds of reads long; the tiny mirror's fit in one."""
+    data = os.urandom(3 * CHUNK + 1)
+    compressed, written = tmp_path / "f.gz", tmp_path / "f"
+    compressed.write_bytes(gzip.compress(data))
+
+    decompress_and_verify(compressed, written, expected_of(data))
+    assert written.read_bytes() == data
+    with pytest.raises(ValueError, match=f"more than the expected {len(data) - 1} bytes"):
+        decompress_and_verify(compressed, written, expected_of(data[:-1]))
+
+
+def test_a_gzip_bomb_is_refused_before_the_rest_of_it_is_decompressed(tmp_path):
+    """Not decompressed whole in memory first: here a truncated tail, which decompressing the
+    whole file would reach first, is never read."""
+    data = os.urandom(8 * CHUNK)
+    compressed = tmp_path / "bomb.gz"
+    whole = gzip.compress(data)
+    compressed.write_bytes(whole[:len(whole) // 2])  # about 4 reads' worth, then cut off
+
+    with pytest.raises(ValueError, match=f"more than the expected {CHUNK} bytes"):
+        decompress_and_verify(compressed, tmp_path / "bomb", expected_of(data[:CHUNK]))
+
+
 class EndlessHandler(QuietHandler):
     """Streams zeros until the client hangs up."""
 
@@ -394,6 +425,16 @@ def test_endless_download_is_cut_off_at_the_size_a_gzip_can_take(tmp_path, mirro
     # The size stopped each one, not the deadline (which says "not complete within").
     cut_off = r"sent more than the \d+ bytes that a gzip of the expected size can take"
     assert all(f.startswith(endless) and re.search(cut_off, f) for f in failures), failures
+
+
+def test_a_download_may_be_exactly_max_bytes_long_not_one_byte_more(tmp_path):
+    source = tmp_path / "f.gz"
+    source.write_bytes(os.urandom(1000))
+
+    fetch(source.as_uri(), tmp_path / "fetched", 1000, TIMEOUT)
+    assert (tmp_path / "fetched").read_bytes() == source.read_bytes()
+    with pytest.raises(ValueError, match="sent more than the 999 bytes"):
+        fetch(source.as_uri(), tmp_path / "fetched", 999, TIMEOUT)
 
 
 def test_signals_are_held_until_the_block_is_done():

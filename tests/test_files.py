@@ -1,5 +1,6 @@
 """regression.files: outputs written whole or not at all, in the project's one JSON layout."""
 
+import errno
 import os
 import re
 import signal
@@ -104,6 +105,29 @@ def test_outputs_are_written_in_new_folders_and_each_old_file_is_replaced_in_one
     assert {p.name: p.read_bytes() for p in evaluation.iterdir()} == {"b.csv": b"2"}
     assert history.read_bytes() == b"new"
     assert leftovers(tmp_path) == [] and leftovers(history.parent) == []
+
+
+def test_a_failed_removal_neither_hides_the_write_s_error_nor_stops_the_clean_up(tmp_path, monkeypatch):
+    """A staged folder that cannot be removed after a failed write: the write's own error is
+    raised, the other temporary files are still removed and every earlier output stays."""
+    evaluation, model = tmp_path / "evaluation", tmp_path / "model.pt"
+    write_outputs({evaluation: {"a.csv": b"old"}, model: b"old"})
+    (tmp_path / "blocked").write_bytes(b"a file where a folder would go")
+
+    def rmdir(path, *args, **kwargs):
+        if Path(path).name.startswith(".evaluation."):
+            raise PermissionError(errno.EACCES, "refused", str(path))
+        real_rmdir(path, *args, **kwargs)
+
+    real_rmdir = os.rmdir
+    monkeypatch.setattr(files.os, "rmdir", rmdir)
+    with pytest.raises(FileExistsError):
+        write_outputs({evaluation: {"a.csv": b"new"}, model: b"new", tmp_path / "blocked" / "x.json": b"{}"})
+
+    assert {p.name: p.read_bytes() for p in evaluation.iterdir()} == {"a.csv": b"old"}
+    assert model.read_bytes() == b"old"
+    [left] = leftovers(tmp_path)  # the folder that could not be removed, no staged model.pt
+    assert re.fullmatch(r"\.evaluation\.\w+\.tmp", left), left
 
 
 def test_what_a_killed_write_left_behind_does_not_stop_the_next(tmp_path):

@@ -324,6 +324,24 @@ def test_weights_that_overflow_in_the_last_update_of_an_epoch_are_divergence(tra
                                  "epoch 1 (train.linear.lr = 1e+38); try a smaller learning rate")
 
 
+def test_finite_weights_whose_test_loss_overflows_are_divergence(trainable):
+    """One batch an epoch at lr 1e18: the update leaves w and b finite, of the order of 1e18, but
+    the test MSE overflows float32."""
+    setup = trainable("linear", lr=1e18, epochs=1, batch_size=1000)
+    with pytest.raises(TrainingDiverged, match="weights or losses became non-finite after epoch 1"):
+        setup.train()
+    assert all(p.isfinite().all() for p in setup.model.parameters())
+
+
+def test_a_loss_that_grows_epoch_by_epoch_is_judged_against_the_first_epoch_s(trainable):
+    """One batch an epoch at lr 1.5: the loss grows about 4 times an epoch, never 100 times
+    within one, and passes 100 times the first epoch's in the fifth."""
+    setup, seen = trainable("linear", lr=1.5, epochs=10, batch_size=1000), []
+    with pytest.raises(TrainingDiverged, match=r"epoch 5 reached 8373, from 33\.01 at the start"):
+        setup.train(on_epoch=seen.append)
+    assert len(seen) == 4 and all(math.isfinite(value) for record in seen for value in record.values())
+
+
 def test_a_new_model_is_named_and_shaped_for_its_data(trainable):
     setup = trainable("softmax_nn")
     assert (setup.config.name, setup.config.n_features, setup.config.n_outputs) == ("softmax_nn", 784, 10)
