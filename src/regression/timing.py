@@ -38,6 +38,10 @@ class Phases:
             if self.stack:
                 self.stack[-1] = (self.stack[-1][0], now)
 
+    def add(self, name: str, seconds: float) -> None:
+        """Time spent beside the stage (by another process) on `name`."""
+        self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+
     def record(self, stage: str, exit_code: int) -> None:
         path = os.environ.get("STAGE_TIMINGS")
         if not path:

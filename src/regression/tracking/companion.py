@@ -11,7 +11,8 @@ print.
 
 The stage waits only for answers it needs: the run's start (if training ended before the
 companion had set up: the stage's "tracking setup" phase), the model version ("model logging"),
-and the run's end. A server that does not answer fails the stage before training, as before; any
+and the run's end ("tracking end"). The companion's own time to open the store and start the
+run, beside the stage's, is recorded as "companion: run start". A server that does not answer fails the stage before training, as before; any
 other tracking error comes back as the one line `ModelRun` raises, and the stage raises it at its
 next epoch or at `finish`, writing no outputs. The companion runs in its own session, so a
 terminal's Ctrl-C reaches only the stage, which ends the run KILLED through it; if the stage's
@@ -24,6 +25,7 @@ import os
 import select
 import subprocess
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -123,7 +125,10 @@ class Companion:
         return answer
 
     def take(self, answer: dict) -> None:
-        self.run_id = answer.get("run_id", self.run_id)
+        """The start's answer: the run, and how long the companion took to open the store and start it."""
+        if "run_id" in answer:
+            self.run_id = answer["run_id"]
+            phases.add("companion: run start", answer["seconds"])
 
 
 def keep(commands, reply) -> None:
@@ -142,8 +147,9 @@ def keep(commands, reply) -> None:
         kind = command.pop("command")
         if kind == "start":  # ends its run itself if it fails
             command |= {"folder": Path(command["folder"]), "splits": tuple(command["splits"])}
+            began = time.perf_counter()
             run = ModelRun.start(**command)
-            reply(run_id=run.run_id)
+            reply(run_id=run.run_id, seconds=time.perf_counter() - began)
         elif kind == "end":
             if run is not None:
                 run.end(command["status"])
