@@ -1,11 +1,14 @@
 """The team's tracking server: a stage recording into MLflow on PostgreSQL, and `make server`'s
 `python -m regression.tracking.server start|status|stop` in a project folder of its own."""
 
+import http.client
 import os
 import secrets
+import ssl
 import shutil
 import stat
 import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -23,6 +26,10 @@ from regression.tracking.run import log_datasets, split_dataset
 
 pytestmark = pytest.mark.slow
 
+# `make server-stop` with a client connected over HTTPS: seconds (the server's GRACE_SECONDS for
+# requests in flight, then PostgreSQL's fast shutdown), where uvicorn alone waited 30 s for the
+# client to hang up, until the stop killed it.
+STOP_SECONDS = 20
 EXPERIMENT = "test-server"  # the session's server is shared: this test's runs stay apart
 
 
@@ -48,6 +55,29 @@ def test_a_stage_records_its_run_and_model_into_mlflow_on_postgresql(project_cop
 def server(project, *args: str):
     return run(project, str(BIN / "python"), "-m", "regression.tracking.server", *args,
                env=environment(PYTHONPATH="src"), check=False, timeout=180)
+
+
+def test_a_client_connected_over_https_does_not_hold_the_stop_up(postgres_binaries, postgres_tmp_path):
+    from regression.tracking.tls import make_certificate
+
+    project = postgres_tmp_path / "project"
+    shutil.copytree(PROJECT / "src", project / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    cert, key = make_certificate(postgres_tmp_path / "tls")
+    port = free_port()
+    try:
+        started = server(project, "start", "--port", str(port), "--postgres-port", str(free_port()),
+                         "--cert", str(cert), "--key", str(key))
+        assert started.returncode == 0, started.stderr
+        client = http.client.HTTPSConnection("127.0.0.1", port, timeout=5,
+                                             context=ssl.create_default_context(cafile=str(cert)))
+        client.request("GET", "/health")
+        assert client.getresponse().read() == b"OK"  # and the connection stays open (HTTP/1.1)
+        began = time.monotonic()
+        stopped = server(project, "stop")
+        assert stopped.returncode == 0 and time.monotonic() - began < STOP_SECONDS, stopped.stdout
+        client.close()
+    finally:
+        server(project, "stop")
 
 
 def test_runs_logging_the_same_datasets_at_the_same_moment_all_get_them(mlflow_pg_server, tmp_path):

@@ -59,6 +59,7 @@ from regression.tracking.store import ask_health
 from regression.tracking.tls import CERT_VARIABLE, check_given, host_names, make_certificate
 
 START_SECONDS = 120  # the first start creates MLflow's tables
+GRACE_SECONDS = 5  # how long a stop waits for requests in flight
 # MLflow's job runner serves GenAI features (LLM judges, prompt optimisation) that this project
 # does not use, at the cost of 8 processes and ~650 MB.
 SERVER_SETTINGS = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
@@ -151,8 +152,10 @@ class Server:
                  "--artifacts-destination", str(self.artifacts),
                  "--allowed-hosts", ",".join(f"{n}:{port}" for n in names),
                  "--cors-allowed-origins", ",".join(f"{scheme}://{n}:{port}" for n in names),
-                 *(["--uvicorn-opts", f"--ssl-keyfile {certificate[1]} --ssl-certfile {certificate[0]}"]
-                   if certificate else [])],
+                 # A client's open connection would hold a stop for 30 s, until it is killed: give
+                 # requests in flight GRACE_SECONDS.
+                 "--uvicorn-opts", f"--timeout-graceful-shutdown {GRACE_SECONDS}"
+                 + (f" --ssl-keyfile {certificate[1]} --ssl-certfile {certificate[0]}" if certificate else "")],
                 cwd=self.state, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
                 env=self.server_environment(), start_new_session=True)
         self.pid_file.write_text(f"{process.pid}\n")
