@@ -9,12 +9,6 @@ import gc
 
 gc.disable()
 
-# MLflow's run is kept by a second process, which imports MLflow and torch while this one starts up
-# and sets the run up while this one trains (see regression.tracking.companion).
-from regression.tracking.companion import Companion
-
-companion = Companion.launch()
-
 import tempfile
 from pathlib import Path
 
@@ -26,7 +20,12 @@ from regression.files import json_bytes, write_outputs
 from regression.models import MODELS, model_bytes
 from regression.report import draw_figures, make_report
 from regression.timing import phases
+from regression.tracking.companion import Companion
 from regression.training import as_splits, features, new_model, train
+
+# MLflow's run is kept by a second process, forked now that torch is loaded: it imports MLflow
+# while this one reads its params and data, and sets the run up while this one trains.
+companion = Companion.launch()
 
 
 def main(params, args):

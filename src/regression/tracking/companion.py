@@ -1,29 +1,31 @@
 """A train stage's MLflow run kept by a second process, so MLflow's import and the store's setup
-run beside the stage's own start and training instead of before them.
+run beside the stage's training instead of before it.
 
-The stage launches its companion first thing (`Companion.launch`, before it imports torch), then
-hands it the run's start once it has read its params and data (`start`), each epoch's metrics
+The stage forks its companion once it has imported torch (`Companion.launch`: the companion
+shares that torch, which logging the model needs, instead of importing it again), then hands it
+the run's start once it has read its params and data (`start`), each epoch's metrics
 (`log_epoch`) and the model (`finish`), and ends it with the outcome of its `with` block. The
-companion imports MLflow and torch while the stage starts up, and does what `ModelRun` does, in
-the order it was asked. Commands go down the companion's stdin, one JSON line each; answers come
-back up a pipe of their own, so both processes keep the stage's stdout and stderr for what they
-print.
+companion imports MLflow while the stage reads its params and data, and does what `ModelRun`
+does, in the order it was asked. Commands go down one pipe, one JSON line each; answers come
+back up another, so both processes keep the stage's stdout and stderr for what they print.
 
 The stage waits only for answers it needs: the run's start (if training ended before the
 companion had set up: the stage's "tracking setup" phase), the model version ("model logging"),
 and the run's end ("tracking end"). The companion's own time to open the store and start the
-run, beside the stage's, is recorded as "companion: run start". A server that does not answer fails the stage before training, as before; any
-other tracking error comes back as the one line `ModelRun` raises, and the stage raises it at its
-next epoch or at `finish`, writing no outputs. The companion runs in its own session, so a
-terminal's Ctrl-C reaches only the stage, which ends the run KILLED through it; if the stage's
-process is gone without ending the run (`kill -9`), the companion's stdin closes and it ends the
-run KILLED itself.
+run, beside the stage's, is recorded as "companion: run start".
+
+Failures: a server that does not answer fails the stage before training, as before; any other
+tracking error comes back as the one line `ModelRun` raises, and the stage raises it at its next
+epoch or at `finish`, writing no outputs. The companion runs in its own session, so a terminal's
+Ctrl-C reaches only the stage, which ends the run KILLED through it; if the stage's process is
+gone without ending the run (`kill -9`), the companion's commands end and it ends the run KILLED
+itself.
 """
 
 import json
 import os
 import select
-import subprocess
+import signal
 import sys
 import time
 import traceback
@@ -39,22 +41,40 @@ GONE = "the stage's process ended without ending the run"  # the run's status re
 class Companion:
     """The stage's side: a run's commands sent ahead, its answers read when needed."""
 
-    def __init__(self, process: subprocess.Popen, answers):
-        self.process, self.answers = process, answers
+    def __init__(self, pid: int, commands, answers):
+        self.pid, self.commands, self.answers = pid, commands, answers
         self.run_id: str | None = None
         self.ended = False
         self.forget_on_interrupt = lambda: None  # set by `start`
 
     @classmethod
     def launch(cls) -> "Companion":
-        read, write = os.pipe()
-        package_root = str(Path(__file__).parents[2])
-        paths = [package_root, os.environ.get("PYTHONPATH")]
-        env = os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, paths))}
-        process = subprocess.Popen([sys.executable, "-m", __name__, str(write)], stdin=subprocess.PIPE,
-                                   pass_fds=(write,), env=env, text=True, start_new_session=True)
-        os.close(write)
-        return cls(process, os.fdopen(read, "rb", buffering=0))  # unbuffered: `select` sees every answer
+        """Fork the companion from the stage, once the stage has imported torch: the companion
+        shares the stage's torch (the model logging needs it) instead of importing it again. The
+        stage has one thread then (the numerics pin one; nothing has trained yet), which makes
+        forking safe."""
+        commands_read, commands_write = os.pipe()
+        answers_read, answers_write = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                os.setsid()  # a terminal's Ctrl-C reaches the stage only
+                for signum in (signal.SIGINT, signal.SIGTERM):
+                    signal.signal(signum, signal.SIG_DFL)
+                os.close(commands_write)
+                os.close(answers_read)
+                with os.fdopen(commands_read) as commands:
+                    code = main(answers_write, commands)
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)  # none of the stage's clean-up: it is the stage's
+        os.close(commands_read)
+        os.close(answers_write)
+        return cls(pid, os.fdopen(commands_write, "w"), os.fdopen(answers_read, "rb", buffering=0))
 
     def start(self, model: str, params: dict, data: dict, epochs: int, file_params: dict, folder: Path,
               splits: tuple[str, ...]) -> "Companion":
@@ -102,12 +122,12 @@ class Companion:
                     pass
         finally:
             self.answers.close()
-            self.process.wait()
+            self.wait()
 
     def send(self, command: str, **fields) -> None:
         try:
-            self.process.stdin.write(json.dumps({"command": command} | fields) + "\n")
-            self.process.stdin.flush()
+            self.commands.write(json.dumps({"command": command} | fields) + "\n")
+            self.commands.flush()
         except (BrokenPipeError, ValueError):  # it has exited: its last answer says why
             self.answer()
             raise TrackingError(f"MLflow run {self.run_id}: the tracking companion exited") from None
@@ -117,12 +137,16 @@ class Companion:
         if not line:
             self.ended = True
             raise TrackingError(f"the tracking companion of MLflow run {self.run_id} exited "
-                                f"(status {self.process.wait()}) without answering")
+                                f"(status {self.wait()}) without answering")
         answer = json.loads(line)
         if "error" in answer:
             self.ended = True
             raise TrackingError(answer["error"])
         return answer
+
+    def wait(self) -> int:
+        """The companion's exit status, once it has exited."""
+        return os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
 
     def take(self, answer: dict) -> None:
         """The start's answer: the run, and how long the companion took to open the store and start it."""
@@ -175,7 +199,7 @@ def keep(commands, reply) -> None:
         run.end("KILLED")
 
 
-def main(answer_fd: int) -> int:
+def main(answer_fd: int, commands) -> int:
     def reply(**fields) -> None:
         try:
             os.write(answer_fd, (json.dumps(fields) + "\n").encode())
@@ -183,8 +207,8 @@ def main(answer_fd: int) -> int:
             pass
 
     try:
-        import regression.tracking.served  # noqa: F401  MLflow and torch, while the stage starts up
-        keep(sys.stdin, reply)
+        import regression.tracking.served  # noqa: F401  MLflow, while the stage reads its params and data
+        keep(commands, reply)
     except PipelineError as error:
         reply(error=str(error))
         return 1
@@ -193,10 +217,3 @@ def main(answer_fd: int) -> int:
         reply(error=f"the tracking companion failed: {type(error).__name__}: {error}")
         return 1
     return 0
-
-
-if __name__ == "__main__":
-    code = main(int(sys.argv[1]))
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)  # the stage waits for this exit: spare it the interpreter's teardown (see stage.exit_now)
