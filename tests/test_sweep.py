@@ -421,6 +421,7 @@ def test_an_unreachable_scheduler_address_is_one_error_line(tmp_path):
     output = result.stdout + result.stderr
     assert result.returncode == 1 and "Traceback" not in output, output
     assert f"error: DASK_SCHEDULER_ADDRESS={address}: no Dask scheduler answers" in output, output
+    assert "Connection refused" in output  # known at once, not after Dask's 20 s of trying again
     assert time.monotonic() - started < 60
     assert not any((project / name).exists() for name in OUTPUTS)
     parent, _ = sweep_runs(project)

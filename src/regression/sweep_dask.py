@@ -47,6 +47,21 @@ def scheduler_address() -> str | None:
     return os.environ.get("DASK_SCHEDULER_ADDRESS") or dask.config.get("scheduler-address", None)
 
 
+def refused_at_once(address: str) -> None:
+    """Raise OSError if a tcp:// or tls:// address refuses a connection (nothing listens) or names
+    no host: Dask would try again until its timeout, 20 s, for what is known at once. A host
+    that does not answer is left to Dask's timeout."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(address)
+    if parts.scheme in ("tcp", "tls") and parts.hostname and parts.port:
+        try:
+            socket.create_connection((parts.hostname, parts.port), timeout=2).close()
+        except TimeoutError:
+            pass
+
+
 def local_workers(trials: int) -> int:
     """A local cluster's size: a worker per core this process may use, no more than the trials."""
     return max(1, min(len(os.sched_getaffinity(0)), trials))
@@ -63,6 +78,7 @@ def cluster(workers: int | None, trials: int):
     address = scheduler_address()
     if address:
         try:
+            refused_at_once(address)
             client = Client(address, timeout="20s")
         except (OSError, TimeoutError) as error:
             raise ClusterError(f"DASK_SCHEDULER_ADDRESS={address}: no Dask scheduler answers "
