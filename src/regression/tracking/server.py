@@ -155,7 +155,8 @@ class Server:
                  # A client's open connection would hold a stop for 30 s, until it is killed: give
                  # requests in flight GRACE_SECONDS.
                  "--uvicorn-opts", f"--timeout-graceful-shutdown {GRACE_SECONDS}"
-                 + (f" --ssl-keyfile {certificate[1]} --ssl-certfile {certificate[0]}" if certificate else "")],
+                 + (f" --ssl-keyfile {certificate[1]} --ssl-certfile {certificate[0]}"
+                    if certificate else "")],
                 cwd=self.state, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
                 env=self.server_environment(), start_new_session=True)
         self.pid_file.write_text(f"{process.pid}\n")
