@@ -21,7 +21,7 @@ PLOTS_PAGE := $(VENV)/share/dvc-plots/index.html
 # `dvc repro` refuses a section of params.yaml no stage reads before any work (the params stage).
 run: $(VENV)/.installed $(PLOTS_PAGE)
 	dvc repro
-	PYTHONPATH=src python -m regression.tracking.compare --summary
+	PYTHONPATH=src python -m tracking.compare --summary
 
 # The tests in TEST_WORKERS processes (pytest-xdist; 0: one), a test file to a process: much of
 # the end-to-end tests' time is spent waiting on servers and subprocesses. Each process prepares
@@ -42,7 +42,7 @@ test-quick: $(VENV)/.installed $(PLOTS_PAGE)
 # for some modules; then `mutmut results` lists the survivors and `mutmut show <name>` shows one.
 MUTANT_WORKERS ?= 2
 mutants: $(VENV)/.installed
-	mutmut run --max-children $(MUTANT_WORKERS) $(foreach m,$(MODULES),'regression.$(m).*' 'regression.tracking.$(m).*')
+	mutmut run --max-children $(MUTANT_WORKERS) $(foreach m,$(MODULES),'regression.$(m).*' 'tracking.$(m).*')
 
 # DVC's experiments as a table that fits 120 columns: the params that vary, each model's headline
 # metric (`dvc exp show` shows every param and dependency hash). ARGS=-A for every commit's.
@@ -51,17 +51,17 @@ exps: $(VENV)/.installed
 
 # The MLflow runs side by side, best first (MODEL=softmax_nn for one model).
 compare: $(VENV)/.installed
-	PYTHONPATH=src python -m regression.tracking.compare $(if $(MODEL),--model $(MODEL))
+	PYTHONPATH=src python -m tracking.compare $(if $(MODEL),--model $(MODEL))
 
 # Point each registered model's `champion` alias at its best version.
 promote: $(VENV)/.installed
-	PYTHONPATH=src python -m regression.tracking.registry
+	PYTHONPATH=src python -m tracking.registry
 
 # The MLflow UI on http://127.0.0.1:5000 (PORT=5005 for another port). First prints the link to
 # the run list in the lesson's view (key params and metrics as columns, best test accuracy first);
 # there, tick runs and press "Compare" to see them side by side.
 ui: $(VENV)/.installed
-	PYTHONPATH=src python -m regression.tracking.ui $(if $(PORT),--port $(PORT))
+	PYTHONPATH=src python -m tracking.ui $(if $(PORT),--port $(PORT))
 
 # The sweep of each model in params.yaml (`sweep@<model>`: trials on Dask, the best refit on all
 # the training data). On the local machine, or on a running Dask cluster:
@@ -90,15 +90,15 @@ remote: $(VENV)/.installed
 # machines, over HTTPS only (a certificate made at the first start, or CERT=… KEY=…).
 # `make server-stop` stops MLflow and PostgreSQL.
 server: $(VENV)/.installed
-	PYTHONPATH=src python -m regression.tracking.server start $(if $(PORT),--port $(PORT) )$(if $(PG_PORT),--postgres-port $(PG_PORT) )$(if $(HOST),--host $(HOST) )$(if $(CERT),--cert "$(CERT)" )$(if $(KEY),--key "$(KEY)")
+	PYTHONPATH=src python -m team_server.server start $(if $(PORT),--port $(PORT) )$(if $(PG_PORT),--postgres-port $(PG_PORT) )$(if $(HOST),--host $(HOST) )$(if $(CERT),--cert "$(CERT)" )$(if $(KEY),--key "$(KEY)")
 
 # An account on the running server, made by its admin: `make user NAME=alice ROLE=editor` (or
 # reader); prints once the two lines that give it to alice.
 user: $(VENV)/.installed
-	@PYTHONPATH=src python -m regression.tracking.server user "$(NAME)" "$(ROLE)"
+	@PYTHONPATH=src python -m team_server.server user "$(NAME)" "$(ROLE)"
 
 server-stop: $(VENV)/.installed
-	PYTHONPATH=src python -m regression.tracking.server stop
+	PYTHONPATH=src python -m team_server.server stop
 
 # Where the time of `dvc repro` and `dvc exp run` goes (about 3 minutes): prints a table and
 # writes benchmarks/results.json.

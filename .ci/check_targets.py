@@ -11,7 +11,7 @@ from pathlib import Path
 from regression.data import classifies
 from regression.headline import ACCURACY, FIT_ERROR, TEST, metric, ranked_by
 from regression.params import read_yaml
-from regression.tracking.compare import metrics_file
+from tracking.compare import metrics_file
 
 MIN_ACCURACY = 0.83      # every classifier of `train`, test set (the lesson's softmax models reach 0.8331)
 MAX_LINEAR_ERROR = 0.01  # a regressor's |w - true_w| and |b - true_b|
@@ -26,10 +26,10 @@ def check_mlflow_runs(stages: list[tuple[str, str, str]], dvc_yaml: dict) -> lis
     model registered."""
     from mlflow import MlflowClient
 
-    from regression import tracking
-    from regression.tracking.compare import stage_file
-    from regression.tracking.naming import run_of_outputs
-    from regression.tracking.searching import every
+    import tracking
+    from tracking.compare import stage_file
+    from tracking.naming import run_of_outputs
+    from tracking.searching import every
 
     experiments = tracking.opened()  # the store and experiments the pipeline recorded into
     if experiments is None:

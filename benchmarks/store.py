@@ -188,7 +188,7 @@ def measure(project: Path, env: dict, builder: Builder, url: str, work: Path, la
     row["compare right"] = f"{MODEL}: {total:,} runs" in output and "bench-best" in first
     row["make promote"], output = median_time([*make, "promote"], project, env)
     row["promote right"] = f"{REGISTERED}: champion -> version {builder.best_version}," in output
-    row["summary"], output = median_time([sys.executable, "-m", "regression.tracking.compare", "--summary"],
+    row["summary"], output = median_time([sys.executable, "-m", "tracking.compare", "--summary"],
                                          project, env | {"PYTHONPATH": "src"})
     newest = client.search_runs([builder.experiment], f"tags.`dvc.stage` = '{STAGE}'", max_results=1,
                                 order_by=["attributes.start_time DESC"])[0]  # the forced train's run
@@ -203,8 +203,8 @@ def measure(project: Path, env: dict, builder: Builder, url: str, work: Path, la
 
 def start_sqlite_ui(project: Path, env: dict, port: int) -> tuple[subprocess.Popen, str]:
     sys.path.insert(0, str(project / "src"))
-    from regression.tracking.server import healthy
-    from regression.tracking.ui import ui_command
+    from team_server.server import healthy
+    from tracking.ui import ui_command
 
     process = subprocess.Popen(ui_command(f"sqlite:///{project / 'mlflow.db'}", port), cwd=project,
                                env=env | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
@@ -217,9 +217,9 @@ def start_sqlite_ui(project: Path, env: dict, port: int) -> tuple[subprocess.Pop
 
 def backend(name: str, project: Path, env: dict, sizes: list[int], work: Path) -> dict:
     sys.path.insert(0, str(project / "src"))
-    from regression.tracking.accounts import admin
-    from regression.tracking.postgres import USER, postgres_running
-    from regression.tracking.server import Server
+    from team_server.accounts import admin
+    from team_server.postgres import USER, postgres_running
+    from team_server.server import Server
 
     ui = None
     if name == "sqlite":
@@ -228,7 +228,7 @@ def backend(name: str, project: Path, env: dict, sizes: list[int], work: Path) -
         tracking = db_uri
     else:
         port = free_port()
-        subprocess.run([sys.executable, "-m", "regression.tracking.server", "start", "--port", str(port),
+        subprocess.run([sys.executable, "-m", "team_server.server", "start", "--port", str(port),
                         "--postgres-port", str(free_port())], cwd=project, env=env | {"PYTHONPATH": "src"},
                        check=True)
         server = Server(project)
@@ -254,7 +254,7 @@ def backend(name: str, project: Path, env: dict, sizes: list[int], work: Path) -
             ui.terminate()
             ui.wait()
         if name != "sqlite":
-            subprocess.run([sys.executable, "-m", "regression.tracking.server", "stop"], cwd=project,
+            subprocess.run([sys.executable, "-m", "team_server.server", "stop"], cwd=project,
                            env=env | {"PYTHONPATH": "src"}, capture_output=True)
 
 

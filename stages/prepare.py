@@ -3,11 +3,6 @@
 Usage: python stages/prepare.py <IDX folder> <dataset folder>
 """
 
-# ruff: noqa: E402 - the collector is off before the imports (see regression.stage.collect_garbage_from_here)
-import gc
-
-gc.disable()
-
 from regression import stage
 from regression.data import hold_out, save_dataset
 from regression.fashion_mnist import CLASSES

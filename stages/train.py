@@ -4,77 +4,61 @@ Usage: python stages/train.py <model> --data <dataset folder> --model-file <.pt>
            --metrics <.json> --history <.json> --evaluation <folder> --figures <folder>
 """
 
-# ruff: noqa: E402 - the collector is off before the imports (see regression.stage.collect_garbage_from_here)
-import gc
-
-gc.disable()
-
-import tempfile
+import time
 from pathlib import Path
-
-import numpy as np
 
 from regression import stage
 from regression.data import load_dataset
-from regression.files import json_bytes, write_outputs
+from regression.files import json_bytes, staged_outputs
 from regression.models import MODELS, model_bytes
 from regression.report import draw_figures, make_report
 from regression.timing import phases
-from regression.tracking.companion import Companion
-from regression.training import as_splits, features, new_model, train
-
-# MLflow's run is kept by a second process, forked now that torch is loaded: it imports MLflow
-# while this one reads its params and data, and sets the run up while this one trains.
-companion = Companion.launch()
+from regression.training import TrainingDiverged, as_splits, features, new_model, train
+from tracking.naming import version_metric_tags
+from tracking.record import Logged, Trained, check, record
 
 
 def main(params, args):
     name = args.model
     p = params.train[name]
     spec = MODELS[p.architecture]
-    with phases("data load"):
-        meta, arrays = load_dataset(args.data)
-        splits = as_splits(arrays, spec)
-        train_set, test_set = splits["train"], splits["test"]
-        classes = tuple(meta.get("classes", ()))
+    meta, arrays = load_dataset(args.data)
+    check(meta["name"])  # a tracking server that does not answer stops the stage before training
+    splits = as_splits(arrays, spec)
+    train_set, test_set = splits["train"], splits["test"]
+    classes = tuple(meta.get("classes", ()))
     model, config = new_model(name, train_set, classes, p)
 
-    with phases("tracking setup"):
-        run = companion.start(name, p.model_dump() | {"model": name}, meta, p.epochs, params.file,
-                              folder=args.data, splits=tuple(splits))
-    with run:
-        def on_epoch(record):
-            print(", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
-                            for k, v in record.items()))
-            with phases("tracking per epoch"):
-                run.log_epoch(record)
+    history = []
 
+    def on_epoch(epoch: dict) -> None:
+        print(", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in epoch.items()))
+        history.append(epoch)
+
+    trained = Trained(p.model_dump() | {"model": name}, history, started=time.time(), ended=0.0)
+    recording = dict(model=name, stage=f"train@{name}", experiment_key=meta["name"], data=meta,
+                     folder=args.data, file_params=params.file)
+    try:
         with phases("training"):
-            history, outputs = train(name, spec, model, splits, p, on_epoch)
-        with phases("evaluation"):
-            report = make_report(spec, model, history[-1], outputs["test"], test_set.y, config, meta)
-        with phases("figures"):
-            figures = draw_figures(name, spec, report, history, outputs["test"], test_set.X, test_set.y, classes)
-        # MLflow logs the model, the evaluation and the figures from a scratch folder; the outputs
-        # are written after it, all at once, so a stage stopped at any point leaves the last good ones.
-        weights = model_bytes(model, config)
-        with tempfile.TemporaryDirectory() as scratch, phases("model logging"):
-            logged = Path(scratch) / args.model_file.name
-            logged.write_bytes(weights)
-            files = []
-            for folder, contents in (("evaluation", report.files), ("figures", figures)):
-                (Path(scratch) / folder).mkdir()
-                for file_name, data in contents.items():
-                    (Path(scratch) / folder / file_name).write_bytes(data)
-                    files.append(Path(scratch) / folder / file_name)
-            example = Path(scratch) / "example.npy"
-            np.save(example, features(test_set.X[:5]).numpy())
-            version = run.finish(logged, example, sorted(files), report.metrics)
-        with phases("writing outputs"):
-            write_outputs({args.model_file: weights, args.history: json_bytes(history),
-                           args.evaluation: report.files, args.figures: figures,
-                           args.metrics: json_bytes(report.metrics)})
-    print(f"{args.model_file}, {args.metrics} written; model version {version['version']} of {version['name']}")
+            _, outputs = train(name, spec, model, splits, p, on_epoch)
+    except TrainingDiverged as error:
+        trained.ended, trained.status, trained.reason = time.time(), "FAILED", str(error)
+        record(trained=trained, **recording)
+        raise
+    trained.ended = time.time()
+    with phases("evaluation"):
+        report = make_report(spec, model, history[-1], outputs["test"], test_set.y, config, meta)
+    figures = draw_figures(name, spec, report, history, outputs["test"], test_set.X, test_set.y, classes)
+    weights = model_bytes(model, config)
+    # Written beside their places first; moved into place only once the run is recorded.
+    with staged_outputs({args.model_file: weights, args.history: json_bytes(history),
+                         args.evaluation: report.files, args.figures: figures,
+                         args.metrics: json_bytes(report.metrics)}) as publish, phases("recording"):
+        logged = Logged(model, config, weights, features(test_set.X[:5]).numpy(),
+                        {"evaluation": report.files | figures}, version_metric_tags(report.metrics),
+                        params=trained.params)
+        version = record(trained=trained, logged=logged, publish=publish, **recording)
+    print(f"{args.model_file}, {args.metrics} written; model version {version.version} of {version.name}")
 
 
 if __name__ == "__main__":

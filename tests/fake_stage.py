@@ -13,7 +13,7 @@ import os
 import time
 
 from regression import stage
-from regression.tracking import ModelRun
+from tracking import ModelRun
 
 
 def main(params, args):

@@ -4,7 +4,7 @@ Import a fixture together with those it uses, since pytest looks them up by name
 module: `from postgres import mlflow_pg_server, postgres_binaries, postgres_server`. Without
 PostgreSQL's binaries they skip, naming the package to install; with the environment variable
 `CI` set they fail instead, so CI never skips them silently. The cluster is made and run by
-`regression.tracking.server`'s own functions, as the `postgres` user when the tests run as root.
+`team_server.server`'s own functions, as the `postgres` user when the tests run as root.
 """
 
 import os
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from projects import BIN, environment, free_port
-from regression.tracking.server import (
+from team_server.server import (
     HOST,
     SERVER_SETTINGS,
     ServerError,

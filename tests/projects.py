@@ -26,7 +26,7 @@ from mlflow import MlflowClient
 from idx_files import write_tiny_fashion_mnist
 from regression.numerics import PINNED_ENVIRONMENT
 from regression.params import read_yaml
-from regression.tracking.postgres import stop_process
+from team_server.postgres import stop_process
 
 PROJECT = Path(__file__).resolve().parents[1]
 COPIED = ["dvc.yaml", "params.yaml", "stages", "src", "Makefile", "requirements.txt", "requirements.lock",

@@ -1,4 +1,4 @@
-"""regression.tracking.registry: the one ranking rule, as compare, sweep and promote use it."""
+"""tracking.registry: the one ranking rule, as compare, sweep and promote use it."""
 
 import os
 import shutil
@@ -8,11 +8,11 @@ import pytest
 import yaml
 
 from projects import PROJECT
-from regression.tracking import access
-from regression.tracking.compare import metrics_file
-from regression.tracking.naming import SELECTED_BY_TAG
-from regression.tracking.registry import choose, main, rank_key
-from regression.tracking.store import HTTP_BOUNDS
+from tracking import access
+from tracking.compare import metrics_file
+from tracking.naming import SELECTED_BY_TAG
+from tracking.registry import choose, main, rank_key
+from tracking.store import HTTP_BOUNDS
 
 
 def version(number: int, **tags: float):
@@ -114,7 +114,7 @@ def test_make_promote_fails_in_one_line_for_an_account_that_may_not_move_the_ali
                                                                                  monkeypatch):
     register(store, "fashion-mnist-softmax_nn", {"val_accuracy": "0.8"})
     # What a server with accounts answers a reader asking about the registered model (see
-    # regression.tracking.access); it holds nothing on anything else.
+    # tracking.access); it holds nothing on anything else.
     def held(resource_type, resource_id):
         if (resource_type, resource_id) == ("registered_model", "fashion-mnist-softmax_nn"):
             return "http://server", "reader", "READ"

@@ -1,5 +1,5 @@
 """Questions to the store answered over all of it: the answers past a page boundary, with a page
-of two, through the functions every command calls (`regression.tracking.searching`).
+of two, through the functions every command calls (`tracking.searching`).
 
 A real sqlite store, made through MlflowClient. The best run and the best version are the
 oldest: the last page of the store's default order (newest first).
@@ -8,10 +8,10 @@ oldest: the last page of the store's default order (newest first).
 import pytest
 from mlflow import MlflowClient
 
-from regression.tracking.compare import compare
-from regression.tracking.naming import MODEL_DIGEST_TAG, file_digest, run_of_outputs, runs_of
-from regression.tracking.registry import ALIAS, promote
-from regression.tracking.searching import count, count_tagged, every
+from tracking.compare import compare
+from tracking.naming import MODEL_DIGEST_TAG, file_digest, run_of_outputs, runs_of
+from tracking.registry import ALIAS, promote
+from tracking.searching import count, count_tagged, every
 
 PAGE = 2
 # val_accuracy of each run, oldest first: the oldest is the best, the rest worse and worse
@@ -142,7 +142,7 @@ def test_an_sqlite_stores_statistics_are_measured_again_once_its_runs_have_doubl
     have doubled since (the timings are in benchmarks/store.py)."""
     import sqlite3
 
-    from regression.tracking.store import keep_planner_statistics
+    from tracking.store import keep_planner_statistics
 
     database = tmp_path / "mlflow.db"
     with sqlite3.connect(database) as connection:

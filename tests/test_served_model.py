@@ -25,7 +25,7 @@ def served(reproduced):
     """(URL of the served champion, project path)."""
     path = reproduced[0]
     env = environment(MLFLOW_TRACKING_URI=store_uri(path), PYTHONPATH="src")
-    promoted = run(path, "python", "-m", "regression.tracking.registry", "--model", MODEL, env=env).stdout
+    promoted = run(path, "python", "-m", "tracking.registry", "--model", MODEL, env=env).stdout
     # The sweep's refit model is the one version chosen on a validation split; it names the sweep's run.
     assert "val_accuracy" in promoted and "from run 'softmax_nn sweep of " in promoted, promoted
     port = free_port()

@@ -1,5 +1,5 @@
 """The team's tracking server: a stage recording into MLflow on PostgreSQL, and `make server`'s
-`python -m regression.tracking.server start|status|stop` in a project folder of its own."""
+`python -m team_server.server start|status|stop` in a project folder of its own."""
 
 import http.client
 import os
@@ -21,8 +21,8 @@ import pytest
 from mlflow import MlflowClient
 
 from projects import BIN, PROJECT, environment, free_port, run, runs_by_model, train_command
-from regression.tracking.postgres import ended
-from regression.tracking.run import log_datasets, split_dataset
+from team_server.postgres import ended
+from tracking.run import log_datasets, split_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -53,12 +53,12 @@ def test_a_stage_records_its_run_and_model_into_mlflow_on_postgresql(project_cop
 
 
 def server(project, *args: str):
-    return run(project, str(BIN / "python"), "-m", "regression.tracking.server", *args,
+    return run(project, str(BIN / "python"), "-m", "team_server.server", *args,
                env=environment(PYTHONPATH="src"), check=False, timeout=180)
 
 
 def test_a_client_connected_over_https_does_not_hold_the_stop_up(postgres_binaries, postgres_tmp_path):
-    from regression.tracking.tls import make_certificate
+    from team_server.tls import make_certificate
 
     project = postgres_tmp_path / "project"
     shutil.copytree(PROJECT / "src", project / "src", ignore=shutil.ignore_patterns("__pycache__"))

@@ -18,9 +18,9 @@ from mlflow import MlflowClient
 
 from postgres import folder_postgres_can_reach, postgres_binaries  # noqa: F401 - fixture
 from projects import BIN, PROJECT, environment, free_port, run, train_command  # noqa: F401
-from regression.tracking.accounts import admin, read_settings, write_settings
-from regression.tracking.postgres import ServerError
-from regression.tracking.tls import check_given, make_certificate
+from team_server.accounts import admin, read_settings, write_settings
+from team_server.postgres import ServerError
+from team_server.tls import check_given, make_certificate
 from test_server import listening_sockets
 
 CERT_VARIABLE = "MLFLOW_TRACKING_SERVER_CERT_PATH"
@@ -28,7 +28,7 @@ USERS = {"alice": "editor", "bob": "editor", "rita": "reader"}
 
 
 def server(project, *args: str, check: bool = True):
-    return run(project, str(BIN / "python"), "-m", "regression.tracking.server", *args,
+    return run(project, str(BIN / "python"), "-m", "team_server.server", *args,
                env=environment(PYTHONPATH="src"), check=check, timeout=180)
 
 
@@ -149,7 +149,7 @@ def test_https_only_with_the_servers_certificate_on_every_address_postgresql_on_
 
 @pytest.mark.slow
 def test_a_client_without_the_certificate_or_with_a_wrong_password_fails_in_one_line(team):
-    promote = [str(BIN / "python"), "-m", "regression.tracking.registry"]
+    promote = [str(BIN / "python"), "-m", "tracking.registry"]
     result = run(team.project, *promote, env=client_env(team, "alice", **{CERT_VARIABLE: None}), check=False)
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
@@ -201,7 +201,7 @@ def test_an_editor_records_as_themself_a_reader_is_refused_at_once_promote_needs
     assert {p: p.read_bytes() for p in outputs if p.exists()} == kept, "the outputs must stay the last good run's"
 
     # Moving `champion` needs MANAGE on the registered model: alice made it, bob may only edit it.
-    promote = [str(BIN / "python"), "-m", "regression.tracking.registry"]
+    promote = [str(BIN / "python"), "-m", "tracking.registry"]
     bob = run(project_copy, *promote, env=client_env(team, "bob"), check=False)
     assert bob.returncode == 1 and bob.stderr.splitlines() == [
         f"error: MLflow tracking server {team.url}: account 'bob' holds EDIT on registered model "

@@ -1,4 +1,4 @@
-"""regression.tracking.served: what a logged model answers, and how it rejects input it cannot answer."""
+"""tracking.served: what a logged model answers, and how it rejects input it cannot answer."""
 
 import io
 import json
@@ -14,7 +14,7 @@ from mlflow.exceptions import MlflowException
 
 from regression.fashion_mnist import CLASSES
 from regression.models import ModelConfig, build_model, model_bytes
-from regression.tracking.served import Answer, answer, signature
+from tracking.served import Answer, answer, signature
 
 CLASSIFIER = ModelConfig("softmax_nn", "softmax_nn", n_features=784, n_outputs=10, classes=CLASSES)
 LINEAR = ModelConfig("linear", "linear", n_features=2, n_outputs=1)
@@ -170,8 +170,8 @@ def saved_pyfunc(classifier, pixels, tmp_path):
     before `answer`. Saved for each test (a tenth of a second), so each one checks `signature`."""
     import mlflow
 
-    from regression.tracking.run import PACKAGE, SERVING_CODE, model_requirements
-    from regression.tracking.served import MODEL_ARTIFACT
+    from tracking.run import PACKAGE, SERVING_CODE, model_requirements
+    from tracking.served import MODEL_ARTIFACT
 
     model_file = tmp_path / "softmax_nn.pt"
     model_file.write_bytes(model_bytes(classifier, CLASSIFIER))

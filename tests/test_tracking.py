@@ -1,4 +1,4 @@
-"""regression.tracking: run names, the store under concurrency, signals, orphans, dead servers, bad stores.
+"""tracking: run names, the store under concurrency, signals, orphans, dead servers, bad stores.
 
 The process tests run `tests/fake_stage.py`: the real stage runner and MLflow run, without
 torch or data, against a tiny sqlite store or a loopback server they stop. A server dying while
@@ -24,8 +24,8 @@ import pytest
 from mlflow import MlflowClient
 
 from projects import PROJECT, environment, free_port, start_mlflow_server, stop, train_command
-from regression.tracking import TrackingError, open_experiment
-from regression.tracking.naming import changed_params, committed_params, run_name
+from tracking import TrackingError, open_experiment
+from tracking.naming import changed_params, committed_params, run_name
 
 FAKE_STAGE = Path(__file__).with_name("fake_stage.py")
 # README's promises: a tracking server that does not answer stops a stage "within seconds",

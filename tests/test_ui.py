@@ -33,9 +33,9 @@ from projects import (
     wait_for_http,
 )
 from regression.data import CLASSIFICATION, REGRESSION
-from regression.tracking.naming import EXPERIMENT_PREFIX
-from regression.tracking.store import VIEW_TAG, experiment_tags, lesson_view, open_experiment
-from regression.tracking.ui import compare_url, run_list_url
+from tracking.naming import EXPERIMENT_PREFIX
+from tracking.store import VIEW_TAG, experiment_tags, lesson_view, open_experiment
+from tracking.ui import compare_url, run_list_url
 
 OUTPUT = Path(__file__).with_name("output") / "ui"
 FASHION, SYNTHETIC = f"{EXPERIMENT_PREFIX}/fashion-mnist", f"{EXPERIMENT_PREFIX}/synthetic"  # the experiments
@@ -115,7 +115,7 @@ def test_every_store_gets_the_same_saved_views(tmp_path):
     views = []
     for name in ("a", "b"):
         uri = f"sqlite:///{tmp_path / name / 'mlflow.db'}"
-        set_up = ("from regression.tracking.store import open_experiments; "
+        set_up = ("from tracking.store import open_experiments; "
                   "open_experiments(['synthetic', 'fashion-mnist'])")
         subprocess.run([str(BIN / "python"), "-c", set_up],
                        env=environment(PYTHONPATH=str(PROJECT / "src"), MLFLOW_TRACKING_URI=uri), check=True)
@@ -175,7 +175,7 @@ def test_make_ui_stops_the_ui_it_started_and_leaves_nothing_serving(tmp_path, ho
     foreground group), `make ui` stops the UI it started, quietly: nothing answers afterwards."""
     shutil.copy(PROJECT / "params.yaml", tmp_path / "params.yaml")
     port = free_port()
-    ui = subprocess.Popen([str(BIN / "python"), "-m", "regression.tracking.ui", "--port", str(port)],
+    ui = subprocess.Popen([str(BIN / "python"), "-m", "tracking.ui", "--port", str(port)],
                           cwd=tmp_path, env=environment(PYTHONPATH=str(PROJECT / "src")), text=True,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:

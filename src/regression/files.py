@@ -9,6 +9,8 @@ import signal
 import tempfile
 from pathlib import Path
 
+from regression import PipelineError
+
 
 def json_bytes(obj) -> bytes:
     """JSON as every output of the project writes it: indented, ending with a newline."""
@@ -84,28 +86,20 @@ def write_folder_atomic(folder: str | Path, files: dict[str, bytes]) -> None:
             (work / name).write_bytes(data)
 
 
-def write_outputs(outputs: dict[Path, bytes | dict[str, bytes]]) -> None:
-    """Replace a stage's outputs together: each file (bytes) or folder (name -> bytes) is first
-    written in full beside its place, then all are renamed into place in one go, signals held.
+@contextlib.contextmanager
+def staged_outputs(outputs: dict[Path, bytes | dict[str, bytes]]):
+    """Write a stage's outputs, each file (bytes) or folder (name -> bytes) in full beside its
+    place, and yield `publish`, which renames them all into place in one go, signals held.
 
-    Until then every earlier output is left as it was (dvc.yaml keeps them: `persist`); after,
-    all are new. Only a `kill -9` in the microseconds between two renames could leave some new
-    and some old, and DVC, seeing the stage fail, records none of them (`dvc repro` runs it again).
+    Until `publish` every earlier output is left as it was (dvc.yaml keeps them: `persist`);
+    after, all are new; whatever was not published is removed on the way out. A write that fails
+    (a full disk) is one line naming the file. Only a `kill -9` in the microseconds between two
+    renames could leave some new and some old, and DVC, seeing the stage fail, records none of them.
     """
     token = secrets.token_hex(8)
     staged, replaced = [], []  # (temporary, final) paths; earlier folders moved aside
-    try:
-        for path, content in outputs.items():
-            path = Path(path)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            temporary = path.with_name(f".{path.name}.{token}.tmp")
-            staged.append((temporary, path))
-            if isinstance(content, dict):
-                temporary.mkdir()
-                for name, data in content.items():
-                    (temporary / name).write_bytes(data)
-            else:
-                temporary.write_bytes(content)
+
+    def publish() -> None:
         with signals_held():
             for temporary, path in staged:
                 if temporary.is_dir() and path.exists():  # a folder cannot be renamed onto another
@@ -113,6 +107,24 @@ def write_outputs(outputs: dict[Path, bytes | dict[str, bytes]]) -> None:
                     path.rename(aside)
                     replaced.append(aside)
                 os.replace(temporary, path)
+
+    try:
+        for path, content in outputs.items():
+            path = Path(path)
+            temporary = path.with_name(f".{path.name}.{token}.tmp")
+            staged.append((temporary, path))
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                if isinstance(content, dict):
+                    temporary.mkdir()
+                    for name, data in content.items():
+                        (temporary / name).write_bytes(data)
+                else:
+                    temporary.write_bytes(content)
+            except OSError as error:
+                raise PipelineError(f"{path}: cannot be written ({error.strerror or error}); "
+                                    "the last good outputs are kept") from None
+        yield publish
     finally:
         with signals_held():
             for temporary in [temporary for temporary, _ in staged] + replaced:
@@ -120,3 +132,9 @@ def write_outputs(outputs: dict[Path, bytes | dict[str, bytes]]) -> None:
                     shutil.rmtree(temporary, ignore_errors=True)
                 else:
                     temporary.unlink(missing_ok=True)
+
+
+def write_outputs(outputs: dict[Path, bytes | dict[str, bytes]]) -> None:
+    """Replace a stage's outputs together, or none of them (`staged_outputs`)."""
+    with staged_outputs(outputs) as publish:
+        publish()

@@ -11,7 +11,6 @@ one ends by saying how to go back when params.yaml was changed.
 """
 
 import argparse
-import gc
 import os
 import signal
 import subprocess
@@ -32,17 +31,6 @@ class Interrupted(BaseException):
     def __init__(self, signum: int):
         self.signum = signum
         super().__init__(f"interrupted by {signal.Signals(signum).name}")
-
-
-# Called, newest first, when a stage is interrupted: what must end even if the signal lands
-# between two statements of a `with` (e.g. an MLflow run marked KILLED). See `on_interrupt`.
-_on_interrupt: list[Callable[[], None]] = []
-
-
-def on_interrupt(cleanup: Callable[[], None]) -> Callable[[], None]:
-    """Run `cleanup` if the stage is interrupted; returns the function that cancels that."""
-    _on_interrupt.append(cleanup)
-    return lambda: _on_interrupt.remove(cleanup) if cleanup in _on_interrupt else None
 
 
 def _raise_interrupted(signum, frame):
@@ -66,21 +54,18 @@ def run(main: Callable[[Params, argparse.Namespace], None], parser: argparse.Arg
     try:
         args = parser.parse_args()
         params = load_section("params.yaml", owns(args) if callable(owns) else owns, models=models)
-        collect_garbage_from_here()
         phases.started = time.time()
         main(params, args)
     except PipelineError as error:
         print(f"error: {error}", file=sys.stderr)
         code = 1
     except Interrupted as interrupted:
-        for cleanup in reversed(_on_interrupt):
-            cleanup()
         print(f"error: {interrupted}", file=sys.stderr)
         code = 128 + interrupted.signum
     if code and params_changed():
         print(WAY_BACK, file=sys.stderr)
     phases.record(os.environ.get("DVC_STAGE") or " ".join(sys.argv[:2]), code)
-    exit_now(code)
+    sys.exit(code)
 
 
 # A failed stage's last line when params.yaml is not the committed one (e.g. after `dvc exp run -S`).
@@ -99,31 +84,6 @@ def params_changed() -> bool:
                               capture_output=True, timeout=10).returncode == 1
     except (OSError, subprocess.SubprocessError):
         return False
-
-
-def collect_garbage_from_here() -> None:
-    """Turn the garbage collector (back) on, leaving out every object made so far.
-
-    A stage that imports torch and MLflow makes millions of long-lived objects, and the
-    collector would walk them all again and again: stage scripts turn it off while they import
-    (a second saved on torch, MLflow and matplotlib), and from here on it looks only at what the
-    stage itself makes (`gc.freeze`; half a second saved in MLflow's store setup and training).
-    """
-    gc.freeze()
-    gc.enable()
-
-
-def exit_now(code: int) -> None:
-    """Exit without the interpreter's teardown.
-
-    With torch loaded, tearing the interpreter down takes about half a second, paid by every
-    stage of every `dvc repro`. By the time a stage ends, each output has been written to a
-    temporary file and renamed into place, and the MLflow run has been ended, so nothing is
-    lost by skipping it.
-    """
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
 
 
 def parser(description: str) -> argparse.ArgumentParser:

@@ -38,10 +38,6 @@ class Phases:
             if self.stack:
                 self.stack[-1] = (self.stack[-1][0], now)
 
-    def add(self, name: str, seconds: float) -> None:
-        """Time spent beside the stage (by another process) on `name`."""
-        self.seconds[name] = self.seconds.get(name, 0.0) + seconds
-
     def record(self, stage: str, exit_code: int) -> None:
         path = os.environ.get("STAGE_TIMINGS")
         if not path:
@@ -52,7 +48,7 @@ class Phases:
                 "stage": stage, "exit_code": exit_code, "startup": self.started - start,
                 "phases": self.seconds, "wall": time.time() - start,
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                # its largest child's (the train stage's tracking companion), once waited for
+                # its largest child's (a sweep's local Dask worker), once waited for
                 "child_peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
             }) + "\n")
 

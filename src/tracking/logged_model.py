@@ -2,6 +2,6 @@
 
 import mlflow
 
-from regression.tracking.served import Answer
+from tracking.served import Answer
 
 mlflow.models.set_model(Answer())

@@ -1,6 +1,6 @@
 """`make ui`: the MLflow UI on the project's store, and links into it (the lesson's view, compared runs).
 
-Usage: python -m regression.tracking.ui [--port 5000]   (`make ui`: prints the run-list links,
+Usage: python -m tracking.ui [--port 5000]   (`make ui`: prints the run-list links,
 then serves the UI on http://127.0.0.1:<port> until stopped)
 
 The UI shows the project's own store (`mlflow.db`), an experiment per dataset; a tracking server
@@ -22,7 +22,7 @@ import textwrap
 import threading
 from urllib.parse import quote
 
-from regression.tracking.store import VIEW_KEY, local_store_uri, opened, sqlite_path
+from tracking.store import VIEW_KEY, local_store_uri, opened, sqlite_path
 
 HOST, PORT = "127.0.0.1", 5000
 WORKFLOW = "machine_learning"  # "Model training"

@@ -1,7 +1,7 @@
 """The MLflow runs side by side in the terminal, best first, and the summary `make run` ends with.
 
-Usage: python -m regression.tracking.compare [--model NAME] [--limit N]   (`make compare`)
-       python -m regression.tracking.compare --summary                   (the end of `make run`)
+Usage: python -m tracking.compare [--model NAME] [--limit N]   (`make compare`)
+       python -m tracking.compare --summary                   (the end of `make run`)
 
 Runs are grouped by model (those of params.yaml) and ranked by the registry's rule
 (`registry.rank_key`, which the store applies as `registry.RANK_ORDER`): validation accuracy
@@ -19,7 +19,7 @@ from pathlib import Path
 from regression.data import classifies
 from regression.headline import FIT_ERROR, HEADLINE, number, short
 from regression.params import read_yaml
-from regression.tracking.naming import (
+from tracking.naming import (
     CHANGED_TAG,
     CHOSEN_TAG,
     MODEL_TAG,
@@ -27,10 +27,10 @@ from regression.tracking.naming import (
     runs_of,
     where_from,
 )
-from regression.tracking.registry import RANK_ORDER, rank_key
-from regression.tracking.searching import PAGE_SIZE, count_tagged
-from regression.tracking.store import is_server, opened, tracking_uri
-from regression.tracking.ui import local_ui_url, run_list_links
+from tracking.registry import RANK_ORDER, rank_key
+from tracking.searching import PAGE_SIZE, count_tagged
+from tracking.store import is_server, opened, tracking_uri
+from tracking.ui import local_ui_url, run_list_links
 
 WIDTH = 120
 

@@ -21,8 +21,8 @@ import secrets
 import warnings
 from pathlib import Path
 
-from regression.tracking.postgres import HOST, USER, ServerError
-from regression.tracking.tls import CERT_VARIABLE
+from team_server.postgres import HOST, USER, ServerError
+from team_server.tls import CERT_VARIABLE
 
 AUTH_DATABASE = "mlflow_auth"
 ADMIN = "admin"
@@ -30,7 +30,7 @@ DEFAULT_PERMISSION = "READ"
 ROLES = {"editor": "EDIT", "reader": "READ"}  # role -> its permission on every experiment and model
 GRANTED_ON = ("experiment", "registered_model")
 WORKSPACE = "default"  # MLflow's one workspace when workspaces are off
-AUTHORIZATION_FUNCTION = "regression.tracking.server_auth:signed_in"  # imported by the server
+AUTHORIZATION_FUNCTION = "team_server.server_auth:signed_in"  # imported by the server
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 
 
@@ -149,7 +149,7 @@ def make_experiments(settings: Path, url: str, certificate: Path | None) -> None
     """Make the project's experiments as the admin, so that whoever records into one first does not
     manage it (MLflow lets any account create an experiment, and its creator manages it)."""
     from regression.data import DATASETS
-    from regression.tracking.store import TrackingError, open_experiments
+    from tracking.store import TrackingError, open_experiments
 
     name, password = admin(settings)
     os.environ.pop("MLFLOW_EXPERIMENT_NAME", None)

@@ -16,11 +16,10 @@ import subprocess
 from pathlib import Path
 
 from regression.params import flat, parse_yaml
-from regression.tracking.searching import PAGE_SIZE, every
+from tracking.searching import PAGE_SIZE, every
 
 MODEL_TAG, STAGE_TAG, EXPERIMENT_TAG, DIGEST_TAG = "model", "dvc.stage", "dvc.experiment", "data.digest"
 CHANGED_TAG, COMMIT_TAG = "dvc.changed_params", "mlflow.source.git.commit"
-HOST_TAG, PID_TAG = "process.host", "process.pid"
 STATUS_REASON_TAG = "mlflow.runStatusReason"
 NOTE_TAG = "mlflow.note.content"  # MLflow's own: a run's description
 RUN_NAME_TAG = "run_name"  # a registered model version's: the run it came from
@@ -99,6 +98,11 @@ def run_of_outputs(client, experiment_ids: list[str], model: str, stage: str, mo
                    tags={MODEL_DIGEST_TAG: file_digest(model_file)},
                    order_by=["attributes.start_time DESC"], limit=1)
     return runs[0] if runs else None
+
+
+def version_metric_tags(metrics: dict) -> dict[str, str]:
+    """A registered version's tags for its headline metrics (what `make promote` ranks by)."""
+    return {key: f"{value:.6g}" for key, value in metrics.items() if isinstance(value, float)}
 
 
 def git(*args: str) -> str | None:

@@ -8,17 +8,17 @@ git commit and headline metrics. Runs and versions rank by the first headline me
 points `champion` at the best version. Choosing on the test set is a fallback, and `promote`
 says so when it does.
 
-Usage: python -m regression.tracking.registry [--model NAME]   (`make promote`)
+Usage: python -m tracking.registry [--model NAME]   (`make promote`)
 """
 
 import argparse
 import sys
 
 from regression.headline import HEADLINE
-from regression.tracking.access import require
-from regression.tracking.naming import RUN_NAME_TAG, SELECTED_BY_TAG
-from regression.tracking.searching import PAGE_SIZE, every, versions_tagged
-from regression.tracking.store import TrackingError, opened
+from tracking.access import require
+from tracking.naming import RUN_NAME_TAG, SELECTED_BY_TAG
+from tracking.searching import PAGE_SIZE, every, versions_tagged
+from tracking.store import TrackingError, opened, tracking_uri
 
 ALIAS = "champion"
 WIDTH = 120  # columns of a line printed
@@ -56,10 +56,11 @@ def crown(client, name: str, version: str, chosen_by: str) -> None:
     client.set_model_version_tag(name, version, SELECTED_BY_TAG, chosen_by)
 
 
-def crowning(name: str) -> tuple[str, str, str, str, str]:
+def crowning(name: str) -> tuple[str, str, str, str, str, str]:
     """What moving the registered model `name`'s `champion` needs, as `access.require` and
-    `access.shortfall` ask it: MANAGE on that model."""
-    return "MANAGE", "registered_model", name, f"registered model '{name}'", f"moving its {ALIAS} alias"
+    `access.shortfall` ask it: MANAGE on that model, on the store."""
+    return (tracking_uri(), "MANAGE", "registered_model", name, f"registered model '{name}'",
+            f"moving its {ALIAS} alias")
 
 
 def promote(client, name: str, page_size: int = PAGE_SIZE) -> str:

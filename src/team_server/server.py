@@ -1,6 +1,6 @@
 """The team's MLflow tracking server: `mlflow server` with accounts, on a private PostgreSQL cluster.
 
-`python -m regression.tracking.server start|stop|status` (`make server`, `make server-stop`).
+`python -m team_server.server start|stop|status` (`make server`, `make server-stop`).
 Everything lives in `.mlflow-server/` at the project root: the cluster (`postgres/`, made by
 initdb on the first start, with the user `mlflow`, its database `mlflow` and the users' database
 `mlflow_auth`), the artifacts (`artifacts/`, served through the server under the same
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import psutil
 
-from regression.tracking.accounts import (
+from team_server.accounts import (
     AUTH_DATABASE,
     add_user,
     admin,
@@ -37,7 +37,7 @@ from regression.tracking.accounts import (
     read_settings,
     write_settings,
 )
-from regression.tracking.postgres import (
+from team_server.postgres import (
     DATABASE,
     HOST,
     POSTGRES_BINARIES,
@@ -55,8 +55,8 @@ from regression.tracking.postgres import (
     stop_process,
     what_went_wrong,
 )
-from regression.tracking.store import ask_health
-from regression.tracking.tls import CERT_VARIABLE, check_given, host_names, make_certificate
+from tracking.store import ask_health
+from team_server.tls import CERT_VARIABLE, check_given, host_names, make_certificate
 
 START_SECONDS = 120  # the first start creates MLflow's tables
 GRACE_SECONDS = 5  # how long a stop waits for requests in flight

@@ -14,7 +14,7 @@ import socket
 import ssl
 from pathlib import Path
 
-from regression.tracking.postgres import ServerError
+from team_server.postgres import ServerError
 
 CERT_VARIABLE = "MLFLOW_TRACKING_SERVER_CERT_PATH"  # MLflow's: the CA bundle its client trusts
 VALID_DAYS = 825  # the longest validity clients accept for a server certificate

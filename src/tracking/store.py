@@ -1,12 +1,11 @@
-"""The tracking store: where it is, opening it with its experiments, its health, bounded HTTP.
+"""The tracking store: where it is, and opening it with its experiments (MLflow imported here).
 
 The store is `MLFLOW_TRACKING_URI` if set (e.g. an `mlflow server` over HTTP), else
 `mlflow.db` (sqlite) at the project root with artifacts in `mlartifacts/` beside it, both by
 absolute path: `dvc exp run --temp/--queue` runs in a copy under `<root>/.dvc/tmp/exps/`, and
 its runs land in the same store. An sqlite store is created and migrated under a file lock, so
-parallel stages (queued experiments on several workers) never race to set it up. A server is
-asked for its health before any work, and every HTTP request is bounded (see `HTTP_BOUNDS`),
-so a missing or dying server fails a stage in seconds, not minutes.
+parallel stages (queued experiments on several workers) never race to set it up. Every HTTP
+request to a server is bounded (see `HTTP_BOUNDS`), so a dying server fails a stage in seconds.
 
 Each dataset's runs have their own experiment, and its sweeps another (`naming.experiment_name`);
 each opens in the UI's model-training view with the lesson's saved view of the run list for
@@ -17,16 +16,14 @@ import json
 import logging
 import os
 import sys
-import urllib.request
 from pathlib import Path
 
-from regression import PipelineError
 from regression.data import CLASSIFICATION, DATASETS
 from regression.headline import HEADLINE, LOSS, TRAIN, has, metric, ranked_by
 from regression.params import read_yaml
 from regression.params_schema import SEARCH_KEYS
-from regression.tracking.naming import dataset_of, experiment_keys, experiment_name
-from regression.tracking.tls import client_context, is_certificate_error, untrusted
+from tracking.access import REFUSED, TrackingError, check_server, is_server
+from tracking.naming import dataset_of, experiment_keys, experiment_name
 
 # MLflow reads these per request; unset, a dead server costs minutes of retries.
 HTTP_BOUNDS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
@@ -36,10 +33,6 @@ SHARED_VIEW = "mlflow.sharedViewState."  # the UI's tag prefix for saved views
 VIEW_KEY = "lesson"
 VIEW_TAG = SHARED_VIEW + VIEW_KEY  # the experiment tag holding the lesson's saved view
 NEWEST_FIRST = "attributes.start_time"  # the UI's sort by "Created"
-
-
-class TrackingError(PipelineError):
-    """The tracking store cannot be reached, opened or written."""
 
 
 def lesson_view(task: str, sweeps: bool = False) -> dict[str, str]:
@@ -113,31 +106,6 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
 
 
-def is_server(uri: str) -> bool:
-    return uri.startswith(("http://", "https://"))
-
-
-def ask_health(url: str, timeout: float, context=None) -> None:
-    """Return once `url`/health answers; OSError or ValueError say why it did not. Over HTTPS, the
-    server's certificate is checked against `context`, by default MLFLOW_TRACKING_SERVER_CERT_PATH's."""
-    context = context or client_context(url)
-    with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=timeout, context=context) as response:
-        response.read()
-
-
-def check_server(uri: str, timeout: float = 5.0) -> None:
-    """Fail in seconds, naming the server, when nothing healthy answers at `uri`."""
-    try:
-        ask_health(uri, timeout)
-    except (OSError, ValueError) as error:
-        if is_certificate_error(error):
-            raise TrackingError(untrusted(uri)) from None
-        reason = getattr(error, "reason", error)
-        raise TrackingError(
-            f"MLflow tracking server {uri} does not answer ({reason}): start it (`make server`) or "
-            f"unset MLFLOW_TRACKING_URI to record into {project_root() / 'mlflow.db'}") from None
-
-
 def one_line(error: BaseException) -> str:
     """The first line of an error's message, without SQLAlchemy's background link."""
     text = str(getattr(error, "orig", None) or error).strip().splitlines()
@@ -146,10 +114,7 @@ def one_line(error: BaseException) -> str:
 
 def refusal(error: BaseException) -> str:
     """One line for a server's refusal: an account it does not know (401) says which settings to fix."""
-    if getattr(error, "get_http_status_code", lambda: None)() == 401:
-        return ("it refused the account (401: no or a wrong MLFLOW_TRACKING_USERNAME or "
-                "MLFLOW_TRACKING_PASSWORD; the server's admin makes accounts with `make user`)")
-    return one_line(error)
+    return REFUSED if getattr(error, "get_http_status_code", lambda: None)() == 401 else one_line(error)
 
 
 def open_experiment(key: str) -> str:

@@ -1,0 +1,255 @@
+"""A model stage's MLflow record, written in one go once its training is done: the run, its model, its version.
+
+A stage calls `check` before it trains (plain HTTP, no MLflow: a server that does not answer or
+refuses the account stops it there) and `record` once training is over. `record` imports
+MLflow, opens the store and writes the run with the training's start and end times: its tags
+and description, params, every epoch's metrics (one batch), its datasets, and, for a trained
+model, the logged model (signature from its config), the evaluation files and a new registered
+version. Then it calls `publish` (the stage moves its outputs into place) and ends the run
+FINISHED. Anything failing on the way, or a signal, ends the run FAILED or KILLED, deletes the
+version it registered, and leaves the outputs unpublished. A diverged training is recorded as a
+FAILED run with its history up to the divergence. A sweep's trials are child runs of its run.
+"""
+
+import hashlib
+import os
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from regression import numerics
+from regression.headline import split_of
+from tracking.access import TrackingError, account, check_recording, is_server, shortfall
+from tracking.naming import (
+    CHANGED_TAG,
+    COMMIT_TAG,
+    DIGEST_TAG,
+    EXPERIMENT_TAG,
+    MODEL_DIGEST_TAG,
+    MODEL_TAG,
+    NOTE_TAG,
+    PARENT_TAG,
+    RUN_NAME_TAG,
+    STAGE_TAG,
+    STATUS_REASON_TAG,
+    SWEEP_TAG,
+    changed_params,
+    committed_params,
+    description,
+    experiment_name,
+    git,
+    registered_name,
+    run_name,
+)
+from tracking.store import one_line, open_experiment, tracking_uri
+
+SERVING_CODE = Path(__file__).with_name("logged_model.py")  # the code MLflow loads a logged model with
+PACKAGES = [Path(__file__).parent, Path(__file__).parents[1] / "regression"]  # logged beside it
+MODEL_PACKAGES = ("torch", "numpy", "pandas")  # what the logged model imports, besides mlflow
+BATCH = 1000  # MLflow takes at most 1000 metrics per log_batch
+
+
+def check(experiment_key: str) -> None:
+    """Before any training: the store this stage records into (`naming.experiment_name`) answers
+    and lets this account record; plain HTTP, only for a server."""
+    check_recording(tracking_uri(), experiment_name(experiment_key))
+
+
+@dataclass
+class Trained:
+    """What one run records: a stage's training (or a sweep's trial)."""
+    params: dict
+    history: list[dict]  # one record per epoch: {"epoch": n, "<split>_<score>": value, ...}
+    started: float       # time.time() when training started and ended
+    ended: float
+    status: str = "FINISHED"  # FAILED: it diverged (`reason` says how)
+    reason: str | None = None
+    tags: dict = field(default_factory=dict)
+    name: str | None = None  # the run's name; by default the model and the params changed
+
+
+@dataclass
+class Logged:
+    """A trained model, logged with its run and registered as a new version."""
+    network: object      # the torch module
+    config: object       # its models.ModelConfig
+    weights: bytes       # its model file's bytes
+    example: object      # an input example (numpy rows)
+    files: dict[str, dict[str, bytes]]  # artifact folder -> {file name: bytes}
+    version_tags: dict[str, str]
+    params: dict         # the logged model's own params (what it was trained with)
+    crowned_by: str | None = None  # if given, `champion` goes to it (if this account may), chosen by this
+
+
+def record(model: str, stage: str, experiment_key: str, data: dict, trained: Trained, logged: Logged | None = None,
+           folder: Path | None = None, children: list[Trained] = (), file_params: dict | None = None,
+           publish: Callable[[], None] = lambda: None):
+    """Record `trained` as one run of `model`'s DVC `stage` in an experiment (`naming.experiment_name`;
+    `data`: the dataset's meta; `folder` the dataset folder, logged as its splits), `children` under it,
+    then `publish`; the registered version, if `logged`."""
+    import mlflow
+    from mlflow.entities import Param
+
+    experiment = open_experiment(experiment_key)
+    client = mlflow.MlflowClient()
+    run_id = start(client, experiment, model, stage, data, trained, file_params or {})
+    version, status = None, trained.status
+    try:
+        for child in children:
+            child_id = start(client, experiment, model, stage, data, child, {}, parent=run_id)
+            log_history(client, child_id, child.history)
+            client.set_terminated(child_id, child.status, end_time=int(child.ended * 1000))
+        datasets = split_datasets(data, folder, trained.history) if folder else {}
+        mlflow.start_run(run_id=run_id)  # the active run, which log_model logs to
+        if datasets:
+            mlflow.log_inputs(list(datasets.values()), contexts=list(datasets), tags_list=[None] * len(datasets))
+        model_id = None
+        if logged is not None:
+            client.set_tag(run_id, MODEL_DIGEST_TAG, hashlib.sha256(logged.weights).hexdigest())
+            model_id, uri = log_model(logged, len(trained.history))
+        client.log_batch(run_id, params=[Param(k, str(v)) for k, v in trained.params.items()])
+        log_history(client, run_id, trained.history, model_id, datasets)
+        if logged is not None:
+            version = register(client, uri, registered_name(data["name"], logged.config.name), logged,
+                               trained, data)
+        publish()
+    except BaseException as error:
+        status = "FAILED" if isinstance(error, Exception) else "KILLED"
+        if version is not None:
+            client.delete_model_version(version.name, version.version)
+        raise as_tracking_error(error, run_id) from None
+    finally:
+        end(client, run_id, status, trained)
+    return version
+
+
+def start(client, experiment: str, model: str, stage: str, data: dict, trained: Trained, file_params: dict,
+          parent: str | None = None) -> str:
+    """Create the run, with its tags (a stage's, or a child's) and start time; its id."""
+    tags = dict(trained.tags)
+    if parent is None:
+        commit, exp_name, changed = git("rev-parse", "HEAD"), os.environ.get("DVC_EXP_NAME"), {}
+        if file_params:
+            changed = changed_params(file_params, committed_params(), model)
+        tags |= {MODEL_TAG: model, STAGE_TAG: os.environ.get("DVC_STAGE", stage), DIGEST_TAG: data["digest"],
+                 "mlflow.user": account(), CHANGED_TAG: " ".join(f"{k}={v}" for k, v in changed.items())}
+        tags |= numerics.describe() | ({COMMIT_TAG: commit} if commit else {})
+        tags |= {EXPERIMENT_TAG: exp_name} if exp_name else {}
+        trained.tags |= {key: tags[key] for key in (EXPERIMENT_TAG, COMMIT_TAG) if key in tags}  # its version's too
+        trained.name = trained.name or run_name(model, changed, exp_name, commit)
+        tags[NOTE_TAG] = description(model, trained.params, changed, tags, data)
+    else:
+        tags |= {PARENT_TAG: parent, SWEEP_TAG: parent, DIGEST_TAG: data["digest"]}
+    if trained.reason:
+        tags[STATUS_REASON_TAG] = trained.reason
+    return client.create_run(experiment, start_time=int(trained.started * 1000), tags=tags,
+                             run_name=trained.name).info.run_id
+
+
+def log_history(client, run_id: str, history: list[dict], model_id: str | None = None,
+                datasets: dict | None = None) -> None:
+    """Every epoch's metrics (step = epoch); the last epoch's linked to the logged model and, by
+    split, to its dataset."""
+    from mlflow.entities import Metric
+
+    now, last = int(time.time() * 1000), len(history)
+    metrics = []
+    for record in history:
+        for key, value in record.items():
+            if key == "epoch":
+                continue
+            dataset = (datasets or {}).get(split_of(key)) if record["epoch"] == last else None
+            metrics.append(Metric(key, value, now, record["epoch"], model_id=model_id if record["epoch"] == last
+                                  else None, dataset_name=dataset and dataset.name,
+                                  dataset_digest=dataset and dataset.digest))
+    for first in range(0, len(metrics), BATCH):
+        client.log_batch(run_id, metrics=metrics[first:first + BATCH])
+
+
+def log_model(logged: Logged, step: int) -> tuple[str, str]:
+    """Log the model to the active run as MLflow serves it (`served`: models-from-code with this
+    project's packages beside it, its requirements pinned from this environment): (model id, uri)."""
+    import mlflow
+
+    from tracking.served import MODEL_ARTIFACT, signature
+
+    with tempfile.TemporaryDirectory() as scratch, warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # MLflow suggests type hints where a signature is given
+        model_file = Path(scratch) / f"{logged.config.name}.pt"
+        model_file.write_bytes(logged.weights)
+        info = mlflow.pyfunc.log_model(
+            name=logged.config.name, python_model=str(SERVING_CODE), artifacts={MODEL_ARTIFACT: str(model_file)},
+            code_paths=[str(p) for p in PACKAGES], input_example=logged.example, step=step,
+            signature=signature(logged.network, logged.config, logged.example), params=logged.params,
+            pip_requirements=model_requirements())
+        for folder, files in logged.files.items():  # "" for the run's own folder
+            (Path(scratch) / f"files-{folder}").mkdir()
+            for name, content in files.items():
+                (Path(scratch) / f"files-{folder}" / name).write_bytes(content)
+            mlflow.log_artifacts(str(Path(scratch) / f"files-{folder}"), folder or None)
+    return info.model_id, info.model_uri
+
+
+def model_requirements() -> list[str]:
+    """What the logged model needs installed: the versions it was logged with."""
+    from importlib.metadata import version
+
+    return [f"{package}=={version(package)}" for package in MODEL_PACKAGES]
+
+
+def register(client, uri: str, name: str, logged: Logged, trained: Trained, data: dict):
+    """A new version of `name`, tagged with its run and where it came from; `champion` if asked and allowed."""
+    import mlflow
+
+    from tracking.registry import crown, crowning
+
+    provenance = {key: trained.tags[key] for key in (EXPERIMENT_TAG, COMMIT_TAG) if key in trained.tags}
+    tags = {RUN_NAME_TAG: trained.name, DIGEST_TAG: data["digest"]} | provenance | logged.version_tags
+    version = mlflow.register_model(uri, name, tags=tags)
+    if logged.crowned_by:
+        why_not = shortfall(tracking_uri(), *crowning(name))
+        if why_not is None:
+            crown(client, name, version.version, logged.crowned_by)
+        print(f"{name} version {version.version} " + ("is `champion`" if why_not is None else
+              f"registered, not made `champion`: {why_not} (`make promote` by one who has it)"))
+    return version
+
+
+def end(client, run_id: str, status: str, trained: Trained) -> None:
+    """End the run with `status` at the training's end (the store may be gone: said, not raised)."""
+    import mlflow
+
+    try:
+        if mlflow.active_run():
+            mlflow.end_run(status)
+        client.set_terminated(run_id, status, end_time=int(trained.ended * 1000))
+    except Exception as error:  # noqa: BLE001 - the error that ended the run is the one to report
+        print(f"MLflow run {run_id} could not be ended {status}: {one_line(error)}")
+        return
+    print(f"MLflow run {run_id} {status}: {trained.name}")
+
+
+def as_tracking_error(error: BaseException, run_id: str) -> BaseException:
+    """MLflow's errors, and a full disk, as one line naming the run and the store."""
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(error, MlflowException | OSError) and not isinstance(error, TrackingError):
+        where = f" in {tracking_uri()}" if is_server(tracking_uri()) else ""
+        return TrackingError(f"MLflow run {run_id}{where}: {one_line(error)}")
+    return error
+
+
+def split_datasets(data: dict, folder: Path, history: list[dict]) -> dict:
+    """{split: an MLflow dataset} for each split the history scores (source: the folder, digest: its content)."""
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    splits = list(dict.fromkeys(split_of(key) for record in history[-1:] for key in record if key != "epoch"))
+    with warnings.catch_warnings():  # MLflow registers its local-file source twice and says so
+        warnings.simplefilter("ignore", UserWarning)
+        source = resolve_dataset_source(folder.resolve().as_uri())
+    return {split: MetaDataset(source=source, name=f"{data['name']}-{split}", digest=data["digest"])
+            for split in splits}
