@@ -13,10 +13,10 @@ export FASHION_MNIST_SOURCE ?= $(SHARED_DATA)
 endif
 
 # The page `dvc plots show` fills (.dvc/config names it), with the charting library inside so
-# that its charts draw offline: fetched once per environment (npm), see regression.plots_page.
+# that its charts draw offline: fetched once per environment (npm), see dvc_tools.plots_page.
 PLOTS_PAGE := $(VENV)/share/dvc-plots/index.html
 
-.PHONY: run test test-quick mutants exps ui compare promote sweep worker remote server server-stop user benchmark lock
+.PHONY: run test test-quick mutants dag exps ui compare promote sweep worker remote server server-stop user benchmark lock
 
 # `dvc repro` refuses a section of params.yaml no stage reads before any work (the params stage).
 run: $(VENV)/.installed $(PLOTS_PAGE)
@@ -44,10 +44,15 @@ MUTANT_WORKERS ?= 2
 mutants: $(VENV)/.installed
 	mutmut run --max-children $(MUTANT_WORKERS) $(foreach m,$(MODULES),'regression.$(m).*' 'tracking.$(m).*')
 
+# The pipeline's stages and what feeds what, as a Mermaid chart in Markdown (GitHub draws it):
+# every line short, where `dvc dag` draws one over 200 columns wide (`params` feeds every stage).
+dag: $(VENV)/.installed
+	dvc dag --md
+
 # DVC's experiments as a table that fits 120 columns: the params that vary, each model's headline
 # metric (`dvc exp show` shows every param and dependency hash). ARGS=-A for every commit's.
 exps: $(VENV)/.installed
-	PYTHONPATH=src python -m regression.experiments $(ARGS)
+	PYTHONPATH=src python -m dvc_tools.experiments $(ARGS)
 
 # The MLflow runs side by side, best first (MODEL=softmax_nn for one model).
 compare: $(VENV)/.installed
@@ -110,8 +115,8 @@ $(VENV)/.installed: requirements.lock
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
 	touch $@
 
-$(PLOTS_PAGE): src/regression/plots_page.py | $(VENV)/.installed
-	PYTHONPATH=src python -m regression.plots_page $@
+$(PLOTS_PAGE): src/dvc_tools/plots_page.py | $(VENV)/.installed
+	PYTHONPATH=src python -m dvc_tools.plots_page $@
 
 # Re-pin the whole environment after changing requirements.txt.
 lock:

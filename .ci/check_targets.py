@@ -26,12 +26,12 @@ def check_mlflow_runs(stages: list[tuple[str, str, str]], dvc_yaml: dict) -> lis
     model registered."""
     from mlflow import MlflowClient
 
-    import tracking
     from tracking.compare import stage_file
     from tracking.naming import run_of_outputs
     from tracking.searching import every
+    from tracking.store import opened
 
-    experiments = tracking.opened()  # the store and experiments the pipeline recorded into
+    experiments = opened()  # the store and experiments the pipeline recorded into
     if experiments is None:
         return ["the MLflow store cannot be opened (the error above)"]
     client = MlflowClient()

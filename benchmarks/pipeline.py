@@ -22,8 +22,8 @@ Targets (ratios measured in the same run, since the machine is noisy):
   a one-param `dvc exp run` <= 4.5 x import torch
   cold repro <= 0.75 x lesson loop; no-op repro <= 1 s
   lesson loop / project loop >= 15 x, final test accuracies within 0.5 points
-  peak RSS of every stage, and of its largest child process (a train stage's tracking
-  companion), <= 1 GiB (1024 MiB; RSS is shown in MiB)
+  peak RSS of every stage, and of the largest process it started (column "child"), <= 1 GiB
+  (1024 MiB; RSS is shown in MiB)
 It prints one table and writes the figures as JSON; it exits 0 whether or not a target is met.
 
 Run from the project root:  .venv/bin/python benchmarks/pipeline.py [--json benchmarks/results.json]
@@ -32,7 +32,6 @@ Run from the project root:  .venv/bin/python benchmarks/pipeline.py [--json benc
 """
 
 import argparse
-import gc
 import json
 import os
 import shutil
@@ -215,8 +214,6 @@ def measure(work: Path) -> dict:
 
     import torch._dynamo  # noqa: F401 - the first optim.SGD step imports it (~1 s): charge it to neither loop
     import torchvision  # noqa: F401 - the lesson's import, done before either loop is timed
-
-    gc.freeze()  # as a stage does after its imports: both loops' collections skip the imported objects
 
     p = committed
     print("project loop ...", flush=True)

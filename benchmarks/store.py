@@ -8,9 +8,9 @@ and, at each, these are timed (median of 3, the train stage once) and their answ
   make compare     the best softmax_nn run shown first, and the count of all its runs
   make promote     `champion` on the best version (planted among the oldest: the last page)
   summary          `make run`'s summary names the run that wrote models/softmax_nn.pt
-  forced train     `dvc repro -f -s train@softmax_nn`, and its tracking companion's time to open
-                   the store and start the run (beside the stage's training: its phase
-                   "companion: run start")
+  forced train     `dvc repro -f -s train@softmax_nn`, and its time recording (its phase
+                   "recording": once training is done, opening the store and writing the run,
+                   its model and its version in one go)
   UI first page    POST /ajax-api/2.0/mlflow/runs/search as the UI's run list asks it (the
                    lesson's view: 100 runs, best test accuracy first), the best run first
 
@@ -180,7 +180,7 @@ def measure(project: Path, env: dict, builder: Builder, url: str, work: Path, la
     subprocess.run(["dvc", "repro", "-f", "-s", STAGE], cwd=project, env=env, check=True, capture_output=True)
     row["forced train"] = time.perf_counter() - start
     stage = stage_timings(work / f"{label}.jsonl")[-1]
-    row["tracking setup"] = stage["phases"]["companion: run start"]
+    row["recording"] = stage["phases"]["recording"]
     client = MlflowClient(env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project / 'mlflow.db'}")
     total = count_runs(client)
     row["make compare"], output = median_time([*make, "compare", f"MODEL={MODEL}"], project, env)
@@ -258,7 +258,7 @@ def backend(name: str, project: Path, env: dict, sizes: list[int], work: Path) -
                            env=env | {"PYTHONPATH": "src"}, capture_output=True)
 
 
-TIMED = ("make compare", "make promote", "summary", "forced train", "tracking setup", "UI first page")
+TIMED = ("make compare", "make promote", "summary", "forced train", "recording", "UI first page")
 CHECKS = {"make compare": "compare right", "make promote": "promote right", "summary": "summary right",
           "UI first page": "UI right"}
 

@@ -1,22 +1,32 @@
 """A static check that keeps dvc.yaml honest.
 
-DVC re-runs a stage only when one of its listed deps or params changes, so a stage whose
-code imports a module missing from its deps silently keeps stale outputs when that module
-changes. Here every stage script's `regression.*` imports are followed through src/regression
-and compared with the stage's deps, and every params section a stage lists must exist.
+DVC re-runs a stage only when one of its listed deps or params changes. Each stage lists its
+script, the lesson package as one folder (src/regression), its params and its data; MLflow's code
+(src/tracking) and the team server (src/team_server) are no stage's dep, so editing them re-runs
+nothing. That holds only if nothing a stage's outputs are made from lives outside its deps: every
+module a stage script loads from src/ is in src/regression or in src/tracking (which only records),
+and src/regression imports neither tracking, team_server nor mlflow. Every params section a stage
+lists must exist, and `dvc exp run -S` must change one line of params.yaml.
 """
 
 import ast
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGE = ROOT / "src" / "regression"
+SRC = ROOT / "src"
+PACKAGE = "src/regression"  # the lesson package, every stage's one code dep besides its script
+RECORDING = "src/tracking"  # MLflow: a stage imports it to record, its outputs do not come from it
+NOT_DEPS = (RECORDING, "src/team_server")  # no stage's deps: editing them re-runs nothing
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+MAX_LINES = 120  # dvc.yaml, the map of the project, read in a screen or two
+WIDTH = 120  # columns of `make dag`
 
 
 def lookup(tree, dotted: str):
@@ -66,86 +76,129 @@ def stage_script(stage: dict) -> str:
     return scripts[0]
 
 
-def module_files(name: str) -> set[Path]:
-    """The files of src/regression that importing `name` loads: each package's __init__.py on
-    the way, and the module's file; nothing for a name that is not a module (`regression.X`)."""
-    parts = name.split(".")
-    found, folder = set(), PACKAGE
-    if parts[0] != "regression":
-        return found
-    for part in parts[1:]:
-        if (folder / part / "__init__.py").is_file():
-            folder = folder / part
-            found.add(folder / "__init__.py")
-        elif (folder / f"{part}.py").is_file():
-            found.add(folder / f"{part}.py")
-            break
-        else:
-            break
-    return found
-
-
-def imported_modules(path: Path) -> set[Path]:
-    """The src/regression files a file imports directly, e.g. {.../data.py, .../stage.py}."""
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:  # relative import inside the package
-                base = ".".join(["regression"] + ([node.module] if node.module else []))
-            else:
-                base = node.module or ""
-            # `from regression import data` imports a module; `from regression import X` a name.
-            names = [base] + [f"{base}.{alias.name}" for alias in node.names]
-        else:
-            continue
-        for name in names:
-            found |= module_files(name)
-    return found
-
-
-def code_closure(script: Path) -> set[str]:
-    """Every src/regression file the script loads, directly or through other modules."""
-    pending = imported_modules(script) | {PACKAGE / "__init__.py"}
-    seen = set()
-    while pending:
-        module = pending.pop()
-        if module not in seen:
-            seen.add(module)
-            pending |= imported_modules(module)
-    return {str(module.relative_to(ROOT)) for module in seen}
-
-
 def test_dvc_yaml_has_the_expected_stages():
     """The expansion above works (otherwise the checks below would check nothing)."""
     assert {"download", "prepare", "generate", "samples"} <= set(STAGES)
     assert {name for name in STAGES if name.startswith("train@")} == {f"train@{m}" for m in PARAMS["train"]}
 
 
-def test_import_follower_sees_indirect_imports():
-    """Control: samples.py reaches params.py only through stage.py."""
-    assert PACKAGE / "params.py" not in imported_modules(ROOT / "stages" / "samples.py")
-    assert "src/regression/params.py" in code_closure(ROOT / "stages" / "samples.py")
-
-
-@pytest.mark.parametrize("name", STAGES)
-def test_stage_deps_list_its_script_and_every_module_it_imports(name):
-    stage = STAGES[name]
-    deps = paths(stage.get("deps"))
-    script = stage_script(stage)
-    assert script in deps, f"{name}: its script {script} is not in deps"
-    needed = code_closure(ROOT / script) - {"src/regression/__init__.py"}
-    missing = sorted(needed - set(deps))
-    assert not missing, f"{name}: imports {missing} but dvc.yaml does not list them in deps"
-
-
 @pytest.mark.parametrize("name", STAGES)
 def test_stage_code_deps_exist(name):
-    """A code dep that no longer exists (a renamed module) is a stale entry."""
+    """A code dep that no longer exists (a renamed script or package) is a stale entry."""
     for dep in paths(STAGES[name].get("deps")):
         if dep.startswith(("src/", "stages/")):
-            assert (ROOT / dep).is_file(), f"{name}: dep {dep} does not exist"
+            assert (ROOT / dep).exists(), f"{name}: dep {dep} does not exist"
+
+
+def under(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(f"{folder}/")
+
+
+@pytest.mark.parametrize("name", STAGES)
+def test_stage_deps_are_its_script_and_the_lesson_package_not_mlflow(name):
+    """Editing the lesson package re-runs every stage; editing MLflow's code or the server, none."""
+    deps = paths(STAGES[name].get("deps"))
+    script = stage_script(STAGES[name])
+    assert script in deps, f"{name}: its script {script} is not in deps"
+    assert PACKAGE in deps, f"{name}: the lesson package {PACKAGE} is not in deps"
+    listed = [dep for dep in deps if any(under(dep, folder) for folder in NOT_DEPS)]
+    assert not listed, f"{name}: lists {listed}; nothing under {NOT_DEPS} is a dep (editing it runs nothing)"
+
+
+def module_files(name: str) -> list[Path]:
+    """The files under src/ that importing the dotted `name` loads: each package's __init__.py on
+    the way (a folder without one is a namespace package, which loads no file) and the module's
+    file; nothing for a name from outside src/ (torch) or one that is not a module (`regression.X`)."""
+    found, folder = [], SRC
+    for part in name.split("."):
+        if (folder / part).is_dir():
+            folder = folder / part
+            if (folder / "__init__.py").is_file():
+                found.append(folder / "__init__.py")
+        elif (folder / f"{part}.py").is_file():
+            found.append(folder / f"{part}.py")
+            break
+        else:
+            break
+    return found
+
+
+def imported_names(path: Path) -> set[str]:
+    """The dotted names a file imports anywhere in it (in functions too), relative ones resolved:
+    `from regression import data` gives {"regression", "regression.data"}."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: from the file's package, `level - 1` packages up
+                package = path.parent.relative_to(SRC).parts
+                package = package[:len(package) - node.level + 1]
+                base = ".".join([*package, *([node.module] if node.module else [])])
+            names |= {base} | {f"{base}.{alias.name}" for alias in node.names}
+    return names
+
+
+def loaded_from_src(script: Path) -> set[str]:
+    """Every file under src/ that running `script` can load, directly or through other modules,
+    as paths from the project root (src/regression/data.py, ...)."""
+    pending, seen = {script}, set()
+    while pending:
+        path = pending.pop()
+        if path not in seen:
+            seen.add(path)
+            pending |= {f for name in imported_names(path) for f in module_files(name)}
+    return {str(path.relative_to(ROOT)) for path in seen - {script}}
+
+
+def test_import_follower_follows_indirect_and_namespace_imports():
+    """Control: the train stage reaches tracking/store.py only through tracking/record.py, and the
+    server's imports are followed as well (the check below would see a stage that loads them)."""
+    assert "tracking.store" not in imported_names(ROOT / "stages" / "train.py")
+    train = loaded_from_src(ROOT / "stages" / "train.py")
+    assert {"src/regression/__init__.py", "src/regression/params.py", "src/tracking/store.py"} <= train
+    server = loaded_from_src(SRC / "team_server" / "server.py")
+    assert {"src/team_server/postgres.py", "src/team_server/tls.py", "src/tracking/store.py"} <= server
+
+
+@pytest.mark.parametrize("script", sorted(path.name for path in (ROOT / "stages").glob("*.py")))
+def test_what_a_stage_loads_from_src_is_its_dep_or_only_records(script):
+    """Nothing a stage's outputs are made from lives outside its deps: what its script loads from
+    src/ is the lesson package (its dep) or MLflow's code (which only records the run)."""
+    outside = sorted(f for f in loaded_from_src(ROOT / "stages" / script)
+                     if not (under(f, PACKAGE) or under(f, RECORDING)))
+    assert not outside, f"stages/{script} loads {outside}, which no stage lists as a dep"
+
+
+@pytest.mark.parametrize("module", sorted(str(path.relative_to(ROOT))
+                                          for path in (ROOT / PACKAGE).rglob("*.py")
+                                          if "__pycache__" not in path.parts))
+def test_the_lesson_package_imports_no_mlflow(module):
+    """src/regression, the stages' one code dep, holds everything their outputs are made from: it
+    imports neither MLflow nor the code around it, which no stage depends on."""
+    forbidden = {"tracking", "team_server", "mlflow"}
+    found = sorted(name for name in imported_names(ROOT / module) if name.split(".")[0] in forbidden)
+    assert not found, f"{module} imports {found}"
+
+
+def test_dvc_yaml_fits_two_screens():
+    lines = (ROOT / "dvc.yaml").read_text().splitlines()
+    assert len(lines) <= MAX_LINES, f"dvc.yaml has {len(lines)} lines, more than {MAX_LINES}"
+
+
+def test_make_dag_prints_every_stage_within_120_columns():
+    """`dvc dag` draws a line across every stage `params` feeds; `make dag` prints Mermaid instead."""
+    makefile = (ROOT / "Makefile").read_text()
+    recipe = re.search(r"^dag:.*\n\t(.+)$", makefile, re.MULTILINE)
+    assert recipe and recipe.group(1).strip() == "dvc dag --md", "the Makefile's `dag` is not `dvc dag --md`"
+    dvc = Path(sys.executable).parent / "dvc"
+    result = subprocess.run([str(dvc), "dag", "--md"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    wide = [line for line in result.stdout.splitlines() if len(line.expandtabs()) > WIDTH]
+    assert not wide, f"{len(wide)} lines wider than {WIDTH} columns: {wide[:3]}"
+    missing = [name for name in STAGES if f'["{name}"]' not in result.stdout]
+    assert not missing, f"stages missing from the chart: {missing}\n{result.stdout}"
 
 
 def all_outputs(stage: dict) -> list[str]:
@@ -158,7 +211,7 @@ def test_stage_data_deps_are_outputs_of_another_stage(name):
     outs = {path for other in STAGES.values() for path in all_outputs(other)}
     for dep in paths(STAGES[name].get("deps")):
         if not dep.startswith(("src/", "stages/")) and dep != "params.yaml":
-            assert any(dep == out or dep.startswith(f"{out}/") for out in outs), f"{name}: dep {dep} is no stage's output"
+            assert any(under(dep, out) for out in outs), f"{name}: dep {dep} is no stage's output"
 
 
 @pytest.mark.parametrize("name", STAGES)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from regression.experiments import rows_of, short_names, table
+from dvc_tools.experiments import rows_of, short_names, table
 
 
 def show_json(experiments: dict[str, dict]) -> list[dict]:
@@ -69,7 +69,7 @@ def test_make_exps_shows_a_real_experiment(project_copy):
     from projects import environment, run
 
     run(project_copy, "dvc", "exp", "run", "-n", "nn-lr-0.1", "-S", "train.softmax_nn.lr=0.1")
-    result = run(project_copy, "python", "-m", "regression.experiments", env=environment(PYTHONPATH="src"))
+    result = run(project_copy, "python", "-m", "dvc_tools.experiments", env=environment(PYTHONPATH="src"))
     lines = result.stdout.splitlines()
     assert max(map(len, lines)) <= 120, result.stdout
     assert "softmax_nn.lr" in lines[0].split() and "softmax_nn" in lines[0]

@@ -8,6 +8,7 @@ changed params.yaml, and `git checkout HEAD params.yaml` makes `dvc status` clea
 
 import json
 import os
+import re
 import signal
 import subprocess
 
@@ -15,8 +16,6 @@ import pytest
 
 from projects import edit_params, environment, run, stages_run
 from regression.stage import WAY_BACK
-
-
 
 
 def outputs(project) -> dict[str, bytes]:
@@ -92,20 +91,25 @@ def test_every_kind_of_failure_keeps_the_last_good_outputs_and_says_how_to_go_ba
 
     # Nothing left behind stops the next experiment.
     result = run(project_copy, "dvc", "exp", "run", "-S", "train.softmax_nn.epochs=2")
-    assert stages_run(result.stdout) <= {"params", "train@softmax_nn"} and "train@softmax_nn" in stages_run(result.stdout), result.stdout
+    ran = stages_run(result.stdout)
+    assert ran <= {"params", "train@softmax_nn"} and "train@softmax_nn" in ran, result.stdout
 
 
 def test_outputs_are_replaced_all_together_or_not_at_all(tmp_path):
-    """If any output cannot be written, none is replaced: the earlier ones stay, no temporary file is left."""
+    """If any output cannot be written, none is replaced: the earlier ones stay, no temporary file
+    is left, and the error is one line naming the output (a PipelineError, no traceback)."""
+    from regression import PipelineError
     from regression.files import write_outputs
 
     (tmp_path / "model.pt").write_bytes(b"old model")
     (tmp_path / "evaluation").mkdir()
     (tmp_path / "evaluation" / "a.csv").write_bytes(b"old a")
     (tmp_path / "blocked").write_bytes(b"a file where a folder would go")
-    with pytest.raises(OSError):
+    blocked = tmp_path / "blocked" / "metrics.json"
+    kept = f"^{re.escape(str(blocked))}: cannot be written .*; the last good outputs are kept$"
+    with pytest.raises(PipelineError, match=kept):
         write_outputs({tmp_path / "model.pt": b"new model", tmp_path / "evaluation": {"a.csv": b"new a"},
-                       tmp_path / "blocked" / "metrics.json": b"{}"})
+                       blocked: b"{}"})
     assert (tmp_path / "model.pt").read_bytes() == b"old model"
     assert [p.name for p in (tmp_path / "evaluation").iterdir()] == ["a.csv"]
     assert (tmp_path / "evaluation" / "a.csv").read_bytes() == b"old a"

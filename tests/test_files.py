@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from regression import files
+from regression import PipelineError, files
 from regression.files import (json_bytes, signals_held, write_bytes_atomic, write_folder_atomic, write_json,
                               write_outputs)
 
@@ -121,13 +121,34 @@ def test_a_failed_removal_neither_hides_the_write_s_error_nor_stops_the_clean_up
 
     real_rmdir = os.rmdir
     monkeypatch.setattr(files.os, "rmdir", rmdir)
-    with pytest.raises(FileExistsError):
+    with pytest.raises(PipelineError, match=r"blocked/x\.json: cannot be written"):
         write_outputs({evaluation: {"a.csv": b"new"}, model: b"new", tmp_path / "blocked" / "x.json": b"{}"})
 
     assert {p.name: p.read_bytes() for p in evaluation.iterdir()} == {"a.csv": b"old"}
     assert model.read_bytes() == b"old"
     [left] = leftovers(tmp_path)  # the folder that could not be removed, no staged model.pt
     assert re.fullmatch(r"\.evaluation\.\w+\.tmp", left), left
+
+
+def test_a_full_disk_is_one_line_naming_the_output_and_keeps_the_earlier_ones(tmp_path, monkeypatch):
+    """A write failing half-way (ENOSPC) is a PipelineError naming the output and why, and leaves
+    every earlier output and no temporary file."""
+    model, metrics = tmp_path / "model.pt", tmp_path / "metrics.json"
+    write_outputs({model: b"old", metrics: b"old"})
+    real_write = Path.write_bytes
+
+    def write_bytes(self, data):
+        if self.name.startswith(".metrics.json."):
+            real_write(self, data[:1])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", write_bytes)
+    with pytest.raises(PipelineError) as raised:
+        write_outputs({model: b"new", metrics: b"new"})
+    assert str(raised.value) == (f"{metrics}: cannot be written (No space left on device); "
+                                 "the last good outputs are kept")
+    assert (model.read_bytes(), metrics.read_bytes()) == (b"old", b"old") and leftovers(tmp_path) == []
 
 
 def test_what_a_killed_write_left_behind_does_not_stop_the_next(tmp_path):

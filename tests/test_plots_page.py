@@ -1,7 +1,7 @@
 """`dvc plots show` offline: its page holds the charting library, and every plot it lists draws.
 
 The end-to-end test renders the reproduced project's plots with the page .dvc/config names
-(regression.plots_page, made by `make`) and opens the result in headless Chromium with the
+(dvc_tools.plots_page, made by `make`) and opens the result in headless Chromium with the
 network switched off. Its screenshot lands in tests/output/plots/.
 """
 
@@ -16,7 +16,7 @@ import pytest
 
 from browser import Browser
 from projects import run
-from regression.plots_page import LIBRARIES
+from dvc_tools.plots_page import LIBRARIES
 
 OUTPUT = Path(__file__).with_name("output") / "plots"
 # Charts vega-embed has drawn (a canvas or an SVG of marks with a size), and pictures loaded.
@@ -41,7 +41,7 @@ def test_without_npm_the_page_loads_the_library_online_and_make_tries_again(tmp_
 
     page = tmp_path / "share" / "index.html"
     env = {**os.environ, "PATH": str(tmp_path), "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
-    result = subprocess.run([sys.executable, "-m", "regression.plots_page", str(page)], env=env,
+    result = subprocess.run([sys.executable, "-m", "dvc_tools.plots_page", str(page)], env=env,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stderr.startswith("warning: npm is needed once") and "apt-get install npm" in result.stderr

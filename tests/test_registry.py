@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from projects import PROJECT
-from tracking import access
+from tracking import access, registry
 from tracking.compare import metrics_file
 from tracking.naming import SELECTED_BY_TAG
 from tracking.registry import choose, main, rank_key
@@ -114,13 +114,17 @@ def test_make_promote_fails_in_one_line_for_an_account_that_may_not_move_the_ali
                                                                                  monkeypatch):
     register(store, "fashion-mnist-softmax_nn", {"val_accuracy": "0.8"})
     # What a server with accounts answers a reader asking about the registered model (see
-    # tracking.access); it holds nothing on anything else.
-    def held(resource_type, resource_id):
+    # tracking.access); it holds nothing on anything else. The store stays the sqlite one: only
+    # the permission is asked of "the server".
+    def held(uri, resource_type, resource_id):
+        assert uri == "http://server"
         if (resource_type, resource_id) == ("registered_model", "fashion-mnist-softmax_nn"):
-            return "http://server", "reader", "READ"
-        return "http://server", "reader", "NO_PERMISSIONS"
+            return "READ"
+        return "NO_PERMISSIONS"
 
     monkeypatch.setattr(access, "held", held)
+    monkeypatch.setattr(registry, "tracking_uri", lambda: "http://server")
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "reader")
 
     assert main([]) == 1
     captured = capsys.readouterr()

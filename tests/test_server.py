@@ -22,7 +22,6 @@ from mlflow import MlflowClient
 
 from projects import BIN, PROJECT, environment, free_port, run, runs_by_model, train_command
 from team_server.postgres import ended
-from tracking.run import log_datasets, split_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -80,40 +79,62 @@ def test_a_client_connected_over_https_does_not_hold_the_stop_up(postgres_binari
         server(project, "stop")
 
 
-def test_runs_logging_the_same_datasets_at_the_same_moment_all_get_them(mlflow_pg_server, tmp_path):
-    """A sweep's workers log one dataset in the same instant; MLflow inserts it twice and one
-    insert fails on the table's key (measured: 17 of 40 such pairs). Every run must still get it."""
-    client = MlflowClient(mlflow_pg_server)
-    mlflow.set_tracking_uri(mlflow_pg_server)
+def test_stages_recording_the_same_dataset_at_the_same_moment_all_get_it(mlflow_pg_server, tmp_path,
+                                                                        monkeypatch):
+    """Stages on several workers (queued experiments) train on one dataset and may end, and
+    record, in the same instant. MLflow looks each dataset up and inserts it if missing, so both
+    insert it and one insert fails on the table's key (measured: 17 of 40 such pairs). Every run
+    must still get its datasets, and end FINISHED."""
+    from mlflow.store.tracking.rest_store import RestStore
+
+    from tracking.record import Trained, record
+    from tracking.store import open_experiment
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_pg_server)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", f"datasets-race-{secrets.token_hex(4)}")
+    open_experiment("synthetic")  # made once here: the race tested is the datasets'
     rounds, workers = 8, 3
-    barrier = threading.Barrier(workers)
-    errors = []
+    barrier, calls = threading.Barrier(workers), threading.local()
+    log_inputs = RestStore.log_inputs
 
-    def worker(experiments: list[str], runs: list[str]) -> None:
-        for experiment in experiments:
-            run_id = client.create_run(experiment).info.run_id
-            runs.append(run_id)
-            datasets = {split: split_dataset("tiny", split, "d1g3st", tmp_path) for split in ("train", "test")}
-            try:
-                with mlflow.start_run(run_id=run_id):
-                    barrier.wait(timeout=30)
-                    log_datasets(datasets)
-            except Exception as error:  # noqa: BLE001 - the assertion below reports it
-                errors.append(error)
+    def at_once(store, *args, **kwargs):
+        """A worker's first request logging datasets waits for the others' (a retry does not)."""
+        if not getattr(calls, "made", False):
+            calls.made = True
+            barrier.wait(timeout=60)
+        return log_inputs(store, *args, **kwargs)
 
-    experiments = [client.create_experiment(f"datasets-race-{secrets.token_hex(4)}") for _ in range(rounds)]
-    runs: list[list[str]] = [[] for _ in range(workers)]
-    threads = [threading.Thread(target=worker, args=(experiments, runs[i])) for i in range(workers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert not [thread for thread in threads if thread.is_alive()], "a worker never finished"
+    monkeypatch.setattr(RestStore, "log_inputs", at_once)
+    errors, recorded = [], []
+
+    def stage(data: dict) -> None:
+        now = time.time()
+        trained = Trained({"lr": 0.05}, [{"epoch": 1, "train_loss": 0.5, "test_loss": 0.6}], now, now)
+        try:
+            record("linear", "train@linear", "synthetic", data, trained, folder=tmp_path)
+        except Exception as error:  # noqa: BLE001 - the assertion below reports it
+            errors.append(error)
+        else:
+            recorded.append(trained.name)
+
+    for _ in range(rounds):  # a new dataset digest each round: a new race
+        data = {"name": "synthetic", "digest": secrets.token_hex(8)}
+        threads = [threading.Thread(target=stage, args=(data,)) for _ in range(workers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        assert not [thread for thread in threads if thread.is_alive()], "a worker never finished"
     assert not errors, errors
-    assert sum(len(mine) for mine in runs) == rounds * workers  # 24 runs, each checked below
-    for run_id in [run_id for mine in runs for run_id in mine]:
-        inputs = client.get_run(run_id).inputs.dataset_inputs
-        assert sorted(i.dataset.name for i in inputs) == ["tiny-test", "tiny-train"]
+    assert len(recorded) == rounds * workers
+    client = MlflowClient(mlflow_pg_server)
+    experiment = client.get_experiment_by_name(os.environ["MLFLOW_EXPERIMENT_NAME"]).experiment_id
+    runs = client.search_runs([experiment], max_results=100)
+    assert len(runs) == rounds * workers  # 24 runs, each checked below
+    for found in runs:
+        assert found.info.status == "FINISHED"
+        names = sorted(i.dataset.name for i in found.inputs.dataset_inputs)
+        assert names == ["synthetic-test", "synthetic-train"], found.info.run_id
 
 
 def listening_sockets(processes) -> set[tuple[str, int]]:

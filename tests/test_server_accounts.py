@@ -185,18 +185,25 @@ def test_an_editor_records_as_themself_a_reader_is_refused_at_once_promote_needs
     status, body = ask(team, artifact, "rita")
     assert status == 200 and body == (project_copy / "metrics/linear" / logged.path).read_bytes()
 
-    # A reader's stage stops before any work, naming the permission: no run, no output.
+    # A reader's stage stops before any work, naming the permission, and so does one without any
+    # account, naming the settings: no run, no output.
     outputs = [project_copy / p for p in ("models/linear.pt", "metrics/linear.json", "metrics/linear/history.json")]
     runs_before = {r.info.run_id: r.info.status for r in client.search_runs([experiment])}
     kept = {p: p.read_bytes() for p in outputs}
-    started = time.monotonic()
-    rita = run(project_copy, "dvc", "repro", "-f", "train@linear", env=client_env(team, "rita"), check=False)
-    assert time.monotonic() - started < 60
-    assert rita.returncode != 0
-    errors = [line for line in rita.stderr.splitlines() if line.startswith("error:")]
-    assert errors == [f"error: MLflow tracking server {team.url}: account 'rita' holds READ on experiment "
-                      "'regression-lesson/synthetic'; recording runs needs EDIT (ask the server's admin)"]
-    assert "Traceback" not in rita.stderr
+    refusals = {
+        "rita": f"error: MLflow tracking server {team.url}: account 'rita' holds READ on experiment "
+                "'regression-lesson/synthetic'; recording runs needs EDIT (ask the server's admin)",
+        None: f"error: MLflow tracking server {team.url}: it refused the account (401: no or a wrong "
+              "MLFLOW_TRACKING_USERNAME or MLFLOW_TRACKING_PASSWORD; the server's admin makes accounts with "
+              "`make user`)"}
+    for user, refusal in refusals.items():
+        started = time.monotonic()
+        refused = run(project_copy, "dvc", "repro", "-f", "train@linear", env=client_env(team, user), check=False)
+        assert time.monotonic() - started < 60
+        assert refused.returncode != 0
+        assert [line for line in refused.stderr.splitlines() if line.startswith("error:")] == [refusal], user
+        assert "Traceback" not in refused.stderr
+        assert not [line for line in refused.stdout.splitlines() if line.startswith("epoch ")], "it trained"
     assert {r.info.run_id: r.info.status for r in client.search_runs([experiment])} == runs_before
     assert {p: p.read_bytes() for p in outputs if p.exists()} == kept, "the outputs must stay the last good run's"
 

@@ -170,14 +170,14 @@ def saved_pyfunc(classifier, pixels, tmp_path):
     before `answer`. Saved for each test (a tenth of a second), so each one checks `signature`."""
     import mlflow
 
-    from tracking.run import PACKAGE, SERVING_CODE, model_requirements
+    from tracking.record import PACKAGES, SERVING_CODE, model_requirements
     from tracking.served import MODEL_ARTIFACT
 
     model_file = tmp_path / "softmax_nn.pt"
     model_file.write_bytes(model_bytes(classifier, CLASSIFIER))
     example = pixels[:2].astype(np.float32)
     mlflow.pyfunc.save_model(tmp_path / "model", python_model=str(SERVING_CODE),
-                             artifacts={MODEL_ARTIFACT: str(model_file)}, code_paths=[str(PACKAGE)],
+                             artifacts={MODEL_ARTIFACT: str(model_file)}, code_paths=[str(p) for p in PACKAGES],
                              signature=signature(classifier, CLASSIFIER, example), input_example=example,
                              pip_requirements=model_requirements())
     return mlflow.pyfunc.load_model(str(tmp_path / "model"))

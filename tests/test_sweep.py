@@ -2,6 +2,7 @@
 on Dask, locally and on a real cluster of separate processes (a scheduler and two `make worker`)."""
 
 import csv
+import hashlib
 import os
 import shutil
 import signal
@@ -211,11 +212,19 @@ def run_sweep(project: Path, workers: int | None = None, scheduler: str | None =
     return {name: (project / name).read_bytes() for name in OUTPUTS}
 
 
-def sweep_runs(project: Path) -> tuple[object, list]:
-    """The sweep's parent run and its child runs in the project's store."""
+def recorded_runs(project: Path) -> list:
+    """Every run of the sweeps experiment in the project's store (none if there is no store or
+    experiment yet: a sweep writes its runs once its trials and refit are done)."""
+    if not (project / "mlflow.db").exists():
+        return []
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("regression-lesson/fashion-mnist/sweeps")
-    runs = client.search_runs([experiment.experiment_id], run_view_type=3)
+    return client.search_runs([experiment.experiment_id], run_view_type=3) if experiment else []
+
+
+def sweep_runs(project: Path) -> tuple[object, list]:
+    """The sweep's parent run and its child runs in the project's store."""
+    runs = recorded_runs(project)
     [parent] = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     return parent, [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
 
@@ -238,11 +247,20 @@ def test_local_sweep_records_parent_and_child_runs_and_registers_the_refit_champ
     [chosen] = [row for row in csv.DictReader(rows) if row["chosen"] == "yes"]
     assert float(chosen["val_accuracy"]) == metrics["val_accuracy"]
     parent, children = sweep_runs(project)
-    assert parent.info.status == "FINISHED"
-    assert not {"process.host", "process.pid"} & set(parent.data.tags)  # ended: no process tags
+    assert parent.info.status == "FINISHED" and parent.info.run_name == "softmax_nn sweep of 4"
     assert parent.data.metrics["test_accuracy"] == metrics["test_accuracy"]
+    assert (parent.data.tags["sweep.trials"], parent.data.tags["sweep.chosen_trial"]) == ("4", chosen["trial"])
+    assert parent.data.tags["model.sha256"] == hashlib.sha256(outputs[OUTPUTS[0]]).hexdigest()
     assert sorted(int(c.data.tags["sweep.trial"]) for c in children) == [1, 2, 3, 4]
     assert {c.info.status for c in children} == {"FINISHED"}
+    for child in children:  # each trial under its sweep, named and tagged as one of it
+        trial = child.data.tags["sweep.trial"]
+        assert child.info.run_name == f"softmax_nn trial {trial}"
+        assert child.data.tags["sweep.run_id"] == parent.info.run_id
+        assert child.data.tags["sweep.model"] == "softmax_nn"
+    # The trials ran within the sweep's time: the parent's start and end span its children's.
+    assert parent.info.start_time <= min(c.info.start_time for c in children)
+    assert parent.info.end_time >= max(c.info.end_time for c in children)
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     assert [m.step for m in client.get_metric_history(children[0].info.run_id, "val_accuracy")] == [1, 2]
     assert "trials.csv" in {a.path for a in client.list_artifacts(parent.info.run_id)}
@@ -262,6 +280,8 @@ def test_local_sweep_records_parent_and_child_runs_and_registers_the_refit_champ
     champion = client.get_model_version_by_alias("fashion-mnist-softmax_nn", "champion")
     assert champion.run_id == parent.info.run_id and champion.tags["run_name"] == parent.info.run_name
     assert champion.tags["sweep.trial"] == chosen["trial"]
+    assert champion.tags["sweep.chosen"] == parent.data.tags["sweep.chosen"]
+    assert "sweep.run_id" not in champion.tags  # its run is the sweep's
     assert champion.tags["val_accuracy"] == f"{metrics['val_accuracy']:.6g}"
 
 
@@ -294,9 +314,10 @@ def test_the_refit_is_the_chosen_settings_trained_on_every_training_image(local_
 
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_marks_the_sweeps_runs_killed_and_writes_no_output(signum, tmp_path):
+def test_a_signal_stops_the_sweep_recording_no_run_and_writing_no_output(signum, tmp_path):
     """SIGTERM to the stage (as `timeout` sends it), or SIGINT to its whole process group (Ctrl-C
-    in a terminal, which its local workers receive too)."""
+    in a terminal, which its local workers receive too), while its trials run: the runs are
+    written only once the trials and the refit are done, so none is."""
     project = sweep_project(tmp_path / "project", {"epochs": [60], "batch_size": [5]}, n_train=2000)
     sweep = subprocess.Popen(sweep_command(workers=1), cwd=project, env=sweep_env(project), text=True,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
@@ -312,9 +333,26 @@ def test_a_signal_marks_the_sweeps_runs_killed_and_writes_no_output(signum, tmp_
     assert sweep.wait(timeout=60) == 128 + signum, output
     assert "Traceback" not in output and f"error: interrupted by {signum.name}" in output, output
     assert not any((project / name).exists() for name in OUTPUTS)
+    assert recorded_runs(project) == []
+
+
+@pytest.mark.slow
+def test_a_sweep_whose_every_trial_diverged_is_recorded_failed_and_writes_no_output(tmp_path):
+    """Nothing to refit: the stage fails in one line, and its run says why, its trials under it."""
+    project = sweep_project(tmp_path / "project", {"lr": [1000.0, 2000.0], "epochs": [1]})
+    result = sweep_process(project, workers=1)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1 and "Traceback" not in output, output
+    assert "error: sweep.softmax_nn: every trial diverged; try smaller learning rates" in output, output
+    assert not any((project / name).exists() for name in OUTPUTS)
     parent, children = sweep_runs(project)
-    assert parent.info.status == "KILLED" and len(children) == 4
-    assert {c.info.status for c in children} == {"KILLED"}
+    assert (parent.info.status, parent.info.run_name) == ("FAILED", "softmax_nn sweep of 4")
+    assert "every trial diverged" in parent.data.tags["mlflow.runStatusReason"]
+    assert sorted(int(c.data.tags["sweep.trial"]) for c in children) == [1, 2, 3, 4]
+    assert {c.info.status for c in children} == {"FAILED"}
+    assert all("training diverged" in c.data.tags["mlflow.runStatusReason"] for c in children)
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    assert client.search_registered_models() == []
 
 
 @pytest.fixture(scope="module")
@@ -408,8 +446,7 @@ def test_a_sweep_stops_when_a_worker_runs_other_code(cluster, tmp_path):
     assert result.returncode == 1 and "Traceback" not in output, output
     assert "error: a worker runs other code" in output and "clone of the same commit" in output, output
     assert not any((project / name).exists() for name in OUTPUTS)
-    parent, _ = sweep_runs(project)
-    assert parent.info.status == "FAILED"
+    assert recorded_runs(project) == []  # stopped before its trials were done: nothing to record
 
 
 @pytest.mark.slow
@@ -424,8 +461,7 @@ def test_an_unreachable_scheduler_address_is_one_error_line(tmp_path):
     assert "Connection refused" in output  # known at once, not after Dask's 20 s of trying again
     assert time.monotonic() - started < 60
     assert not any((project / name).exists() for name in OUTPUTS)
-    parent, _ = sweep_runs(project)
-    assert parent.info.status == "FAILED"
+    assert recorded_runs(project) == []  # stopped before its trials were done: nothing to record
 
 
 def trials_running(address: str, worker: subprocess.Popen) -> list[str]:

@@ -1,13 +1,22 @@
-"""tracking: run names, the store under concurrency, signals, orphans, dead servers, bad stores.
+"""tracking: run names, the store under concurrency, dead servers, bad stores, and the train stage's record.
 
-The process tests run `tests/fake_stage.py`: the real stage runner and MLflow run, without
-torch or data, against a tiny sqlite store or a loopback server they stop. A server dying while
-the model is logged or registered is shown on the real train stage in a project copy, through
-a proxy that kills the server when that request arrives (`DyingServer`).
+A model stage asks the store before it trains (`record.check`, plain HTTP, no MLflow) and records
+its run in one go once training is done (`record.record`). The store tests run
+`tests/fake_stage.py`: the real stage runner and recording, without torch or data, against a tiny
+sqlite store or a loopback server they stop. The train stage's tests run the real stage on the
+synthetic data in a folder with a store of its own: what its run holds; that a recording which
+fails publishes no output and keeps no version; that outputs which cannot be written stop it
+before anything is recorded; that a diverged training is one FAILED run; that an interrupted one
+leaves no run; that a server which does not answer, or refuses the account, stops it before
+training without MLflow imported. A server dying while the model is logged or registered is
+shown on the real train stage in a project copy, through a proxy that kills the server when that
+request arrives (`DyingServer`).
 """
 
+import hashlib
 import http.client
 import http.server
+import json
 import os
 import shutil
 import signal
@@ -19,18 +28,17 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import psutil
 import pytest
 from mlflow import MlflowClient
 
-from projects import PROJECT, environment, free_port, start_mlflow_server, stop, train_command
-from tracking import TrackingError, open_experiment
+from projects import PROJECT, edit_params, environment, free_port, start_mlflow_server, stop, train_command
 from tracking.naming import changed_params, committed_params, run_name
+from tracking.store import TrackingError, open_experiment
 
 FAKE_STAGE = Path(__file__).with_name("fake_stage.py")
 # README's promises: a tracking server that does not answer stops a stage "within seconds",
 # before any work (a refused connection at once; a silent one after the 5 s health check), and
-# one that dies during a run stops it "within 30 s" (MLflow's requests bounded: 2 retries, 8 s
+# one that dies on the way stops it "within 30 s" (MLflow's requests bounded: 2 retries, 8 s
 # each). Unbounded, MLflow's own HTTP retries (7, backing off from 2 s, 120 s a request) take
 # minutes. The processes are waited for far longer (WAIT_SECONDS): a bound that breaks fails its
 # assertion, naming the time taken, not the wait.
@@ -41,7 +49,7 @@ WAIT_SECONDS = 300
 
 @pytest.fixture
 def folder(tmp_path):
-    """A folder with the project's params.yaml, where a fake stage runs."""
+    """A folder with the project's params.yaml, where a stage runs."""
     shutil.copy(PROJECT / "params.yaml", tmp_path / "params.yaml")
     return tmp_path
 
@@ -56,17 +64,30 @@ def fake_stage(folder: Path, *args: str, uri: str | None = None, **popen) -> sub
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
 
 
-def started_run(process: subprocess.Popen) -> str:
-    """Wait for the fake stage's "started <run id>" line."""
-    line = process.stdout.readline()
-    if not line.startswith("started "):
-        pytest.fail(f"{line!r}\n{process.stderr.read() if process.poll() is not None else ''}")
-    return line.split()[1]
+def until_line(process: subprocess.Popen, start: str) -> str:
+    """Read a stage's output until a line starting with `start`: all it printed until then."""
+    seen = ""
+    for line in process.stdout:
+        seen += line
+        if line.startswith(start):
+            return seen
+    process.wait(timeout=60)
+    pytest.fail(f"the stage ended before printing {start!r}: {seen}{process.stderr.read()}")
 
 
 def runs(uri: str) -> list:
+    """Every run of an sqlite store; [] if the store was never made (opening it would make it)."""
+    if not Path(uri.removeprefix("sqlite:///")).exists():
+        return []
     client = MlflowClient(uri)
     return client.search_runs([e.experiment_id for e in client.search_experiments()])
+
+
+def versions(uri: str) -> list:
+    """Every registered model version of an sqlite store; [] if the store was never made."""
+    if not Path(uri.removeprefix("sqlite:///")).exists():
+        return []
+    return MlflowClient(uri).search_model_versions()
 
 
 # Names and params
@@ -105,25 +126,23 @@ def test_committed_params_come_from_the_experiments_baseline(tmp_path, monkeypat
 def test_parallel_first_use_of_a_new_store_loses_no_run(folder):
     """Four stages open a store that does not exist yet at the same moment: all four runs land.
 
-    The stages are released together once all four have started up, and each says when it began
-    and finished setting up; unless every one began before the first finished, they did not race
+    The stages are released together once all four have trained, and each says when it began
+    and finished recording; unless every one began before the first finished, they did not race
     and the test fails rather than pass on stages that ran one after another.
     """
     go = folder / "go"
     stages = [fake_stage(folder, "linear", "1", "0", "--go-file", str(go)) for _ in range(4)]
     for process in stages:
-        if process.stdout.readline() != "ready\n":
-            process.wait(timeout=60)
-            pytest.fail(f"a stage did not start up: {process.stderr.read()}")
+        until_line(process, "ready")
     go.touch()
-    setups = []
+    recordings = []
     for process in stages:
-        out, err = process.communicate(timeout=120)
+        out, err = process.communicate(timeout=WAIT_SECONDS)
         assert process.returncode == 0, err
-        [line] = [line for line in out.splitlines() if line.startswith("started ")]
-        setups.append(tuple(map(float, line.split()[2:4])))
-    began, ended = max(b for b, _ in setups), min(e for _, e in setups)
-    assert began < ended, f"the stages did not overlap (setups: {setups}): nothing raced"
+        [line] = [line for line in out.splitlines() if line.startswith("recorded ")]
+        recordings.append(tuple(map(float, line.split()[1:3])))
+    began, ended = max(b for b, _ in recordings), min(e for _, e in recordings)
+    assert began < ended, f"the stages did not overlap (recordings: {recordings}): nothing raced"
     found = runs(store(folder))
     assert len(found) == 4 and {r.info.status for r in found} == {"FINISHED"}
     assert len(MlflowClient(store(folder)).search_experiments()) == 2  # Default and the synthetic data's
@@ -150,71 +169,44 @@ def test_an_experiment_another_stage_creates_first_is_the_one_used(folder, monke
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated"])
-def test_corrupt_store_is_one_line_naming_the_file_and_the_way_out(folder, damage, monkeypatch):
+def test_corrupt_store_is_one_line_naming_the_file_and_the_way_out(folder, damage):
     database = folder / "mlflow.db"
     if damage == "garbage":
         database.write_bytes(b"this is not an sqlite database\n" * 200)
     else:
         process = fake_stage(folder, "linear", "1", "0")
-        process.communicate(timeout=120)
+        _, err = process.communicate(timeout=WAIT_SECONDS)
+        assert process.returncode == 0, err
         database.write_bytes(database.read_bytes()[:20000])
     process = fake_stage(folder, "linear", "1", "0")
-    _, err = process.communicate(timeout=120)
-    assert process.returncode == 1
+    out, err = process.communicate(timeout=WAIT_SECONDS)
+    assert process.returncode == 1 and "epoch 1" in out  # an sqlite store is opened once trained
     assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
     assert str(database) in err and "mv " in err and "outputs are not" in err
 
 
-# Signals and orphans
+def test_store_lock_serialises_setup(folder, monkeypatch):
+    """While another process holds the store's lock, setting up waits for it."""
+    from filelock import FileLock
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store(folder))
+    lock = FileLock(f"{folder / 'mlflow.db'}.lock")
+    lock.acquire()
+    done = threading.Event()
+    thread = threading.Thread(target=lambda: (open_experiment("fashion-mnist"), done.set()))
+    thread.start()
+    try:
+        assert not done.wait(1.5)
+    finally:
+        lock.release()
+    thread.join(60)
+    assert done.is_set()
 
 
-@pytest.mark.parametrize("signals", [[signal.SIGTERM], [signal.SIGINT], [signal.SIGTERM, signal.SIGINT]],
-                         ids=["sigterm", "sigint", "twice"])
-def test_signal_ends_the_run_killed(folder, signals):
-    process = fake_stage(folder, "softmax_nn", "100", "0.2")
-    run_id = started_run(process)
-    for s in signals:
-        process.send_signal(s)
-        time.sleep(0.05)  # the second arrives while the first one's clean-up runs
-    _, err = process.communicate(timeout=60)
-    assert process.returncode == 128 + signals[0]
-    assert f"interrupted by {signal.Signals(signals[0]).name}" in err and "Traceback" not in err
-    assert MlflowClient(store(folder)).get_run(run_id).info.status == "KILLED"
+def test_tracking_error_is_a_pipeline_error():
+    from regression import PipelineError
 
-
-def test_run_orphaned_by_kill_9_is_marked_killed_when_its_model_starts_again(folder):
-    process = fake_stage(folder, "softmax_nn", "100", "0.2")
-    orphan = started_run(process)
-    process.kill()
-    process.wait()
-    client = MlflowClient(store(folder))
-    assert client.get_run(orphan).info.status == "RUNNING"
-
-    other_model = fake_stage(folder, "linear", "1", "0")
-    out, err = other_model.communicate(timeout=120)
-    assert other_model.returncode == 0 and "MLflow run" in out and "FINISHED" in out, err
-    assert client.get_run(orphan).info.status == "RUNNING"  # another model's stage leaves it alone
-
-    again = fake_stage(folder, "softmax_nn", "1", "0")
-    out, _ = again.communicate(timeout=120)
-    assert again.returncode == 0
-    assert f"marked MLflow run {orphan} KILLED" in out
-    marked = client.get_run(orphan)
-    assert marked.info.status == "KILLED"
-    assert "orphaned" in marked.data.tags["mlflow.runStatusReason"]
-
-
-def test_a_running_stage_of_the_same_model_is_not_taken_for_an_orphan(folder):
-    first = fake_stage(folder, "softmax_nn", "100", "0.2")
-    alive = started_run(first)
-    second = fake_stage(folder, "softmax_nn", "1", "0")
-    out, err = second.communicate(timeout=120)
-    assert second.returncode == 0 and "FINISHED" in out and "marked" not in out, out + err
-    assert MlflowClient(store(folder)).get_run(alive).info.status == "RUNNING"
-    assert first.poll() is None  # still running: the check above was made during its run
-    first.terminate()
-    first.communicate(timeout=60)
-    assert MlflowClient(store(folder)).get_run(alive).info.status == "KILLED"
+    assert issubclass(TrackingError, PipelineError)
 
 
 # Servers that are not there
@@ -225,7 +217,7 @@ def test_unreachable_server_fails_before_any_work_in_one_line(folder):
     started = time.monotonic()
     process = fake_stage(folder, "linear", "1", "0", uri=uri)
     out, err = process.communicate(timeout=WAIT_SECONDS)
-    assert process.returncode == 1 and "started" not in out
+    assert process.returncode == 1 and "epoch" not in out  # before any work
     assert time.monotonic() - started < WITHIN_SECONDS
     assert len(err.strip().splitlines()) == 1 and uri in err and "make server" in err, err
 
@@ -241,23 +233,26 @@ def test_hanging_server_fails_within_seconds(folder):
         process = fake_stage(folder, "linear", "1", "0", uri=uri)
         out, err = process.communicate(timeout=WAIT_SECONDS)
         assert process.returncode == 1 and uri in err and "Traceback" not in err
-        assert "started" not in out  # before any work
+        assert "epoch" not in out and len(err.strip().splitlines()) == 1, out + err  # before any work
         assert time.monotonic() - started < WITHIN_SECONDS
     finally:
         listener.close()
 
 
 @pytest.mark.slow
-def test_server_dying_during_training_fails_the_stage_within_bounded_time(folder, tmp_path):
+def test_server_dying_during_training_fails_the_stage_in_one_line_once_trained(folder, tmp_path):
+    """The server answered before training and is gone when the run is recorded: one line, in
+    bounded time from the end of training."""
     server, uri = start_mlflow_server(tmp_path)
-    process = fake_stage(folder, "softmax_nn", "1000", "0.2", uri=uri)
-    started_run(process)
+    process = fake_stage(folder, "linear", "10", "0.3", uri=uri)
+    until_line(process, "epoch 1")
     stop(server, signal.SIGKILL)
-    died = time.monotonic()
-    _, err = process.communicate(timeout=WAIT_SECONDS)
-    assert time.monotonic() - died < DIED_SECONDS
-    assert process.returncode == 1 and uri in err and "Traceback" not in err
-    assert len(err.strip().splitlines()) == 1, err
+    until_line(process, "epoch 10")
+    trained = time.monotonic()
+    out, err = process.communicate(timeout=WAIT_SECONDS)
+    assert time.monotonic() - trained < DIED_SECONDS
+    assert process.returncode == 1 and "recorded" not in out, out + err
+    assert uri in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
 
 
 class DyingServer:
@@ -356,31 +351,7 @@ def test_server_dying_while_the_model_is_logged_or_registered_fails_the_stage_in
     assert err.startswith("error: MLflow run ") and server.url in err, err
 
 
-def test_store_lock_serialises_setup(folder, monkeypatch):
-    """While another process holds the store's lock, setting up waits for it."""
-    from filelock import FileLock
-
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", store(folder))
-    lock = FileLock(f"{folder / 'mlflow.db'}.lock")
-    lock.acquire()
-    done = threading.Event()
-    thread = threading.Thread(target=lambda: (open_experiment("fashion-mnist"), done.set()))
-    thread.start()
-    try:
-        assert not done.wait(1.5)
-    finally:
-        lock.release()
-    thread.join(60)
-    assert done.is_set()
-
-
-def test_tracking_error_is_a_pipeline_error():
-    from regression import PipelineError
-
-    assert issubclass(TrackingError, PipelineError)
-
-
-# The train stage's companion: the real stage on the synthetic data, its run kept by a second process
+# The train stage: the real stage on the synthetic data
 
 
 @pytest.fixture
@@ -393,86 +364,77 @@ def synthetic_folder(folder, linear_data):
 
 
 def train_stage(folder: Path, *python_flags: str, epochs: int | None = None, uri: str | None = None,
-                **popen) -> subprocess.Popen:
-    """The train stage of the linear model in `folder` (with `epochs`, if given, in its params.yaml)."""
+                metrics: str | None = None, env: dict | None = None, **popen) -> subprocess.Popen:
+    """The train stage of the linear model in `folder` (with `epochs`, if given, in its params.yaml;
+    its headline metrics written to `metrics`, if given)."""
     if epochs is not None:
-        params = (folder / "params.yaml").read_text()
-        (folder / "params.yaml").write_text(params.replace("epochs: 10", f"epochs: {epochs}", 1))
-    env = environment(PYTHONPATH=str(PROJECT / "src"), MLFLOW_TRACKING_URI=uri or store(folder),
-                      PYTHONUNBUFFERED="1")
+        edit_params(folder, lambda params: params["train"]["linear"].update(epochs=epochs))
     command = train_command("linear")
+    if metrics is not None:
+        command[command.index("--metrics") + 1] = metrics
+    env = environment(PYTHONPATH=str(PROJECT / "src"), MLFLOW_TRACKING_URI=uri or store(folder),
+                      PYTHONUNBUFFERED="1", **(env or {}))
     return subprocess.Popen([sys.executable, *python_flags, str(PROJECT / command[1]), *command[2:]],
                             cwd=folder, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             **popen)
 
 
-def the_one_run(folder: Path):
-    client = MlflowClient(store(folder))
-    [run] = client.search_runs([e.experiment_id for e in client.search_experiments()])
-    return run
+def outputs(folder: Path) -> dict[str, bytes]:
+    """Every file under models/ and metrics/ (a leftover temporary file would show too)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for top in ("models", "metrics")
+            for p in sorted((folder / top).rglob("*")) if p.is_file()}
 
 
-def until_training(process: subprocess.Popen) -> str:
-    """Read the stage's output until its first epoch is printed."""
-    seen = ""
-    for line in process.stdout:
-        seen += line
-        if line.startswith("epoch 1,"):
-            return seen
-    pytest.fail(f"the stage ended before training: {seen}{process.stderr.read()}")
+def said_one_error(stage: subprocess.Popen, err: str, registered: bool = False) -> str:
+    """The stage failed (exit 1) saying one `error:` line and no traceback: that line. Once a
+    version was `registered`, MLflow's own lines saying so come before it."""
+    lines = err.strip().splitlines()
+    if registered:
+        mlflow_says = ("Registered model ", "Successfully registered ", "Created version ")
+        lines = [line for line in lines if not line.startswith(mlflow_says)]
+    assert stage.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
 
 
-def test_train_stage_records_its_whole_run_through_its_companion(synthetic_folder):
-    stage = train_stage(synthetic_folder)
-    out, err = stage.communicate(timeout=WAIT_SECONDS)
-    assert stage.returncode == 0, err
-    run = the_one_run(synthetic_folder)
-    client = MlflowClient(store(synthetic_folder))
-    assert run.info.status == "FINISHED" and f"MLflow run {run.info.run_id} FINISHED" in out
-    assert run.data.params["lr"] == "0.05" and run.data.params["model"] == "linear"
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == list(range(1, 11))
-    assert "process.pid" not in run.data.tags and run.data.tags["model"] == "linear"
-    [version] = client.search_model_versions("name = 'synthetic-linear'")
-    assert version.run_id == run.info.run_id and f"model version {version.version} of synthetic-linear" in out
-    assert (synthetic_folder / "models" / "linear.pt").exists()
-
-
-def loaded_libraries(pid: int) -> set[str]:
-    """The shared objects a process has mapped (its loaded C extensions among them)."""
-    return {line.split()[-1] for line in Path(f"/proc/{pid}/maps").read_text().splitlines()
-            if line.endswith(".so") or ".so." in line}
-
-
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_a_signal_in_training_ends_the_train_stage_s_run_killed(synthetic_folder, signum):
-    """Ctrl-C (SIGINT to the stage's process group) or SIGTERM to the stage, in training."""
-    stage = train_stage(synthetic_folder, epochs=100_000, start_new_session=True)
-    until_training(stage)
-    os.killpg(stage.pid, signum)
+def test_train_stage_records_the_training_s_run_once_trained(synthetic_folder):
+    """One FINISHED run with the training's start and end, its params, every epoch's metrics,
+    its registered version and the sha256 of the model file it wrote."""
+    epochs, timings = 60, synthetic_folder / "timings.jsonl"
+    launched = time.time()
+    stage = train_stage(synthetic_folder, epochs=epochs, env={"STAGE_TIMINGS": str(timings)})
+    printed = [(time.time(), line) for line in stage.stdout]  # when each line was seen
     _, err = stage.communicate(timeout=WAIT_SECONDS)
-    assert stage.returncode == 128 + signum and "Traceback" not in err, err
-    run = the_one_run(synthetic_folder)
-    assert run.info.status == "KILLED" and "process.pid" not in run.data.tags
-    assert not (synthetic_folder / "models").exists()
+    exited = time.time()
+    out = "".join(line for _, line in printed)
+    assert stage.returncode == 0, out + err
+    [first_epoch] = [seen for seen, line in printed if line.startswith("epoch 1,")]
+    [recorded] = [seen for seen, line in printed if line.startswith("MLflow run ")]
+    run = runs(store(synthetic_folder))[0]
+    client = MlflowClient(store(synthetic_folder))
+    assert len(runs(store(synthetic_folder))) == 1
+    assert run.info.status == "FINISHED" and f"MLflow run {run.info.run_id} FINISHED" in out
 
+    # The run's times are the training's: it started before the first epoch was printed and
+    # ended long before the recording did, lasting as long as the stage's training phase.
+    start, end = run.info.start_time / 1000, run.info.end_time / 1000
+    training = json.loads(timings.read_text())["phases"]["training"]
+    assert launched < start < first_epoch and start < end < recorded < exited
+    assert abs((end - start) - training) < 0.2 + 0.05 * training, (end - start, training)
 
-def test_kill_9_of_the_train_stage_ends_its_run_killed_by_its_companion(synthetic_folder):
-    """The companion alone loads MLflow (its store's SQLAlchemy, C extensions seen in /proc), and
-    ends the run when the stage is killed."""
-    stage = train_stage(synthetic_folder, epochs=100_000, start_new_session=True)
-    until_training(stage)
-    [companion] = psutil.Process(stage.pid).children()
-    deadline = time.monotonic() + WAIT_SECONDS
-    while not any("/sqlalchemy/" in so for so in loaded_libraries(companion.pid)):
-        assert time.monotonic() < deadline, "the companion never loaded MLflow's store"
-        time.sleep(0.2)
-    assert not any("/sqlalchemy/" in so for so in loaded_libraries(stage.pid))
-    assert any("/torch/" in so for so in loaded_libraries(stage.pid))
-    os.killpg(stage.pid, signal.SIGKILL)
-    stage.communicate(timeout=WAIT_SECONDS)  # the output's pipe closes when the companion has exited
-    run = the_one_run(synthetic_folder)
-    assert run.info.status == "KILLED"
-    assert run.data.tags["mlflow.runStatusReason"] == "the stage's process ended without ending the run"
+    history = json.loads((synthetic_folder / "metrics" / "linear" / "history.json").read_text())
+    assert [record["epoch"] for record in history] == list(range(1, epochs + 1))
+    for key in ("train_loss", "test_loss"):
+        logged = sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)
+        assert [(m.step, m.value) for m in logged] == [(r["epoch"], r[key]) for r in history], key
+    assert run.data.params["lr"] == "0.05" and run.data.params["epochs"] == str(epochs)
+    assert run.data.params["model"] == "linear" and run.data.params["batch_size"] == "100"
+    assert run.data.tags["model"] == "linear" and run.data.tags["dvc.stage"] == "train@linear"
+
+    [version] = versions(store(synthetic_folder))
+    assert version.name == "synthetic-linear" and version.run_id == run.info.run_id
+    assert f"model version {version.version} of synthetic-linear" in out
+    model_file = synthetic_folder / "models" / "linear.pt"
+    assert run.data.tags["model.sha256"] == hashlib.sha256(model_file.read_bytes()).hexdigest()
 
 
 def test_an_unusable_store_fails_the_train_stage_in_one_line_and_writes_nothing(synthetic_folder):
@@ -480,14 +442,148 @@ def test_an_unusable_store_fails_the_train_stage_in_one_line_and_writes_nothing(
     database.write_bytes(b"this is not an sqlite database\n" * 200)
     stage = train_stage(synthetic_folder)
     _, err = stage.communicate(timeout=WAIT_SECONDS)
-    assert stage.returncode == 1 and len(err.strip().splitlines()) == 1, err
-    assert err.startswith(f"error: {database}: not a usable MLflow store"), err
-    assert not (synthetic_folder / "models").exists() and not (synthetic_folder / "metrics").exists()
+    assert said_one_error(stage, err).startswith(f"error: {database}: not a usable MLflow store"), err
+    assert outputs(synthetic_folder) == {}
 
 
-def test_an_unreachable_server_fails_the_train_stage_before_training(synthetic_folder):
-    uri = f"http://127.0.0.1:{free_port()}"
-    stage = train_stage(synthetic_folder, uri=uri)
+def artifacts_blocked(folder: Path) -> None:
+    """The store's artifact folder replaced by a file: logging the model fails (before registering)."""
+    shutil.move(folder / "mlartifacts", folder / "mlartifacts.moved")
+    (folder / "mlartifacts").write_text("not a folder")
+
+
+def model_file_blocked(folder: Path) -> None:
+    """A folder where the model file goes: publishing the outputs fails (after registering)."""
+    (folder / "models" / "linear.pt").unlink()
+    (folder / "models" / "linear.pt").mkdir()
+    (folder / "models" / "linear.pt" / "in the way").write_text("")
+
+
+@pytest.mark.parametrize("block", [artifacts_blocked, model_file_blocked], ids=["logging", "publishing"])
+def test_a_failed_recording_publishes_no_output_and_keeps_no_version(synthetic_folder, block):
+    """A first run records and writes its outputs; the second, with other params, fails while
+    recording: its run ends FAILED, its version (if it had one) is deleted, and every output is
+    the first run's, byte for byte."""
+    first = train_stage(synthetic_folder)
+    _, err = first.communicate(timeout=WAIT_SECONDS)
+    assert first.returncode == 0, err
+    block(synthetic_folder)
+    before = outputs(synthetic_folder)
+    assert "models/linear.pt" in before or "models/linear.pt/in the way" in before
+    assert "metrics/linear.json" in before
+
+    stage = train_stage(synthetic_folder, epochs=5)
     out, err = stage.communicate(timeout=WAIT_SECONDS)
-    assert stage.returncode == 1 and "epoch" not in out and len(err.strip().splitlines()) == 1, out + err
-    assert uri in err and "make server" in err
+    line = said_one_error(stage, err, registered=block is model_file_blocked)
+    assert line.startswith("error: MLflow run ") and "epoch 5," in out, out + err
+    assert outputs(synthetic_folder) == before  # nothing new, no temporary file left
+    assert [int(v.version) for v in versions(store(synthetic_folder))] == [1]
+    assert sorted(r.info.status for r in runs(store(synthetic_folder))) == ["FAILED", "FINISHED"]
+
+
+def test_outputs_that_cannot_be_written_stop_the_stage_before_anything_is_recorded(synthetic_folder):
+    """A file where the metrics' folder must be: one line naming the path, no output, no run."""
+    (synthetic_folder / "blocked").write_text("a file where a folder must be")
+    stage = train_stage(synthetic_folder, metrics="blocked/linear.json")
+    out, err = stage.communicate(timeout=WAIT_SECONDS)
+    line = said_one_error(stage, err)
+    assert line.startswith("error: blocked/linear.json: cannot be written") and "kept" in line, out + err
+    assert outputs(synthetic_folder) == {}
+    assert runs(store(synthetic_folder)) == [] and versions(store(synthetic_folder)) == []
+
+
+def test_a_diverged_training_is_one_failed_run_with_its_history_and_no_version(synthetic_folder):
+    edit_params(synthetic_folder, lambda params: params["train"]["linear"].update(lr=5.0))
+    stage = train_stage(synthetic_folder)
+    out, err = stage.communicate(timeout=WAIT_SECONDS)
+    assert "diverged" in said_one_error(stage, err), err
+    printed = sum(line.startswith("epoch ") for line in out.splitlines())  # the epochs before it (maybe none)
+    [run] = runs(store(synthetic_folder))
+    assert run.info.status == "FAILED" and "diverged" in run.data.tags["mlflow.runStatusReason"]
+    assert run.data.params["lr"] == "5.0"
+    steps = [m.step for m in MlflowClient(store(synthetic_folder)).get_metric_history(run.info.run_id,
+                                                                                     "train_loss")]
+    assert sorted(steps) == list(range(1, printed + 1))
+    assert versions(store(synthetic_folder)) == [] and outputs(synthetic_folder) == {}
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL],
+                         ids=["ctrl-c", "sigterm", "kill-9"])
+def test_an_interrupted_training_leaves_no_run(synthetic_folder, signum):
+    """Ctrl-C (SIGINT to the stage's process group), SIGTERM or kill -9 during training: the run
+    is made only once training is done, so none is left, RUNNING or otherwise, and no output."""
+    stage = train_stage(synthetic_folder, epochs=100_000, start_new_session=True)
+    until_line(stage, "epoch 1,")
+    os.killpg(stage.pid, signum)
+    _, err = stage.communicate(timeout=WAIT_SECONDS)
+    assert stage.returncode == (-signum if signum == signal.SIGKILL else 128 + signum), err
+    assert [r.info.status for r in runs(store(synthetic_folder))] == []
+    assert outputs(synthetic_folder) == {}
+    if signum != signal.SIGKILL:
+        assert err.strip() == f"error: interrupted by {signal.Signals(signum).name}", err
+
+
+class RefusingServer:
+    """A server on 127.0.0.1 that is healthy (/health answers) but refuses every API request (401),
+    as a server with accounts does an unknown account. .url; .requests, the paths asked."""
+
+    def __init__(self):
+        self.requests = []
+        seen = self.requests
+
+        class Refuse(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                seen.append(self.path)
+                healthy = self.path == "/health"
+                self.send_response(200 if healthy else 401)
+                if not healthy:
+                    self.send_header("WWW-Authenticate", 'Basic realm="mlflow"')
+                body = b"OK" if healthy else b'{"error_code": "UNAUTHENTICATED"}'
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_POST = do_GET
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def imported(importtime: str) -> set[str]:
+    """The modules a process imported, from its `python -X importtime` lines."""
+    return {line.rsplit("|", 1)[1].strip() for line in importtime.splitlines()
+            if line.startswith("import time:")}
+
+
+@pytest.mark.parametrize("refuses", [False, True], ids=["unreachable", "refusing-the-account"])
+def test_a_server_that_does_not_answer_or_refuses_stops_the_train_stage_before_training(synthetic_folder,
+                                                                                       refuses):
+    """Asked over plain HTTP before the first epoch: one line naming the server, MLflow never imported."""
+    server = RefusingServer() if refuses else None
+    uri = server.url if server else f"http://127.0.0.1:{free_port()}"
+    try:
+        stage = train_stage(synthetic_folder, "-X", "importtime", uri=uri)
+        out, err = stage.communicate(timeout=WAIT_SECONDS)
+    finally:
+        if server:
+            server.close()
+    modules = imported(err)
+    said = [line for line in err.strip().splitlines() if not line.startswith("import time:")]
+    assert stage.returncode == 1 and len(said) == 1 and said[0].startswith("error: "), out + "\n".join(said)
+    assert uri in said[0] and "epoch" not in out, out + said[0]
+    assert "torch" in modules and "tracking.access" in modules  # importtime's lines were read
+    assert not {m for m in modules if m == "mlflow" or m.startswith("mlflow.")}
+    if refuses:
+        assert "refused the account" in said[0]
+        assert server.requests[0] == "/health" and any(p.startswith("/api/") for p in server.requests)
+    else:
+        assert "make server" in said[0]

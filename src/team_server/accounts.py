@@ -9,7 +9,7 @@ a role grants more, on every experiment and registered model: `editor` EDIT (rec
 register versions), `reader` READ. Whoever creates an experiment or a registered model MANAGEs
 it (MLflow's rule), and moving an alias (`make promote`) needs MANAGE: the server asks it
 (`server_auth`, named here as MLflow's `authorization_function`), and so does `make promote`
-before any work (see `access`).
+before any work (see `tracking.access`).
 
 `make user NAME=… ROLE=…` (`server user`) adds an account, as the admin.
 """
@@ -22,7 +22,7 @@ import warnings
 from pathlib import Path
 
 from team_server.postgres import HOST, USER, ServerError
-from team_server.tls import CERT_VARIABLE
+from tracking.access import CERT_VARIABLE, TrackingError
 
 AUTH_DATABASE = "mlflow_auth"
 ADMIN = "admin"
@@ -146,10 +146,12 @@ def how_to_use(settings: Path, first: bool, certificate: Path | None, remote_url
 
 
 def make_experiments(settings: Path, url: str, certificate: Path | None) -> None:
-    """Make the project's experiments as the admin, so that whoever records into one first does not
-    manage it (MLflow lets any account create an experiment, and its creator manages it)."""
+    """Make the project's experiments (each dataset's, and its sweeps') as the admin, so that whoever
+    records into one first does not manage it (MLflow lets any account create an experiment, and its
+    creator manages it)."""
     from regression.data import DATASETS
-    from tracking.store import TrackingError, open_experiments
+    from tracking.naming import sweeps_of
+    from tracking.store import open_experiments
 
     name, password = admin(settings)
     os.environ.pop("MLFLOW_EXPERIMENT_NAME", None)
@@ -157,6 +159,6 @@ def make_experiments(settings: Path, url: str, certificate: Path | None) -> None
     if certificate:
         os.environ[CERT_VARIABLE] = str(certificate)
     try:
-        open_experiments(DATASETS)
+        open_experiments([*DATASETS, *map(sweeps_of, DATASETS)])
     except TrackingError as error:
         raise ServerError(f"the server is up, but the project's experiments could not be made: {error}") from None

@@ -55,8 +55,8 @@ from team_server.postgres import (
     stop_process,
     what_went_wrong,
 )
-from tracking.store import ask_health
-from team_server.tls import CERT_VARIABLE, check_given, host_names, make_certificate
+from team_server.tls import check_given, host_names, make_certificate
+from tracking.access import CERT_VARIABLE, ask_health
 
 START_SECONDS = 120  # the first start creates MLflow's tables
 GRACE_SECONDS = 5  # how long a stop waits for requests in flight
@@ -172,10 +172,11 @@ class Server:
         print(f"export MLFLOW_TRACKING_URI={url}")
 
     def server_environment(self) -> dict[str, str]:
-        """The server's environment: its secrets come from files only its owner may read; this
-        package on its path, for its sign-in check (`server_auth`)."""
+        """The server's environment: its secrets come from files only its owner may read; the
+        folder holding this package (`src`) on its path, for its sign-in check (`server_auth`,
+        which the settings name as `team_server.server_auth:signed_in`)."""
         settings = read_settings(self.auth_settings)
-        package_root = str(Path(__file__).resolve().parents[2])
+        package_root = str(Path(__file__).resolve().parents[1])
         path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
         return os.environ | {"PYTHONPATH": path, "PGPASSFILE": str(self.pgpass),
                              "MLFLOW_AUTH_CONFIG_PATH": str(self.auth_settings),

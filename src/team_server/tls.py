@@ -1,10 +1,11 @@
-"""The team server's TLS: its certificate (made at the first start, or given), and clients trusting it.
+"""The team server's TLS certificate: made at the first start for this host's names, or given and checked.
 
 Basic auth sends the password with every request, so the server is reachable from other machines
 only over HTTPS. Its certificate is self-signed, made once for the host's names and addresses
 (kept in `.mlflow-server/tls/`, the key readable by its owner only), or the one given with
-`CERT=… KEY=…`. Clients trust it through MLflow's own setting, MLFLOW_TRACKING_SERVER_CERT_PATH,
-which this project's health check and error messages honour as MLflow's client does.
+`CERT=… KEY=…`. This is the server's side only: clients trust the certificate through MLflow's
+own setting, MLFLOW_TRACKING_SERVER_CERT_PATH, which the project's clients honour as MLflow's
+does (`tracking.access`: CERT_VARIABLE, the health check, the message for an untrusted one).
 """
 
 import datetime
@@ -16,7 +17,6 @@ from pathlib import Path
 
 from team_server.postgres import ServerError
 
-CERT_VARIABLE = "MLFLOW_TRACKING_SERVER_CERT_PATH"  # MLflow's: the CA bundle its client trusts
 VALID_DAYS = 825  # the longest validity clients accept for a server certificate
 
 
@@ -78,32 +78,3 @@ def check_given(given: tuple[Path, Path]) -> tuple[Path, Path]:
                           f"({error})") from None
     return certificate, key
 
-
-def client_context(url: str) -> ssl.SSLContext | None:
-    """For urllib: the context trusting MLFLOW_TRACKING_SERVER_CERT_PATH (if set) for an https URL."""
-    if not url.startswith("https://"):
-        return None
-    given = os.environ.get(CERT_VARIABLE) or None
-    try:
-        return ssl.create_default_context(cafile=given)
-    except (ssl.SSLError, OSError) as error:
-        raise ValueError(f"{CERT_VARIABLE}={given}: not a readable PEM certificate "
-                         f"({getattr(error, 'reason', None) or error})") from None
-
-
-def is_certificate_error(error: BaseException) -> bool:
-    """Whether a failed request failed on the server's certificate (urllib's or requests')."""
-    seen, depth = error, 0
-    while isinstance(seen, BaseException) and depth < 10:
-        if isinstance(seen, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(seen):
-            return True
-        seen, depth = getattr(seen, "reason", None) or seen.__cause__ or seen.__context__, depth + 1
-    return False
-
-
-def untrusted(url: str) -> str:
-    """What to do when `url`'s certificate is not trusted: name the variable."""
-    given = os.environ.get(CERT_VARIABLE)
-    now = f"{CERT_VARIABLE}={given} does not verify it" if given else f"{CERT_VARIABLE} is not set"
-    return (f"MLflow tracking server {url}: its TLS certificate is not trusted ({now}): set "
-            f"{CERT_VARIABLE} to the server's certificate (.mlflow-server/tls/cert.pem on its host)")

@@ -210,7 +210,7 @@ def register(client, uri: str, name: str, logged: Logged, trained: Trained, data
     tags = {RUN_NAME_TAG: trained.name, DIGEST_TAG: data["digest"]} | provenance | logged.version_tags
     version = mlflow.register_model(uri, name, tags=tags)
     if logged.crowned_by:
-        why_not = shortfall(tracking_uri(), *crowning(name))
+        why_not = shortfall(*crowning(name))
         if why_not is None:
             crown(client, name, version.version, logged.crowned_by)
         print(f"{name} version {version.version} " + ("is `champion`" if why_not is None else

@@ -1,6 +1,6 @@
 """The page `dvc plots show` fills, with its charting library inside, so that every chart draws offline.
 
-Usage: python -m regression.plots_page <page.html>   (`make` writes .venv/share/dvc-plots/index.html)
+Usage: python -m dvc_tools.plots_page <page.html>   (`make` writes .venv/share/dvc-plots/index.html)
 
 DVC draws its charts with Vega, Vega-Lite and Vega-Embed, which its own page loads from a CDN: a
 browser without internet shows the images and leaves every chart blank. `.dvc/config` names

@@ -7,7 +7,7 @@ headline metrics (`regression.headline`) its metrics file has. The table fits in
 without cutting a word: the columns that do not fit (params, or with -A the models of older
 commits) are named below it.
 
-Usage: python -m regression.experiments [--width 120] [-A]   (-A: experiments of every commit)
+Usage: python -m dvc_tools.experiments [--width 120] [-A]   (-A: experiments of every commit)
 """
 
 import argparse
