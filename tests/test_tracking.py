@@ -409,9 +409,8 @@ def test_train_stage_records_the_training_s_run_once_trained(synthetic_folder):
     assert stage.returncode == 0, out + err
     [first_epoch] = [seen for seen, line in printed if line.startswith("epoch 1,")]
     [recorded] = [seen for seen, line in printed if line.startswith("MLflow run ")]
-    run = runs(store(synthetic_folder))[0]
+    [run] = runs(store(synthetic_folder))
     client = MlflowClient(store(synthetic_folder))
-    assert len(runs(store(synthetic_folder))) == 1
     assert run.info.status == "FINISHED" and f"MLflow run {run.info.run_id} FINISHED" in out
 
     # The run's times are the training's: it started before the first epoch was printed and

@@ -1,6 +1,6 @@
 """The team's MLflow tracking server: `mlflow server` with accounts, on a private PostgreSQL cluster.
 
-`python -m team_server.server start|stop|status` (`make server`, `make server-stop`).
+`python -m team_server.server start|stop|status|user` (`make server`, `make server-stop`, `make user`).
 Everything lives in `.mlflow-server/` at the project root: the cluster (`postgres/`, made by
 initdb on the first start, with the user `mlflow`, its database `mlflow` and the users' database
 `mlflow_auth`), the artifacts (`artifacts/`, served through the server under the same

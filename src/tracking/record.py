@@ -105,7 +105,7 @@ def record(model: str, stage: str, experiment_key: str, data: dict, trained: Tra
         datasets = split_datasets(data, folder, trained.history) if folder else {}
         mlflow.start_run(run_id=run_id)  # the active run, which log_model logs to
         if datasets:
-            mlflow.log_inputs(list(datasets.values()), contexts=list(datasets), tags_list=[None] * len(datasets))
+            log_datasets(datasets)
         model_id = None
         if logged is not None:
             client.set_tag(run_id, MODEL_DIGEST_TAG, hashlib.sha256(logged.weights).hexdigest())
@@ -240,6 +240,22 @@ def as_tracking_error(error: BaseException, run_id: str) -> BaseException:
         where = f" in {tracking_uri()}" if is_server(tracking_uri()) else ""
         return TrackingError(f"MLflow run {run_id}{where}: {one_line(error)}")
     return error
+
+
+def log_datasets(datasets: dict, attempts: int = 4) -> None:
+    """Log the active run's datasets ({split: dataset}), again if another run got there first: MLflow
+    looks a dataset up, then inserts it, so two runs logging it at once collide on its unique key."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(attempts):
+        try:
+            mlflow.log_inputs(list(datasets.values()), contexts=list(datasets), tags_list=[None] * len(datasets))
+            return
+        except MlflowException:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 def split_datasets(data: dict, folder: Path, history: list[dict]) -> dict:
