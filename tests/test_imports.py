@@ -41,6 +41,7 @@ FORBIDDEN = {
     "src/regression": ("mlflow", "tracking", "team_server"),
     "stages": ("team_server",),
     "src/tracking": ("team_server",),
+    "src/dvc_tools": ("mlflow", "tracking", "team_server"),
 }
 
 
