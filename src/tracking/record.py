@@ -11,6 +11,7 @@ version it registered, and leaves the outputs unpublished. A diverged training i
 FAILED run with its history up to the divergence. A sweep's trials are child runs of its run.
 """
 
+import contextlib
 import hashlib
 import os
 import tempfile
@@ -118,8 +119,9 @@ def record(model: str, stage: str, experiment_key: str, data: dict, trained: Tra
         publish()
     except BaseException as error:
         status = "FAILED" if isinstance(error, Exception) else "KILLED"
-        if version is not None:
-            client.delete_model_version(version.name, version.version)
+        if version is not None:  # no version without its outputs
+            with contextlib.suppress(Exception):  # the store is gone: the error below says so
+                client.delete_model_version(version.name, version.version)
         raise as_tracking_error(error, run_id) from None
     finally:
         end(client, run_id, status, trained)
