@@ -122,8 +122,10 @@ def staged_outputs(outputs: dict[Path, bytes | dict[str, bytes]]):
                 else:
                     temporary.write_bytes(content)
             except OSError as error:
-                raise PipelineError(f"{path}: cannot be written ({error.strerror or error}); "
+                raise PipelineError(f"{path}: cannot be written ({why_not_written(path, error)}); "
                                     "the last good outputs are kept") from None
+            if not temporary.is_dir() and path.is_dir():  # a file cannot replace a folder
+                raise PipelineError(f"{path}: a folder is in the way of this file; the last good outputs are kept")
         yield publish
     finally:
         with signals_held():
@@ -131,7 +133,14 @@ def staged_outputs(outputs: dict[Path, bytes | dict[str, bytes]]):
                 if temporary.is_dir():
                     shutil.rmtree(temporary, ignore_errors=True)
                 else:
-                    temporary.unlink(missing_ok=True)
+                    with contextlib.suppress(OSError):  # e.g. its folder is a file: never made
+                        temporary.unlink(missing_ok=True)
+
+
+def why_not_written(path: Path, error: OSError) -> str:
+    """The reason a write failed, in words: a file where a folder belongs is named."""
+    blocking = next((parent for parent in path.parents if parent.exists() and not parent.is_dir()), None)
+    return f"{blocking} is a file, not a folder" if blocking else error.strerror or str(error)
 
 
 def write_outputs(outputs: dict[Path, bytes | dict[str, bytes]]) -> None:

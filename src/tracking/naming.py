@@ -164,3 +164,19 @@ def description(model: str, params: dict, changed: dict, tags: dict, data: dict)
     lines.append(f"- data: `{data['name']}`, digest `{data['digest']}`")
     lines += ["", "| param | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in params.items()]
     return "\n".join(lines)
+
+
+def stage_run_tags(model: str, stage: str, data: dict, params: dict, file_params: dict) -> tuple[dict, str]:
+    """(tags, name) of a model stage's run: the model, DVC stage and experiment, git commit, data
+    digest, account, numerics, the params changed from the committed params.yaml, its description."""
+    from regression import numerics
+    from tracking.access import account
+
+    commit, exp_name = git("rev-parse", "HEAD"), os.environ.get("DVC_EXP_NAME")
+    changed = changed_params(file_params, committed_params(), model) if file_params else {}
+    tags = {MODEL_TAG: model, STAGE_TAG: os.environ.get("DVC_STAGE", stage), DIGEST_TAG: data["digest"],
+            "mlflow.user": account(), CHANGED_TAG: " ".join(f"{k}={v}" for k, v in changed.items())}
+    tags |= numerics.describe() | ({COMMIT_TAG: commit} if commit else {})
+    tags |= {EXPERIMENT_TAG: exp_name} if exp_name else {}
+    tags[NOTE_TAG] = description(model, params, changed, tags, data)
+    return tags, run_name(model, changed, exp_name, commit)

@@ -1,19 +1,14 @@
 """A model stage's MLflow record, written in one go once its training is done: the run, its model, its version.
 
-A stage calls `check` before it trains (plain HTTP, no MLflow: a server that does not answer or
-refuses the account stops it there) and `record` once training is over. `record` imports
-MLflow, opens the store and writes the run with the training's start and end times: its tags
-and description, params, every epoch's metrics (one batch), its datasets, and, for a trained
-model, the logged model (signature from its config), the evaluation files and a new registered
-version. Then it calls `publish` (the stage moves its outputs into place) and ends the run
-FINISHED. Anything failing on the way, or a signal, ends the run FAILED or KILLED, deletes the
-version it registered, and leaves the outputs unpublished. A diverged training is recorded as a
-FAILED run with its history up to the divergence. A sweep's trials are child runs of its run.
+A stage calls `check` before it trains (plain HTTP, no MLflow) and `record` once training is over:
+the run with the training's start and end times, tags, params, every epoch's metrics, datasets, the
+logged model and a new registered version. Then the stage's outputs are published and the run
+ended, together. A failure or a signal before that ends the run FAILED or KILLED, deletes its
+version and publishes nothing. A diverged training is a FAILED run with its history so far.
 """
 
 import contextlib
 import hashlib
-import os
 import tempfile
 import time
 import warnings
@@ -21,30 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from regression import numerics
+from regression.files import signals_held
 from regression.headline import split_of
-from tracking.access import TrackingError, account, check_recording, is_server, shortfall
-from tracking.naming import (
-    CHANGED_TAG,
-    COMMIT_TAG,
-    DIGEST_TAG,
-    EXPERIMENT_TAG,
-    MODEL_DIGEST_TAG,
-    MODEL_TAG,
-    NOTE_TAG,
-    PARENT_TAG,
-    RUN_NAME_TAG,
-    STAGE_TAG,
-    STATUS_REASON_TAG,
-    SWEEP_TAG,
-    changed_params,
-    committed_params,
-    description,
-    experiment_name,
-    git,
-    registered_name,
-    run_name,
-)
+from tracking.access import TrackingError, check_recording, is_server, shortfall
+from tracking.naming import (COMMIT_TAG, DIGEST_TAG, EXPERIMENT_TAG, MODEL_DIGEST_TAG, PARENT_TAG, RUN_NAME_TAG,
+                             STATUS_REASON_TAG, SWEEP_TAG, experiment_name, registered_name, stage_run_tags)
 from tracking.store import one_line, open_experiment, tracking_uri
 
 SERVING_CODE = Path(__file__).with_name("logged_model.py")  # the code MLflow loads a logged model with
@@ -54,8 +30,7 @@ BATCH = 1000  # MLflow takes at most 1000 metrics per log_batch
 
 
 def check(experiment_key: str) -> None:
-    """Before any training: the store this stage records into (`naming.experiment_name`) answers
-    and lets this account record; plain HTTP, only for a server."""
+    """Before any training: a server this stage records into answers and lets this account record."""
     check_recording(tracking_uri(), experiment_name(experiment_key))
 
 
@@ -96,9 +71,9 @@ def record(model: str, stage: str, experiment_key: str, data: dict, trained: Tra
 
     experiment = open_experiment(experiment_key)
     client = mlflow.MlflowClient()
-    run_id = start(client, experiment, model, stage, data, trained, file_params or {})
-    version, status = None, trained.status
+    run_id = version = None
     try:
+        run_id = start(client, experiment, model, stage, data, trained, file_params or {})
         for child in children:
             child_id = start(client, experiment, model, stage, data, child, {}, parent=run_id)
             log_history(client, child_id, child.history)
@@ -114,17 +89,19 @@ def record(model: str, stage: str, experiment_key: str, data: dict, trained: Tra
         client.log_batch(run_id, params=[Param(k, str(v)) for k, v in trained.params.items()])
         log_history(client, run_id, trained.history, model_id, datasets)
         if logged is not None:
-            version = register(client, uri, registered_name(data["name"], logged.config.name), logged,
-                               trained, data)
-        publish()
+            version = register(uri, registered_name(data["name"], logged.config.name), logged, trained, data)
     except BaseException as error:
-        status = "FAILED" if isinstance(error, Exception) else "KILLED"
         if version is not None:  # no version without its outputs
             with contextlib.suppress(Exception):  # the store is gone: the error below says so
                 client.delete_model_version(version.name, version.version)
+        if run_id is not None:
+            end(client, run_id, "FAILED" if isinstance(error, Exception) else "KILLED", trained)
         raise as_tracking_error(error, run_id) from None
-    finally:
-        end(client, run_id, status, trained)
+    with signals_held():  # the commit point: the outputs and the run's end go together
+        publish()
+        end(client, run_id, trained.status, trained)
+    if logged is not None and logged.crowned_by:
+        crown_if_allowed(client, version, logged.crowned_by)
     return version
 
 
@@ -133,16 +110,10 @@ def start(client, experiment: str, model: str, stage: str, data: dict, trained: 
     """Create the run, with its tags (a stage's, or a child's) and start time; its id."""
     tags = dict(trained.tags)
     if parent is None:
-        commit, exp_name, changed = git("rev-parse", "HEAD"), os.environ.get("DVC_EXP_NAME"), {}
-        if file_params:
-            changed = changed_params(file_params, committed_params(), model)
-        tags |= {MODEL_TAG: model, STAGE_TAG: os.environ.get("DVC_STAGE", stage), DIGEST_TAG: data["digest"],
-                 "mlflow.user": account(), CHANGED_TAG: " ".join(f"{k}={v}" for k, v in changed.items())}
-        tags |= numerics.describe() | ({COMMIT_TAG: commit} if commit else {})
-        tags |= {EXPERIMENT_TAG: exp_name} if exp_name else {}
+        stage_tags, name = stage_run_tags(model, stage, data, trained.params, file_params)
+        tags |= stage_tags
         trained.tags |= {key: tags[key] for key in (EXPERIMENT_TAG, COMMIT_TAG) if key in tags}  # its version's too
-        trained.name = trained.name or run_name(model, changed, exp_name, commit)
-        tags[NOTE_TAG] = description(model, trained.params, changed, tags, data)
+        trained.name = trained.name or name
     else:
         tags |= {PARENT_TAG: parent, SWEEP_TAG: parent, DIGEST_TAG: data["digest"]}
     if trained.reason:
@@ -202,22 +173,28 @@ def model_requirements() -> list[str]:
     return [f"{package}=={version(package)}" for package in MODEL_PACKAGES]
 
 
-def register(client, uri: str, name: str, logged: Logged, trained: Trained, data: dict):
-    """A new version of `name`, tagged with its run and where it came from; `champion` if asked and allowed."""
+def register(uri: str, name: str, logged: Logged, trained: Trained, data: dict):
+    """A new version of `name`, tagged with its run, where it came from and its headline metrics."""
     import mlflow
-
-    from tracking.registry import crown, crowning
 
     provenance = {key: trained.tags[key] for key in (EXPERIMENT_TAG, COMMIT_TAG) if key in trained.tags}
     tags = {RUN_NAME_TAG: trained.name, DIGEST_TAG: data["digest"]} | provenance | logged.version_tags
-    version = mlflow.register_model(uri, name, tags=tags)
-    if logged.crowned_by:
-        why_not = shortfall(*crowning(name))
+    return mlflow.register_model(uri, name, tags=tags)
+
+
+def crown_if_allowed(client, version, chosen_by: str) -> None:
+    """Point `champion` at `version` if this account may; say which happened (never fails the stage:
+    its outputs and run are in place, and `make promote` can crown it later)."""
+    from tracking.registry import crown, crowning
+
+    try:
+        why_not = shortfall(*crowning(version.name))
         if why_not is None:
-            crown(client, name, version.version, logged.crowned_by)
-        print(f"{name} version {version.version} " + ("is `champion`" if why_not is None else
-              f"registered, not made `champion`: {why_not} (`make promote` by one who has it)"))
-    return version
+            crown(client, version.name, version.version, chosen_by)
+    except Exception as error:  # noqa: BLE001 - said in one line, as any other reason
+        why_not = one_line(error)
+    print(f"{version.name} version {version.version} " + ("is `champion`" if why_not is None else
+          f"registered, not made `champion`: {why_not} (`make promote` by one who has it)"))
 
 
 def end(client, run_id: str, status: str, trained: Trained) -> None:
