@@ -16,25 +16,25 @@ endif
 # that its charts draw offline: fetched once per environment (npm), see dvc_tools.plots_page.
 PLOTS_PAGE := $(VENV)/share/dvc-plots/index.html
 
-.PHONY: run test test-quick mutants dag exps ui compare promote sweep worker remote server server-stop user benchmark lock
+.PHONY: run test test-all mutants dag exps ui compare promote sweep worker remote server server-stop user benchmark lock
 
 # `dvc repro` refuses a section of params.yaml no stage reads before any work (the params stage).
 run: $(VENV)/.installed $(PLOTS_PAGE)
 	dvc repro
 	PYTHONPATH=src python -m tracking.compare --summary
 
-# The tests in TEST_WORKERS processes (pytest-xdist; 0: one), a test file to a process: much of
-# the end-to-end tests' time is spent waiting on servers and subprocesses. Each process prepares
-# its own shared project (tests/projects.py). About 9 minutes on 2 cores, against 13 in one.
+# The tests in TEST_WORKERS processes (pytest-xdist; 0: one), a test file to a process.
+# `make test`: the quick loop (unit tests and one real `dvc repro` + `dvc exp run` of the lesson on
+# tiny data); `make test-all` adds the end-to-end tests marked slow (every stage and sweep, the queue,
+# MLflow and PostgreSQL servers, the browser, a fresh clone's bytes, README and docs blocks): CI's.
 TEST_WORKERS ?= 2
 PYTEST := python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 test: $(VENV)/.installed $(PLOTS_PAGE)
-	$(PYTEST)
-
-# The quick loop: everything but the end-to-end tests (real DVC runs, servers, browser).
-test-quick: $(VENV)/.installed $(PLOTS_PAGE)
 	$(PYTEST) -m "not slow"
+
+test-all: $(VENV)/.installed $(PLOTS_PAGE)
+	$(PYTEST)
 
 # Mutation testing (not part of `make test`): mutmut changes the modules that carry the lesson's
 # promises ([tool.mutmut] in pyproject.toml) one small edit at a time and runs the fast tests

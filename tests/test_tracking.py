@@ -123,6 +123,7 @@ def test_committed_params_come_from_the_experiments_baseline(tmp_path, monkeypat
 # The store
 
 
+@pytest.mark.slow
 def test_parallel_first_use_of_a_new_store_loses_no_run(folder):
     """Four stages open a store that does not exist yet at the same moment: all four runs land.
 
@@ -168,6 +169,7 @@ def test_an_experiment_another_stage_creates_first_is_the_one_used(folder, monke
     assert len(lookups) == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["garbage", "truncated"])
 def test_corrupt_store_is_one_line_naming_the_file_and_the_way_out(folder, damage):
     database = folder / "mlflow.db"
@@ -436,6 +438,7 @@ def test_train_stage_records_the_training_s_run_once_trained(synthetic_folder):
     assert run.data.tags["model.sha256"] == hashlib.sha256(model_file.read_bytes()).hexdigest()
 
 
+@pytest.mark.slow
 def test_an_unusable_store_fails_the_train_stage_in_one_line_and_writes_nothing(synthetic_folder):
     database = synthetic_folder / "mlflow.db"
     database.write_bytes(b"this is not an sqlite database\n" * 200)
@@ -459,6 +462,7 @@ def model_file_blocked(folder: Path) -> None:
     (folder / "models" / "linear.pt" / "in the way").write_text("")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("block, said, statuses", [
     (artifacts_blocked, "error: MLflow run ", ["FAILED", "FINISHED"]),
     (model_file_blocked, "error: models/linear.pt: a folder is in the way", ["FINISHED"]),

@@ -109,6 +109,7 @@ def column(name: str) -> tuple[str, str]:
     return kind, key.strip("`")
 
 
+@pytest.mark.slow
 def test_every_store_gets_the_same_saved_views(tmp_path):
     """Two stores set up by two processes, at two moments, hold the same views, byte for byte:
     the classifiers' in the experiment of Fashion-MNIST, the regressor's in that of the synthetic data."""
