@@ -64,6 +64,24 @@ def test_a_signal_during_the_block_arrives_after_it(tmp_path):
         signal.signal(signal.SIGTERM, previous)
 
 
+def test_outputs_published_from_another_thread_are_published(tmp_path):
+    """Signals reach only the main thread: from another (tests, a tool recording in a thread)
+    holding them does nothing, and publishing works as in the main thread."""
+    import threading
+
+    errors = []
+
+    def publish():
+        try:
+            write_outputs({tmp_path / "model.pt": b"new"})
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+    thread = threading.Thread(target=publish)
+    thread.start()
+    thread.join()
+    assert errors == [] and (tmp_path / "model.pt").read_bytes() == b"new"
+
+
 def test_a_file_is_written_beside_its_place_hidden_then_renamed_over_the_old_in_one_step(tmp_path,
                                                                                      monkeypatch):
     """Just before the rename, a reader of the folder sees the old file and one hidden temporary

@@ -7,6 +7,7 @@ import secrets
 import shutil
 import signal
 import tempfile
+import threading
 from pathlib import Path
 
 from regression import PipelineError
@@ -39,12 +40,16 @@ def write_json(path: str | Path, obj) -> None:
 @contextlib.contextmanager
 def signals_held():
     """Defer SIGTERM and SIGINT until the block is done, then raise the first one again, so the
-    stage runner's `Interrupted` cannot land in the middle of it. Main thread only.
+    stage runner's `Interrupted` cannot land in the middle of it. Signals reach the main thread
+    only, so in any other thread (no handler of the stage runs there) this holds nothing.
 
     Python-level handlers, not a signal mask: a masked signal would go to another thread (tqdm
     runs one), and the main thread would still run the handler.
     """
     pending, previous = [], {}
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     try:
         for signum in (signal.SIGTERM, signal.SIGINT):
             previous[signum] = signal.signal(signum, lambda number, frame: pending.append(number))
