@@ -105,8 +105,8 @@ user: $(VENV)/.installed
 server-stop: $(VENV)/.installed
 	PYTHONPATH=src python -m team_server.server stop
 
-# Where the time of `dvc repro` and `dvc exp run` goes (about 3 minutes): prints a table and
-# writes benchmarks/results.json.
+# Where the time of `dvc repro` and `dvc exp run` goes: prints a table, writes benchmarks/results.json
+# and its section of docs/benchmarks.md (the machine and commit it ran on).
 benchmark: $(VENV)/.installed
 	python benchmarks/pipeline.py
 

@@ -24,9 +24,12 @@ Targets (ratios measured in the same run, since the machine is noisy):
   lesson loop / project loop >= 15 x, final test accuracies within 0.5 points
   peak RSS of every stage, and of the largest process it started (column "child"), <= 1 GiB
   (1024 MiB; RSS is shown in MiB)
-It prints one table and writes the figures as JSON; it exits 0 whether or not a target is met.
+It prints one table and writes the figures as JSON, and the same tables, with the machine, the date
+and the commit, into its section of docs/benchmarks.md (benchmarks/tables.py; not with --no-docs,
+for a quick look); it exits 0 whether or not a target is met.
 
 Run from the project root:  .venv/bin/python benchmarks/pipeline.py [--json benchmarks/results.json]
+[--no-docs]
 (`--project-loop pinned|native --data <folder>` is the benchmark timing one loop in a process of its own.)
 (`make benchmark`). Fashion-MNIST comes from $FASHION_MNIST_SOURCE, else ../shared/data/fashion-mnist.
 """
@@ -34,6 +37,7 @@ Run from the project root:  .venv/bin/python benchmarks/pipeline.py [--json benc
 import argparse
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -41,6 +45,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from tables import PAGE, machine, publish, table, wrap
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -239,7 +245,8 @@ def overhead(stage: dict) -> float:
     return stage["wall"] - stage["phases"].get("training", 0.0) - stage["phases"].get("evaluation", 0.0)
 
 
-def report(f: dict) -> dict:
+def results(f: dict) -> dict:
+    """The tables and the targets' verdicts, from the figures: what both the printout and the page show."""
     torch_s, lesson_s = f["import_torch_s"], f["lesson_loop_s"]
     exp_s = statistics.median(e["seconds"] for e in f["exp_runs"])
     exp_training_s = statistics.median(e["stage"]["phases"]["training"] for e in f["exp_runs"])
@@ -249,13 +256,14 @@ def report(f: dict) -> dict:
              f"test accuracy {f['project_accuracy']:.4f}; lesson / project "
              f"{lesson_s / f['project_loop_s']:.1f}x (target >= {TARGETS['lesson_x_project']:.0f}x)"),
             ("cold dvc repro", f"{f['cold_repro_s']:.2f} s",
-             f"{f['cold_repro_s'] / lesson_s:.2f}x lesson loop (target <= {TARGETS['cold_repro_x_lesson']})"),
+             f"{f['cold_repro_s'] / lesson_s:.2f}x lesson loop "
+             f"(target <= {TARGETS['cold_repro_x_lesson']}x)"),
             ("no-op dvc repro", f"{f['noop_repro_s']:.2f} s",
              f"{f['noop_stages_run']} stages ran (target <= {TARGETS['noop_repro_s']:.0f} s)"),
             *((f"dvc exp run lr={e['lr']}", f"{e['seconds']:.2f} s", "") for e in f["exp_runs"]),
             ("  median", f"{exp_s:.2f} s",
              f"{exp_s / torch_s:.2f}x import torch (target <= {TARGETS['exp_run_x_import_torch']}x); "
-             f"its training {exp_training_s:.2f} s = "
+             f"training {exp_training_s:.2f} s = "
              f"{exp_training_s / f['project_loop_s']:.2f}x project loop"),
             *((f"project loop, {label}", f"{f[key]['seconds']:.2f} s",
                f"{f[key]['threads']} thread(s), {f[key]['capability']}; test accuracy "
@@ -263,24 +271,18 @@ def report(f: dict) -> dict:
                                                                    ("native_loop", "machine's own"))),
             ("  machine's own / pinned",
              f"{f['native_loop']['seconds'] / f['pinned_loop']['seconds']:.2f}x", "")]
-    print(f"\n{'what':34} {'time':>9}  notes")
-    for what, time_s, notes in rows:
-        print(f"{what:34} {time_s:>9}  {notes}")
 
-    print(f"\n{'stage (cold repro; exp run last)':34} {'wall s':>7} {'start':>6} {'overhead':>9} "
-          f"{'x torch':>7} {'RSS MiB':>7} {'child':>6}  phases (s)")
-    worst_rss, overheads = 0.0, []
+    stages, worst_rss, overheads = [], 0.0, []
     exp_stages = [dict(e["stage"], stage=f"{e['stage']['stage']} (exp lr={e['lr']})") for e in f["exp_runs"]]
     for stage in f["cold_stages"] + exp_stages:
-        is_model = "training" in stage["phases"]
-        extra = overhead(stage) if is_model else None
+        extra = overhead(stage) if "training" in stage["phases"] else None  # a model stage's
         worst_rss = max(worst_rss, stage["peak_rss_mb"], stage.get("child_peak_rss_mb", 0.0))
         if extra is not None:
             overheads.append(extra / torch_s)
-        phases = ", ".join(f"{k} {v:.2f}" for k, v in stage["phases"].items() if v >= 0.005)
-        print(f"{stage['stage']:34} {stage['wall']:7.2f} {stage['startup']:6.2f} "
-              f"{f'{extra:.2f}' if is_model else '':>9} {f'{extra / torch_s:.2f}' if is_model else '':>7} "
-              f"{stage['peak_rss_mb']:7.0f} {stage.get('child_peak_rss_mb', 0.0):6.0f}  {phases}")
+        stages.append({"stage": stage["stage"], "wall": stage["wall"], "startup": stage["startup"],
+                       "overhead": extra, "x torch": None if extra is None else extra / torch_s,
+                       "rss": stage["peak_rss_mb"], "child": stage.get("child_peak_rss_mb", 0.0),
+                       "phases": {k: v for k, v in stage["phases"].items() if v >= 0.005}})
 
     median_overhead = statistics.median(overheads)
     checks = {
@@ -295,27 +297,78 @@ def report(f: dict) -> dict:
             abs(f["lesson_accuracy"] - f["project_accuracy"]) <= TARGETS["accuracy_gap"],
         "peak RSS <= 1 GiB": worst_rss <= TARGETS["peak_rss_mb"],
     }
-    print(f"\nmodel-stage overhead: median {median_overhead:.2f}x import torch over {len(overheads)} "
-          f"stage runs, worst {max(overheads):.2f}x; worst peak RSS {worst_rss:.0f} MiB")
-    for name, met in checks.items():
+    summary = (f"model-stage overhead: median {median_overhead:.2f}x import torch over {len(overheads)} "
+               f"stage runs, worst {max(overheads):.2f}x; worst peak RSS {worst_rss:.0f} MiB")
+    return {"rows": rows, "stages": stages, "summary": summary, "checks": checks}
+
+
+def report(r: dict) -> None:
+    print(f"\n{'what':34} {'time':>9}  notes")
+    for what, time_s, notes in r["rows"]:
+        print(f"{what:34} {time_s:>9}  {notes}")
+
+    print(f"\n{'stage (cold repro; exp run last)':34} {'wall s':>7} {'start':>6} {'overhead':>9} "
+          f"{'x torch':>7} {'RSS MiB':>7} {'child':>6}  phases (s)")
+    for s in r["stages"]:
+        extra, times = ("", "") if s["overhead"] is None else (f"{s['overhead']:.2f}", f"{s['x torch']:.2f}")
+        phases = ", ".join(f"{k} {v:.2f}" for k, v in s["phases"].items())
+        print(f"{s['stage']:34} {s['wall']:7.2f} {s['startup']:6.2f} {extra:>9} {times:>7} "
+              f"{s['rss']:7.0f} {s['child']:6.0f}  {phases}")
+
+    print(f"\n{r['summary']}")
+    for name, met in r["checks"].items():
         print(f"  {'met    ' if met else 'NOT met'}  {name}")
-    return checks
+
+
+def markdown(r: dict) -> list[str]:
+    """The page's section body: the same figures as the printout, as Markdown tables (a note's target
+    in a column of its own)."""
+    rows = []
+    for what, time_s, notes in r["rows"]:
+        target = re.search(r" \(target ([^)]*)\)", notes)
+        rows.append([what.strip(), time_s, notes.replace(target[0], "") if target else notes,
+                     target[1] if target else ""])
+    what = table(["what", "time", "notes", "target"], rows, right={1})
+    phases = list(dict.fromkeys(k for s in r["stages"] for k in s["phases"]))  # in the order they ran
+
+    def number(value, digits=2):
+        return "" if value is None else f"{value:.{digits}f}"
+
+    stages = table(["stage", "wall", "startup", "other", "x torch", "RSS", "child", *phases],
+                   [[s["stage"].replace(" (exp ", ", exp ").rstrip(")"), number(s["wall"]),
+                     number(s["startup"]), number(s["overhead"]), number(s["x torch"]), number(s["rss"], 0),
+                     number(s["child"], 0),
+                     *(number(s["phases"].get(k)) for k in phases)] for s in r["stages"]],
+                   right=set(range(1, 7 + len(phases))))
+    return [*what, "",
+            *wrap("Each stage of the cold `dvc repro train`, then the stage of each `dvc exp run`: seconds "
+                  "(other: wall time minus training and evaluation; x torch: other over `import torch`), "
+                  "and peak RSS in MiB (child: its largest child process)."), "",
+            *stages, "", *wrap(r["summary"] + "."), "",
+            *(f"- {'met' if met else '**NOT met**'}: {name}" for name, met in r["checks"].items())]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results.json",
                         help="where to write the figures")
+    parser.add_argument("--no-docs", action="store_true",
+                        help=f"a quick look: leave {PAGE.relative_to(ROOT)} as it is")
     parser.add_argument("--project-loop", choices=("pinned", "native"), help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.project_loop:
         return project_loop_process(args.data, args.project_loop)
+    ran = machine()  # what is measured: the working tree's files as they are now
     with tempfile.TemporaryDirectory(prefix="pipeline-benchmark-") as work:
         figures = measure(Path(work))
-    checks = report(figures)
-    args.json.write_text(json.dumps({"figures": figures, "targets": TARGETS, "met": checks}, indent=2) + "\n")
+    r = results(figures)
+    report(r)
+    args.json.write_text(json.dumps({"figures": figures, "targets": TARGETS, "met": r["checks"]}, indent=2)
+                         + "\n")
     print(f"figures written to {args.json}")
+    if not args.no_docs:
+        publish("pipeline", markdown(r), ran, "pipeline.py")
 
 
 if __name__ == "__main__":

@@ -23,8 +23,10 @@ own connections use sqlite's `synchronous=OFF` and PostgreSQL's `synchronous_com
 which makes 10⁴ runs minutes instead of half an hour; the rows are the same.
 
 Target: correct answers at every size, and each time at 10⁴ at most 1.5x its time at 10².
+It prints one table and writes the figures as JSON, and the same table, with the machine, the date
+and the commit, into its section of docs/benchmarks.md (benchmarks/tables.py; not with --no-docs).
 Run from the project root: .venv/bin/python benchmarks/store.py [--sizes 100 1000 10000]
-[--backends sqlite postgresql] [--json benchmarks/store.json]
+[--backends sqlite postgresql] [--json benchmarks/store.json] [--no-docs]
 """
 
 import argparse
@@ -42,6 +44,7 @@ import urllib.request
 from pathlib import Path
 
 from pipeline import BIN, ROOT, project_copy, stage_timings, timed
+from tables import PAGE, machine, publish, table, wrap
 
 MODEL, REGISTERED, STAGE = "softmax_nn", "fashion-mnist-softmax_nn", "train@softmax_nn"
 BEST_AT = 5  # the planted best run and version: the 5th synthetic one, among the oldest
@@ -263,20 +266,48 @@ CHECKS = {"make compare": "compare right", "make promote": "promote right", "sum
           "UI first page": "UI right"}
 
 
-def report(results: dict, sizes: list[int]) -> None:
+def rows_of(results: dict, sizes: list[int]) -> list[dict]:
+    """Per backend, each question's times at each size, its growth and verdict; then the build times."""
     small, large = str(sizes[0]), str(sizes[-1])
+    rows = []
+    for name, by_size in results.items():
+        for what in TIMED:
+            growth = by_size[large][what] / by_size[small][what]
+            wrong = [str(s) for s in sizes if what in CHECKS and not by_size[str(s)][CHECKS[what]]]
+            right = ("" if what not in CHECKS else "WRONG at " + ", ".join(wrong) if wrong
+                     else "right at every size")
+            rows.append({"backend": name, "what": what, "times": [by_size[str(s)][what] for s in sizes],
+                         "growth": growth, "met": growth <= TARGET, "answers": right})
+        rows.append({"backend": name, "what": "build", "times": [by_size[str(s)]["build s"] for s in sizes]})
+    return rows
+
+
+def report(rows: list[dict], sizes: list[int]) -> None:
     print(f"\n{'backend':10} {'what':16} " + " ".join(f"{int(s):>9,}" for s in sizes)
           + f" {'growth':>7}  target <= {TARGET}x; answers")
-    for name, rows in results.items():
-        for what in TIMED:
-            growth = rows[large][what] / rows[small][what]
-            right = "" if what not in CHECKS else (
-                "right at every size" if all(rows[str(s)][CHECKS[what]] for s in sizes) else "WRONG at " + ", ".join(
-                    str(s) for s in sizes if not rows[str(s)][CHECKS[what]]))
-            print(f"{name:10} {what:16} " + " ".join(f"{rows[str(s)][what]:8.2f}s" for s in sizes)
-                  + f" {growth:6.2f}x  {'met' if growth <= TARGET else 'NOT met'}; {right}")
-        print(f"{name:10} {'build':16} " + " ".join(f"{rows[str(s)]['build s']:8.0f}s" for s in sizes)
-              + "  (runs and versions added to reach the size)")
+    for row in rows:
+        if row["what"] == "build":
+            print(f"{row['backend']:10} {'build':16} " + " ".join(f"{t:8.0f}s" for t in row["times"])
+                  + "  (runs and versions added to reach the size)")
+        else:
+            print(f"{row['backend']:10} {row['what']:16} " + " ".join(f"{t:8.2f}s" for t in row["times"])
+                  + f" {row['growth']:6.2f}x  {'met' if row['met'] else 'NOT met'}; {row['answers']}")
+
+
+def markdown(rows: list[dict], sizes: list[int]) -> list[str]:
+    """The page's section body: the same figures as the printout, as a Markdown table."""
+    body = []
+    for row in rows:
+        if row["what"] == "build":
+            body.append([row["backend"], "build", *(f"{t:.0f} s" for t in row["times"]), "", "",
+                         "adding the runs and versions"])
+        else:
+            body.append([row["backend"], row["what"], *(f"{t:.2f} s" for t in row["times"]),
+                         f"{row['growth']:.2f}x", "met" if row["met"] else "**NOT met**", row["answers"]])
+    return [*wrap(f"Seconds at each size of the store (runs and versions); growth: the time at {sizes[-1]:,} "
+                  f"over the time at {sizes[0]:,}, target <= {TARGET}x."), "",
+            *table(["backend", "what", *(f"{s:,}" for s in sizes), "growth", "target", "answers"], body,
+                   right=set(range(2, 3 + len(sizes))))]
 
 
 def main() -> None:
@@ -284,8 +315,10 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 10000])
     parser.add_argument("--backends", nargs="+", choices=("sqlite", "postgresql"), default=["sqlite", "postgresql"])
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "store.json")
+    parser.add_argument("--no-docs", action="store_true",
+                        help=f"a quick look: leave {PAGE.relative_to(ROOT)} as it is")
     args = parser.parse_args()
-    results = {}
+    results, ran = {}, machine()  # what is measured: the working tree's files as they are now
     with tempfile.TemporaryDirectory(prefix="store-benchmark-") as work:
         work = Path(work)
         work.chmod(0o755)  # PostgreSQL's own user must enter the project (`make server`)
@@ -296,9 +329,12 @@ def main() -> None:
             print(f"{name}: dvc repro {STAGE} (cold) ...", flush=True)
             timed(["dvc", "repro", STAGE], project, env)
             results[name] = {str(s): row for s, row in backend(name, project, env, args.sizes, work).items()}
-    report(results, args.sizes)
+    rows = rows_of(results, args.sizes)
+    report(rows, args.sizes)
     args.json.write_text(json.dumps(results, indent=2) + "\n")
     print(f"figures written to {args.json}")
+    if not args.no_docs:
+        publish("store", markdown(rows, args.sizes), ran, "store.py")
 
 
 if __name__ == "__main__":

@@ -14,9 +14,12 @@ for each grid (params.yaml's `sweep.softmax_nn`, and a grid of short trials, 8 x
 
 Trials per minute are the grid's trials over the wall time of running them (the queue's whole
 run; the stage's trials phase). Target: dask on 2 workers >= 2 x the queue's trials per minute.
-It prints one table and writes the figures as JSON; it exits 0 whether or not the target is met.
+It prints one table and writes the figures as JSON, and the same tables, with the machine, the date
+and the commit (it measures the commit: a `git clone`), into its section of docs/benchmarks.md
+(benchmarks/tables.py; not with --no-docs); it exits 0 whether or not the target is met.
 
 Run from the project root:  .venv/bin/python benchmarks/sweep.py [--json benchmarks/sweep.json]
+[--no-docs]
 Fashion-MNIST comes from $FASHION_MNIST_SOURCE, else ../shared/data/fashion-mnist.
 """
 
@@ -31,6 +34,8 @@ import time
 from pathlib import Path
 
 import yaml
+
+from tables import PAGE, machine, publish, table, wrap
 
 ROOT = Path(__file__).resolve().parents[1]
 SHORT_GRID = {"lr": [0.05, 0.1, 0.2, 0.5], "epochs": [10], "batch_size": [100, 500], "weight_decay": [0],
@@ -98,16 +103,60 @@ def scikit_learn(data: Path) -> list[dict]:
     return rows
 
 
+RUNNERS = ("dvc queue -j 2", "dask, 1 workers", "dask, 2 workers")
+
+
+def report(results: dict) -> None:
+    for name, row in results["grids"].items():
+        print(f"\n{name}: {row['trials']} trials")
+        print(f"  {'':18} {'wall s':>8} {'trials s':>9} {'trials/min':>11} {'refit test acc':>15}")
+        for key in RUNNERS:
+            r = row[key]
+            print(f"  {key:18} {r['wall']:8.1f} {r.get('trials_wall', r['wall']):9.1f} "
+                  f"{r['trials_per_minute']:11.2f} "
+                  f"{r.get('refit_test_accuracy', float('nan')):15.4f}")
+        speed_up = row["speed-up, dask 2 workers / queue"]
+        verdict = "met" if speed_up >= 2 else "NOT met"
+        print(f"  dask on 2 workers / queue: {speed_up:.2f} x (target >= 2: {verdict})")
+    for r in results["scikit-learn"]:
+        print(f"scikit-learn LogisticRegression C={r['C']}: test accuracy {r['test_accuracy']:.4f}, "
+              f"fit {r['fit_seconds']:.1f} s")
+
+
+def markdown(results: dict) -> list[str]:
+    """The page's section body: the same figures as the printout, as Markdown tables."""
+    lines = []
+    for name, row in results["grids"].items():
+        grid = "; ".join(f"{key} {', '.join(map(str, values))}" for key, values in row["grid"].items())
+        speed_up = row["speed-up, dask 2 workers / queue"]
+        rows = [[key, f"{r['wall']:.1f}", f"{r.get('trials_wall', r['wall']):.1f}",
+                 f"{r['trials_per_minute']:.2f}",
+                 f"{r['refit_test_accuracy']:.4f}" if "refit_test_accuracy" in r else ""]
+                for key, r in ((key, row[key]) for key in RUNNERS)]
+        lines += [*wrap(f"**{name}**: {row['trials']} trials ({grid})."), "",
+                  *table(["runner", "wall s", "trials s", "trials/min", "refit test acc"], rows,
+                         right={1, 2, 3, 4}),
+                  "", *wrap(f"Dask on 2 workers / the queue: {speed_up:.2f}x trials per minute (target >= 2: "
+                            f"{'met' if speed_up >= 2 else '**NOT met**'})."), ""]
+    lines += ["scikit-learn's `LogisticRegression` on the same training images, as a reference:", "",
+              *table(["C", "fit s", "test acc"],
+                     [[f"{r['C']}", f"{r['fit_seconds']:.1f}", f"{r['test_accuracy']:.4f}"]
+                      for r in results["scikit-learn"]], right={0, 1, 2})]
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "sweep.json")
+    parser.add_argument("--no-docs", action="store_true",
+                        help=f"a quick look: leave {PAGE.relative_to(ROOT)} as it is")
     args = parser.parse_args()
     source = os.environ.get("FASHION_MNIST_SOURCE") or str(ROOT.parent / "shared" / "data" / "fashion-mnist")
     env = os.environ | {"FASHION_MNIST_SOURCE": source, "MLFLOW_DISABLE_TELEMETRY": "true",
                         "PATH": f"{ROOT / '.venv/bin'}{os.pathsep}{os.environ['PATH']}"}
     env = {k: v for k, v in env.items() if not k.startswith(("MLFLOW_TRACKING_URI", "DASK_SCHEDULER"))}
     sweep = yaml.safe_load((ROOT / "params.yaml").read_text())["sweep"]["softmax_nn"]
-    results = {"grids": {}}
+    results, ran = {"grids": {}}, machine(working_tree=False)  # what is measured: the commit, cloned
     with tempfile.TemporaryDirectory(prefix="sweep-benchmark-") as tmp:
         project = copy_project(Path(tmp) / "project", env)
         for name, grid in (("params.yaml", sweep["grid"]), ("short trials", SHORT_GRID)):
@@ -125,22 +174,11 @@ def main() -> None:
             results["grids"][name] = row
         results["scikit-learn"] = scikit_learn(project / "data" / "fashion-mnist")
 
-    for name, row in results["grids"].items():
-        print(f"\n{name}: {row['trials']} trials")
-        print(f"  {'':18} {'wall s':>8} {'trials s':>9} {'trials/min':>11} {'refit test acc':>15}")
-        for key in ("dvc queue -j 2", "dask, 1 workers", "dask, 2 workers"):
-            r = row[key]
-            print(f"  {key:18} {r['wall']:8.1f} {r.get('trials_wall', r['wall']):9.1f} "
-                  f"{r['trials_per_minute']:11.2f} "
-                  f"{r.get('refit_test_accuracy', float('nan')):15.4f}")
-        speed_up = row["speed-up, dask 2 workers / queue"]
-        verdict = "met" if speed_up >= 2 else "NOT met"
-        print(f"  dask on 2 workers / queue: {speed_up:.2f} x (target >= 2: {verdict})")
-    for r in results["scikit-learn"]:
-        print(f"scikit-learn LogisticRegression C={r['C']}: test accuracy {r['test_accuracy']:.4f}, "
-              f"fit {r['fit_seconds']:.1f} s")
+    report(results)
     args.json.write_text(json.dumps(results, indent=2) + "\n")
     print(f"\n{args.json} written")
+    if not args.no_docs:
+        publish("sweep", markdown(results), ran, "sweep.py")
 
 
 if __name__ == "__main__":

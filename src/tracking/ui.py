@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {local_ui_url(args.port)} is taken ({busy}): stop what serves there, or pick "
               f"another port (make ui PORT={args.port + 1})", file=sys.stderr)
         return 1
-    for signum in (signal.SIGTERM, signal.SIGHUP):  # as Ctrl-C does: stop the UI, then this process
+    # Ctrl-C too, even when started with SIGINT ignored (a shell's background job): stop the UI, then this
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, interrupted)
     ui = None
     try:
