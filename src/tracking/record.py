@@ -1,10 +1,9 @@
 """A model stage's MLflow record, written in one go once its training is done: the run, its model, its version.
 
-A stage calls `check` before it trains (plain HTTP, no MLflow) and `record` once training is over:
-the run with the training's start and end times, tags, params, every epoch's metrics, datasets, the
-logged model and a new registered version. Then the stage's outputs are published and the run
-ended, together. A failure or a signal before that ends the run FAILED or KILLED, deletes its
-version and publishes nothing. A diverged training is a FAILED run with its history so far.
+A stage calls `check` before it trains (plain HTTP, no MLflow) and `record` once it is over: the run
+(the training's times, tags, params, every epoch's metrics, datasets, model, a new version), then its
+outputs published and the run ended together. A failure or signal before that ends the run FAILED or
+KILLED, deletes its version, publishes nothing. A diverged training is a FAILED run with its history.
 """
 
 import contextlib
@@ -63,15 +62,15 @@ class Logged:
 def record(model: str, stage: str, experiment_key: str, data: dict, trained: Trained, logged: Logged | None = None,
            folder: Path | None = None, children: list[Trained] = (), file_params: dict | None = None,
            publish: Callable[[], None] = lambda: None):
-    """Record `trained` as one run of `model`'s DVC `stage` in an experiment (`naming.experiment_name`;
-    `data`: the dataset's meta; `folder` the dataset folder, logged as its splits), `children` under it,
-    then `publish`; the registered version, if `logged`."""
+    """Record `trained` as a run of `model`'s DVC `stage` (`data`: the dataset's meta, `folder` its folder),
+    `children` under it, then `publish` the outputs; the registered version, if `logged`."""
     import mlflow
     from mlflow.entities import Param
 
     experiment = open_experiment(experiment_key)
     client = mlflow.MlflowClient()
     run_id = version = None
+    published = False  # once the outputs are in place there is nothing to undo
     try:
         run_id = start(client, experiment, model, stage, data, trained, file_params or {})
         for child in children:
@@ -90,16 +89,19 @@ def record(model: str, stage: str, experiment_key: str, data: dict, trained: Tra
         log_history(client, run_id, trained.history, model_id, datasets)
         if logged is not None:
             version = register(uri, registered_name(data["name"], logged.config.name), logged, trained, data)
+        with signals_held():  # the commit point: the outputs and the run's end go together
+            publish()
+            published = True
+            end(client, run_id, trained.status, trained)
     except BaseException as error:
+        if published:  # a signal held over the commit point arrives now
+            raise
         if version is not None:  # no version without its outputs
             with contextlib.suppress(Exception):  # the store is gone: the error below says so
                 client.delete_model_version(version.name, version.version)
         if run_id is not None:
             end(client, run_id, "FAILED" if isinstance(error, Exception) else "KILLED", trained)
         raise as_tracking_error(error, run_id) from None
-    with signals_held():  # the commit point: the outputs and the run's end go together
-        publish()
-        end(client, run_id, trained.status, trained)
     if logged is not None and logged.crowned_by:
         crown_if_allowed(client, version, logged.crowned_by)
     return version
@@ -124,8 +126,7 @@ def start(client, experiment: str, model: str, stage: str, data: dict, trained: 
 
 def log_history(client, run_id: str, history: list[dict], model_id: str | None = None,
                 datasets: dict | None = None) -> None:
-    """Every epoch's metrics (step = epoch); the last epoch's linked to the logged model and, by
-    split, to its dataset."""
+    """Every epoch's metrics (step = epoch); the last epoch's linked to the model and its split's dataset."""
     from mlflow.entities import Metric
 
     now, last = int(time.time() * 1000), len(history)
@@ -222,8 +223,7 @@ def as_tracking_error(error: BaseException, run_id: str) -> BaseException:
 
 
 def log_datasets(datasets: dict, attempts: int = 4) -> None:
-    """Log the active run's datasets ({split: dataset}), again if another run got there first: MLflow
-    looks a dataset up, then inserts it, so two runs logging it at once collide on its unique key."""
+    """Log the active run's datasets ({split: dataset}), again if another run inserted one first."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
