@@ -75,7 +75,7 @@ def main(params, args):
             trial = result["trial"]
             result |= settings_of(trial_params[trial - 1])
             results.append(result)
-            print(f"trial {trial}/{len(settings)} {setting_text(settings_of(trial_params[trial - 1]))}: "
+            print(f"trial {trial}/{len(settings)} {setting_text(settings_of(result))}: "
                   + (", ".join(f"{k} {result[k]:.4f}" for k in CHOSEN_BY if k in result) or result["status"]),
                   flush=True)
             children.append(Trained(trial_params[trial - 1], result["history"], started, time.time(),
@@ -93,9 +93,9 @@ def main(params, args):
         record(trained=Trained(sweep_params, [], started, time.time(), "FAILED", why, sweep_tags,
                                f"{name} sweep of {len(settings)}"), **recording)
         raise ParamsError(why) from None
-    chosen_params = settings[best["trial"] - 1]
+    chosen_params, best_params = settings[best["trial"] - 1], trial_params[best["trial"] - 1]
     chosen = {key: value for key, value in best.items() if key not in ("history", "code")} | {
-        "settings": settings_of(trial_params[best["trial"] - 1])}
+        "settings": settings_of(best_params)}
 
     with phases("refit"):
         # Scored on the test set after every epoch, as a train stage's model is (for MLflow's
@@ -120,14 +120,14 @@ def main(params, args):
     run_history = [epoch | chosen_by_epoch.get(epoch["epoch"], {}) for epoch in history]
     chosen_text = setting_text(chosen["settings"])
     sweep_tags |= {CHOSEN_TRIAL_TAG: str(chosen["trial"]), CHOSEN_TAG: chosen_text}
-    trained = Trained(sweep_params | trial_params[best["trial"] - 1], run_history, started, time.time(),
+    trained = Trained(sweep_params | best_params, run_history, started, time.time(),
                       tags=sweep_tags, name=f"{name} sweep of {len(settings)}")
     weights, table = model_bytes(model, config), table_bytes(results, chosen["trial"])
     with staged_outputs({args.model_file: weights, args.trials: table,
                          args.metrics: json_bytes(headline)}) as publish, phases("recording"):
         logged = Logged(model, config, weights, features(test.X[:5]).numpy(), {"": {args.trials.name: table}},
                         {TRIAL_TAG: str(chosen["trial"]), CHOSEN_TAG: chosen_text} | version_metric_tags(headline),
-                        params=trial_params[best["trial"] - 1], crowned_by=f"sweep {CHOSEN_BY[0]}")
+                        params=best_params, crowned_by=f"sweep {CHOSEN_BY[0]}")
         record(trained=trained, logged=logged, folder=args.data, publish=publish, **recording)
     print(f"{args.model_file}, {args.metrics}, {args.trials} written")
 
