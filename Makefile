@@ -18,10 +18,13 @@ PLOTS_PAGE := $(VENV)/share/dvc-plots/index.html
 
 .PHONY: run test test-all mutants dag exps ui compare promote sweep worker remote server server-stop user benchmark lock
 
-# `dvc repro` refuses a section of params.yaml no stage reads before any work (the params stage).
+# The lesson: every model trained and evaluated (`dvc repro train samples` and what they need; the
+# sweeps are `make sweep`), then a line per model. The params stage runs first and refuses a section
+# of params.yaml no stage reads before any work.
+SUMMARY := PYTHONPATH=src python -m tracking.compare --summary
 run: $(VENV)/.installed $(PLOTS_PAGE)
-	dvc repro
-	PYTHONPATH=src python -m tracking.compare --summary
+	dvc repro train samples
+	$(SUMMARY)
 
 # The tests in TEST_WORKERS processes (pytest-xdist; 0: one), a test file to a process.
 # `make test`: the quick loop (unit tests and one real `dvc repro` + `dvc exp run` of the lesson on
@@ -71,8 +74,9 @@ ui: $(VENV)/.installed
 # The sweep of each model in params.yaml (`sweep@<model>`: trials on Dask, the best refit on all
 # the training data). On the local machine, or on a running Dask cluster:
 # DASK_SCHEDULER_ADDRESS=tcp://host:8786 make sweep
-sweep: $(VENV)/.installed
+sweep: $(VENV)/.installed $(PLOTS_PAGE)
 	dvc repro $(if $(MODEL),sweep@$(MODEL),sweep)
+	$(SUMMARY)
 
 # A Dask worker for sweeps, on any machine with a clone of the same commit and `make` run once:
 # make worker SCHEDULER=tcp://host:8786 [WORKERS=n, default one per core]. It imports this

@@ -41,7 +41,7 @@ def main() -> int:
         print(f"stale dvc.lock: {line}", file=sys.stderr)
     if stale:
         print("The committed dvc.lock and metrics/ are not from the committed code and params: "
-              "run `make run` and commit dvc.lock and metrics/.", file=sys.stderr)
+              "run `make run && make sweep` and commit dvc.lock and metrics/.", file=sys.stderr)
         return 1
     print("dvc.lock matches the committed code and params")
     return 0

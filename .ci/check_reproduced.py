@@ -54,7 +54,7 @@ def main() -> int:
     for line in lines or [f"{LOCK}: differs from the committed file (no output hash changed)"]:
         print(f"not reproduced: {line}", file=sys.stderr)
     print(f"The pipeline did not re-make the committed results on this machine ({git('diff', '--stat').strip()})."
-          " If the code or params changed, run `make run` and commit dvc.lock and metrics/; if not, the"
+          " If the code or params changed, run `make run && make sweep` and commit dvc.lock and metrics/; if not, the"
           " outputs depend on the machine (see README, Reproducibility).", file=sys.stderr)
     return 1
 

@@ -278,7 +278,7 @@ def test_ci_lock_check_names_the_code_and_params_the_lock_is_not_from(project_co
                      result.stderr, re.MULTILINE), result.stderr
     assert "stale dvc.lock: train@softmax_nn: params.yaml train.softmax_nn modified" in result.stderr
     assert "train@linear: params.yaml" not in result.stderr  # linear's params did not change
-    assert "run `make run` and commit dvc.lock and metrics/" in result.stderr
+    assert "run `make run && make sweep` and commit dvc.lock and metrics/" in result.stderr
 
 
 def test_a_section_no_stage_reads_stops_dvc_repro_and_dvc_exp_run_before_any_stage(project_copy):

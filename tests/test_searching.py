@@ -167,3 +167,28 @@ def test_an_sqlite_stores_statistics_are_measured_again_once_its_runs_have_doubl
         add_runs(added)
         keep_planner_statistics(database)
         assert measured() == expected, (added, expected)
+
+
+def test_summary_estimates_a_sweep_not_run_from_its_models_train_run(tmp_path, monkeypatch):
+    """`make run` leaves the sweeps to `make sweep`; its summary says roughly how long one would take:
+    the trials' epochs over the rows they train on (side by side, one per core) and the refit's, at the
+    pace of the model's train run."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from regression.data import save_dataset
+    from tracking.compare import sweep_estimate
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    rows = np.zeros((100, 1), dtype=np.uint8), np.zeros(100, dtype=np.int64)
+    save_dataset("data/tiny", {"train": rows}, {"name": "tiny"})
+    params = {"train": {"mlp": {"dataset": "tiny", "epochs": 10, "lr": 0.1}},
+              "sweep": {"mlp": {"validation_size": 20, "seed": 0, "sample": 0,
+                                "grid": {"lr": [0.2, 0.4], "epochs": [60], "batch_size": [128],
+                                         "weight_decay": [0.0001], "schedule": ["cosine"]}}}}
+    ten_epochs_in_a_minute = SimpleNamespace(info=SimpleNamespace(start_time=0, end_time=60_000))
+    # 6 s an epoch of 100 rows; trials 2 x 60 x 80 rows on 2 cores, refit 60 x 100: 648 s
+    assert sweep_estimate(params, "mlp", ten_epochs_in_a_minute) == " (about 11 min here, at train@mlp's pace)"
+    assert sweep_estimate(params, "mlp", None) == ""

@@ -12,13 +12,16 @@ columns: a long list of changed params goes on to the next lines, never cut.
 
 import argparse
 import json
+import os
 import sys
 import textwrap
 from pathlib import Path
 
-from regression.data import classifies
+from regression.data import classifies, read_meta
 from regression.headline import FIT_ERROR, HEADLINE, number, short
 from regression.params import read_yaml
+from regression.params_schema import SweepParams
+from regression.search import search_base, trials
 from tracking.naming import (
     CHANGED_TAG,
     CHOSEN_TAG,
@@ -91,11 +94,27 @@ def metrics_file(model: str, stage: str = "train", dvc_yaml: dict | None = None)
     return stage_file(model, stage, "metrics", dvc_yaml)
 
 
+def sweep_estimate(params: dict, model: str, train_run) -> str:
+    """How long the sweep of `model` would take here, roughly: its trials' and refit's epochs
+    over the training rows (trials side by side, one per core), at the pace of the train stage's run (`train_run`, None: unknown)."""
+    if train_run is None or train_run.info.end_time is None:
+        return ""
+    entry, sweep = params["train"][model], SweepParams(**params["sweep"][model])
+    rows = read_meta(Path("data") / entry["dataset"])["rows"]["train"]
+    settings = trials(search_base(model, entry), sweep)
+    work = sum(trial["epochs"] * (rows - sweep.validation_size) for trial in settings)
+    work = work / min(len(settings), os.cpu_count() or 1)  # a one-thread trial per core at once
+    work += max(sweep.grid.epochs) * rows  # the refit of the chosen trial, at most
+    seconds = (train_run.info.end_time - train_run.info.start_time) / 1000 * work / (entry["epochs"] * rows)
+    return f" (about {max(1, round(seconds / 60))} min here, at train@{model}'s pace)"
+
+
 def summary(client, experiments: dict[str, str], uri: str) -> list[str]:
     """One line per model stage of params.yaml (train, then sweep): the metrics this workspace's
     pipeline produced, and the run that made its model file; then a link to each experiment
     ({dataset: id})."""
     lines, params, dvc_yaml = [], read_yaml("params.yaml"), read_yaml("dvc.yaml")
+    trained = {}  # model: the run that made its train stage's model file
     for stage in ("train", "sweep"):
         for model in params.get(stage, {}):
             path = metrics_file(model, stage, dvc_yaml)
@@ -106,10 +125,14 @@ def summary(client, experiments: dict[str, str], uri: str) -> list[str]:
             if not classifies(params["train"][model]["dataset"]):
                 keys += [k for k in metrics if k not in HEADLINE and not k.endswith(FIT_ERROR)]
             shown = ", ".join(f"{k} {number(metrics[k])}" for k in keys if isinstance(metrics[k], float))
-            made_by = run_of_outputs(client, list(experiments.values()), model, f"{stage}@{model}",
-                                     stage_file(model, stage, "model", dvc_yaml))
-            run = "no MLflow run made its model file" if made_by is None else f"run '{made_by.info.run_name}'"
+            model_file = stage_file(model, stage, "model", dvc_yaml)
             label = model if stage == "train" else f"{stage}@{model}"
+            if stage == "sweep" and not model_file.exists():
+                lines.append(f"{label:16} not run here: `make sweep`{sweep_estimate(params, model, trained.get(model))}")
+                continue
+            made_by = run_of_outputs(client, list(experiments.values()), model, f"{stage}@{model}", model_file)
+            trained[model] = made_by
+            run = "no MLflow run made its model file" if made_by is None else f"run '{made_by.info.run_name}'"
             lines.append(f"{label:16} {shown or 'no metrics yet'}; {run}")
     local = not is_server(uri)  # shown by `make ui`; a server shows its own UI
     where = "MLflow (make ui)" if local else "MLflow"
