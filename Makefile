@@ -16,7 +16,7 @@ endif
 # that its charts draw offline: fetched once per environment (npm), see dvc_tools.plots_page.
 PLOTS_PAGE := $(VENV)/share/dvc-plots/index.html
 
-.PHONY: run test test-all mutants dag exps ui compare promote sweep worker remote server server-stop user benchmark lock
+.PHONY: run test test-all mutants dag exps ui compare promote sweep worker remote server server-stop user report benchmark lock
 
 # The lesson: every model trained and evaluated (`dvc repro train samples` and what they need; the
 # sweeps are `make sweep`), then a line per model. The params stage runs first and refuses a section
@@ -108,6 +108,12 @@ user: $(VENV)/.installed
 
 server-stop: $(VENV)/.installed
 	PYTHONPATH=src python -m team_server.server stop
+
+# What a change did to the results (report/report.md and its curves): params and headline metrics
+# old -> new, and each changed model's learning curves. BASE=<rev> (default: the merge base with
+# main, else HEAD~1) against the workspace, or NEW=<rev>.
+report: $(VENV)/.installed
+	PYTHONPATH=src python -m dvc_tools.report $(if $(BASE),--base "$(BASE)") $(if $(NEW),--new "$(NEW)")
 
 # Where the time of `dvc repro` and `dvc exp run` goes: prints a table, writes benchmarks/results.json
 # and its section of docs/benchmarks.md (the machine and commit it ran on).

@@ -490,11 +490,14 @@ KNOWN = "known architectures: linear, softmax_scratch, softmax_nn, mlp"
      "  train.softmax_nn.lr = '0.1': Input should be a valid number"),
     ("train.softmax_nn", lambda p: p["train"]["softmax_nn"].update(architecture="resnet"),
      f"  train.softmax_nn.architecture = 'resnet': unknown architecture 'resnet' ({KNOWN})"),
+    ("train.mlp", lambda p: p["train"]["mlp"].update(architecture=["mlp"]),  # a list where a name belongs
+     f"  train.mlp.architecture = ['mlp']: not a name; name one architecture ({KNOWN})"),
     (None, lambda p: p["train"].update(resnet=p["train"]["softmax_nn"]),
      f"  train.resnet: unknown architecture 'resnet' (name one with `architecture:`; {KNOWN})"),
     (None, lambda p: p["sweep"].update(lenet=p["sweep"]["softmax_nn"]),
      "  sweep.lenet: no train.lenet to search around (models in train: {models})"),  # in the file's order
-], ids=["misspelt-key", "quoted-number", "quoted-lr", "unknown-architecture", "unknown-model-name",
+], ids=["misspelt-key", "quoted-number", "quoted-lr", "unknown-architecture", "architecture-list",
+         "unknown-model-name",
         "sweep-of-no-model"])
 def test_each_problem_is_one_line_saying_what_to_do(tmp_path, project_params, key, edit, problem):
     path = edited(tmp_path, project_params, edit)

@@ -345,3 +345,18 @@ def test_a_loss_that_grows_epoch_by_epoch_is_judged_against_the_first_epoch_s(tr
 def test_a_new_model_is_named_and_shaped_for_its_data(trainable):
     setup = trainable("softmax_nn")
     assert (setup.config.name, setup.config.n_features, setup.config.n_outputs) == ("softmax_nn", 784, 10)
+
+
+def test_a_model_too_big_for_memory_is_refused_naming_its_param_and_the_memory_it_needs(trainable):
+    """`hidden: 1000000000` is one line before anything is allocated, not torch's allocation error."""
+    from regression import PipelineError
+    from regression.training import refuse_if_too_big
+
+    with pytest.raises(PipelineError) as caught:
+        trainable("mlp", hidden=1_000_000_000)
+    assert str(caught.value).startswith("train.mlp.hidden = 1000000000: a model of 795,000,000,010 parameters "
+                                        "needs about 8,884.8 GiB of memory to train, and "), caught.value
+    config = trainable("mlp", hidden=256).config  # 203,530 parameters: 2.4 MB to train
+    refuse_if_too_big("mlp", config, available=3 * 4 * 203_530)
+    with pytest.raises(PipelineError, match="use a smaller value"):
+        refuse_if_too_big("mlp", config, available=3 * 4 * 203_530 - 1)

@@ -120,6 +120,9 @@ def check_entry(name: str, entry: dict, models: Mapping[str, Any], path: str | P
 def _check_entry(name: str, entry: dict, models: Mapping[str, Any] | None) -> tuple[TrainParams | None, list]:
     """A train entry checked against its architecture's params: (the params, problem lines)."""
     architecture = entry.get("architecture", name)
+    if not isinstance(architecture, str):
+        return None, [f"  train.{name}.architecture = {architecture!r}: not a name; name one architecture"
+                      + (f" (known architectures: {', '.join(models)})" if models else "")]
     if models is None:
         schema = AnyArchitecture
     elif architecture not in models:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
+import psutil
 import torch
 from torch import nn, optim
 
@@ -55,9 +56,23 @@ def new_model(name: str, train_set: Split, classes: tuple[str, ...], params: Tra
     config = ModelConfig(name, params.architecture, n_features=features(train_set.X[:1]).shape[1],
                          n_outputs=len(classes) or train_set.y.shape[1], classes=classes,
                          params=own_params(params))
+    refuse_if_too_big(name, config)
     model = build_model(config)
     model.initialise_(params.init_std, torch.Generator().manual_seed(params.seed))
     return model, config
+
+
+def refuse_if_too_big(name: str, config: ModelConfig, available: int | None = None) -> None:
+    """A ParamsError naming the model's own params if training it would need more memory than is
+    free (`available` bytes, else the machine's): its weights, their gradients and the step's
+    temporaries, float32, counted on torch's meta device (nothing allocated)."""
+    with torch.device("meta"):
+        size = sum(p.numel() for p in build_model(config).parameters())
+    need, free = size * 4 * 3, available if available is not None else psutil.virtual_memory().available
+    if need > free:
+        own = ", ".join(f"train.{name}.{key} = {value!r}" for key, value in config.params.items()) or f"train.{name}"
+        raise PipelineError(f"{own}: a model of {size:,} parameters needs about {need / 2**30:,.1f} GiB of "
+                            f"memory to train, and {free / 2**30:,.1f} GiB is free here; use a smaller value")
 
 
 @torch.no_grad()
