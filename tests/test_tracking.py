@@ -594,3 +594,47 @@ def test_a_server_that_does_not_answer_or_refuses_stops_the_train_stage_before_t
         assert server.requests[0] == "/health" and any(p.startswith("/api/") for p in server.requests)
     else:
         assert "make server" in said[0]
+
+
+HOLD_STORE = """import sqlite3, sys, time
+connection = sqlite3.connect(sys.argv[1], isolation_level=None)
+connection.execute("BEGIN EXCLUSIVE")
+print("held", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+def holding(database: Path, seconds: float) -> subprocess.Popen:
+    """Another process that holds the sqlite store locked for `seconds`, once it says so."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_STORE, str(database), str(seconds)],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline() == "held\n"
+    return holder
+
+
+@pytest.mark.slow
+def test_a_store_another_process_holds_is_waited_for_then_said_busy_not_broken(tmp_path, monkeypatch):
+    """MLflow waits 20 s a statement; the project waits STORE_BUSY_SECONDS more, then says which
+    process holds the store, never that it is unusable (that is for a corrupt one, above)."""
+    import tracking.store
+
+    database = tmp_path / "mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{database}")
+    open_experiment("synthetic")  # the store, made and healthy
+
+    holder = holding(database, 30)  # longer than MLflow's own wait
+    started = time.monotonic()
+    assert open_experiment("fashion-mnist")  # waited for, not refused
+    assert time.monotonic() - started > 20
+    holder.wait()
+
+    monkeypatch.setattr(tracking.store, "STORE_BUSY_SECONDS", 0)
+    holder = holding(database, 60)
+    try:
+        with pytest.raises(TrackingError) as caught:
+            open_experiment("fashion-mnist/sweeps")
+    finally:
+        holder.kill()
+    message = str(caught.value)
+    assert message.startswith(f"{database}: busy: another process has held it locked"), message
+    assert f"pid {holder.pid}: " in message and "Move it aside" not in message

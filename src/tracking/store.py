@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 from regression.data import CLASSIFICATION, DATASETS
@@ -29,6 +30,9 @@ from tracking.naming import dataset_of, experiment_keys, experiment_name
 HTTP_BOUNDS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
                "MLFLOW_HTTP_REQUEST_TIMEOUT": "8"}
 STORE_LOCK_SECONDS = 120
+# How long a stage waits for an sqlite store another process holds locked, beyond MLflow's own 20 s
+# per statement, before it says so.
+STORE_BUSY_SECONDS = 120
 SHARED_VIEW = "mlflow.sharedViewState."  # the UI's tag prefix for saved views
 VIEW_KEY = "lesson"
 VIEW_TAG = SHARED_VIEW + VIEW_KEY  # the experiment tag holding the lesson's saved view
@@ -145,12 +149,45 @@ def open_experiments(keys) -> dict[str, str]:
     database.parent.mkdir(parents=True, exist_ok=True)
     try:
         with FileLock(f"{database}.lock", timeout=STORE_LOCK_SECONDS):
-            ids = {key: experiment_id(uri, key) for key in keys}
+            ids = {key: while_busy(database, lambda key=key: experiment_id(uri, key)) for key in keys}
             keep_planner_statistics(database)
             return ids
     except Timeout:
         raise TrackingError(f"{database}: another process has held {database}.lock for "
                             f"{STORE_LOCK_SECONDS} s; if none is running, delete the lock file") from None
+
+
+class StoreBusy(TrackingError):
+    """An sqlite store another process holds locked."""
+
+
+def while_busy(database: Path, attempt):
+    """`attempt()`, tried again while the store is locked by another process, for STORE_BUSY_SECONDS at most."""
+    seconds = STORE_BUSY_SECONDS
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return attempt()
+        except StoreBusy:
+            if time.monotonic() > deadline:
+                raise TrackingError(f"{database}: busy: another process has held it locked for over "
+                                    f"{seconds:.0f} s ({holders(database)}); let it finish or stop it, then run "
+                                    "again (the store is not damaged)") from None
+            time.sleep(1)
+
+
+def holders(database: Path) -> str:
+    """The other processes that have `database` open, as 'pid 12: <command>', from /proc."""
+    found, target = [], str(database.resolve())
+    for fd_folder in Path("/proc").glob("[0-9]*/fd"):
+        pid = int(fd_folder.parent.name)
+        try:
+            if pid != os.getpid() and any(os.readlink(fd) == target for fd in fd_folder.iterdir()):
+                command = (fd_folder.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+                found.append(f"pid {pid}: {command[:60]}")
+        except OSError:  # gone, or not ours to look at
+            continue
+    return "; ".join(found) or "no process of this user has it open now"
 
 
 def keep_planner_statistics(database: Path) -> None:
@@ -165,12 +202,11 @@ def keep_planner_statistics(database: Path) -> None:
     import contextlib
     import sqlite3
 
-    with contextlib.closing(sqlite3.connect(database, timeout=20)) as connection:
+    with contextlib.closing(sqlite3.connect(database, timeout=20)) as connection, \
+            contextlib.suppress(sqlite3.OperationalError):  # busy: measured another time
         runs = connection.execute("SELECT count(*) FROM runs").fetchone()[0]
-        try:
-            measured = connection.execute("SELECT stat FROM sqlite_stat1 WHERE tbl = 'runs'").fetchone()
-        except sqlite3.OperationalError:  # never measured: no statistics table yet
-            measured = None
+        measured = connection.execute("SELECT stat FROM sqlite_stat1 WHERE tbl = 'runs'").fetchone() if \
+            connection.execute("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_stat1'").fetchone() else None
         if runs and runs >= 2 * (int(measured[0].split()[0]) if measured else 0):
             connection.execute("ANALYZE")
             connection.commit()
@@ -218,6 +254,8 @@ def experiment_id(uri: str, key: str) -> str:
     except (MlflowException, SQLAlchemyError) as error:
         if database is None:
             raise TrackingError(f"MLflow tracking server {uri}: {refusal(error)}") from None
+        if "database is locked" in one_line(error):
+            raise StoreBusy(one_line(error)) from None
         raise TrackingError(
             f"{database}: not a usable MLflow store ({one_line(error)}). Move it aside "
             f"(mv {database} {database}.broken) and run again: its runs are lost, the pipeline's "
