@@ -24,11 +24,12 @@ def show_json(experiments: dict[str, dict]) -> list[dict]:
 
 def test_the_table_shows_names_varying_params_and_headline_metrics_only():
     lines = table(rows_of(show_json({"nn-lr-0.1": ({"lr": 0.1}, 0.8409), "nn-30": ({"epochs": 30}, 0.84)})))
-    assert lines[0].split() == ["experiment", "linear", "test_loss", "softmax_nn", "test_acc", "softmax_nn.epochs",
+    # the metric of the model whose params changed first, then the others, then the params that vary
+    assert lines[0].split() == ["experiment", "softmax_nn", "test_acc", "linear", "test_loss", "softmax_nn.epochs",
                                 "softmax_nn.lr"]
-    assert [line.split() for line in lines[1:]] == [["main", "0.000103", "0.8331", "10", "0.05"],
-                                                    ["nn-lr-0.1", "0.000103", "0.8409", "10", "0.1"],
-                                                    ["nn-30", "0.000103", "0.8400", "30", "0.05"]]
+    assert [line.split() for line in lines[1:]] == [["main", "0.8331", "0.000103", "10", "0.05"],
+                                                    ["nn-lr-0.1", "0.8409", "0.000103", "10", "0.1"],
+                                                    ["nn-30", "0.8400", "0.000103", "30", "0.05"]]
     assert not any("sha256" in line or "validation_size" in line for line in lines)  # the same in every row
 
 
@@ -38,7 +39,28 @@ def test_the_table_fits_its_width_and_names_what_it_left_out():
     assert max(map(len, lines)) <= 120
     [start] = [i for i, line in enumerate(lines) if line.startswith("(not shown, for width: ")]
     below = " ".join(lines[start:])  # wrapped at the width, never cut
-    assert below.endswith(")") and all(f"param_with_a_long_name_{j}" in below for j in range(4, 12)), below
+    assert below.endswith(")") and all(f"param_with_a_long_name_{j}" in below for j in range(2, 10)), below
+    assert "linear test_loss" in below and "softmax_nn test_acc" in lines[0]  # the changed model's, always
+
+
+def test_what_changed_is_shown_first_and_what_only_some_commits_have_is_no_change():
+    """After `-S train.softmax_scratch.batch_size=256` beside other models, in a narrow terminal: the
+    changed param and that model's metric, not another model's; with -A, a param an older commit
+    does not have (the data files' sizes, say) is no column."""
+    show = show_json({"scratch-256": ({}, 0.8331)})
+    older = show_json({})[1] | {"rev": "c" * 40, "name": "older"}
+    del older["data"]["params"]["params.yaml"]["data"]["download"]
+    experiment = show[1]["experiments"][0]["revs"][0]["data"]
+    for data, batch_size in ((show[1]["data"], 100), (experiment, 256), (older["data"], 100)):
+        data["params"]["params.yaml"]["data"]["train"]["softmax_scratch"] = {"batch_size": batch_size}
+        for model in ("mlp", "softmax_scratch", "sweep/mlp", "sweep/softmax_nn"):
+            data["metrics"][f"metrics/{model}.json"] = {"data": {"test_accuracy": 0.8331}}
+    experiment["metrics"]["metrics/softmax_scratch.json"] = {"data": {"test_accuracy": 0.8201}}
+    lines = table(rows_of(show + [older]), width=60)
+    assert lines[0].split()[:3] == ["experiment", "softmax_scratch", "test_acc"], "\n".join(lines)
+    assert lines[0].split()[3] == "batch_size" and "sha256" not in "\n".join(lines), "\n".join(lines)
+    assert [line.split()[:3] for line in lines[1:4]] == [["main", "0.8331", "100"], ["scratch-256", "0.8201", "256"],
+                                                        ["older", "0.8331", "100"]], "\n".join(lines)
 
 
 def test_with_older_commits_the_header_is_never_cut_and_their_models_are_named_below():
@@ -51,7 +73,7 @@ def test_with_older_commits_the_header_is_never_cut_and_their_models_are_named_b
     assert max(map(len, lines)) <= 120, "\n".join(lines)
     header = lines[0].split()
     # the newest commit's models come first and whole; the older ones that do not fit are named below
-    assert header[:5] == ["experiment", "linear", "test_loss", "softmax_nn", "test_acc"], lines[0]
+    assert header[:5] == ["experiment", "softmax_nn", "test_acc", "linear", "test_loss"], lines[0]
     known = ("experiment", "linear", "test_acc", "test_loss")
     older = ("an_older_model_with_a_long_name_", "softmax_nn")
     assert all(word in known or word.startswith(older) for word in header), lines[0]

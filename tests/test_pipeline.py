@@ -85,7 +85,7 @@ def test_each_model_stage_records_one_complete_mlflow_run(reproduced):
         assert len(runs) == 1, f"{model}: {len(runs)} runs"
         r, p = runs[0], params[model]
         assert r.info.status == "FINISHED"
-        assert r.info.run_name == f"{model} @ {head[:7]}"
+        assert re.fullmatch(rf"{model} @ {head[:7]} \d\d:\d\d:\d\d", r.info.run_name), r.info.run_name
         assert r.data.params["lr"] == str(p["lr"]) and r.data.params["batch_size"] == str(p["batch_size"])
         assert r.data.params["architecture"] == p.get("architecture", model)
         assert r.data.params.get("hidden") == (str(p["hidden"]) if "hidden" in p else None)

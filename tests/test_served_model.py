@@ -91,15 +91,24 @@ def test_bad_input_is_rejected_saying_why_in_one_short_message(served, rows, say
     assert says in message and len(message.encode()) < 1024 and "\n" not in message, answer
 
 
-def test_other_bodies_are_refused_saying_to_send_json_inputs(served):
-    """The model checks its own input (its signature says so): the server takes `{"inputs": ...}` only."""
+@pytest.mark.parametrize("body, content_type, got", [
+    ('{"dataframe_split": {"data": [[0.5]]}}', "application/json", "the keys 'dataframe_split'; put the rows under 'inputs'"),
+    ('{"instances": [[0.5]]}', "application/json", "the keys 'instances'; put the rows under 'inputs'"),
+    ("\n".join([",".join(["0.5"] * 784)] * 2), "text/csv", "a CSV body"),
+    ('{"inputs": [[0.5]]}', "application/x-www-form-urlencoded", "Content-Type 'application/x-www-form-urlencoded'"),
+    ("", "application/json", "an empty body"),
+    ('{"inputs": [[0.5,', "application/json", "a body that is not JSON (Expecting value: line 1 column 18"),
+    ("[" * 100_000 + "]" * 100_000, "application/json", "JSON nested too deep"),
+], ids=["dataframe_split", "instances", "csv", "curl's default type", "empty", "malformed", "deep"])
+def test_other_bodies_are_refused_saying_to_send_json_inputs(served, body, content_type, got):
+    """The model checks its own input (its signature says so): the server takes `{"inputs": ...}` only,
+    and says so in one line whatever else comes."""
     url, _ = served
-    status, answer = post(url, {"dataframe_split": {"data": [[0.5] * 784]}})
-    assert status == 400 and "'inputs' key" in answer["message"], answer
-    status, answer = post(url, "\n".join([",".join(["0.5"] * 784)] * 2), content_type="text/csv")
-    assert status == 400 and answer["message"] == (
+    status, answer = post(url, body, content_type=content_type)
+    assert status == 400 and answer["message"].startswith(
         'expected JSON {"inputs": [[...], ...]}, one row of 784 numbers per example, sent with '
-        "Content-Type: application/json: got a CSV body"), answer
+        f"Content-Type: application/json: got {got}"), answer
+    assert "\n" not in answer["message"] and len(answer["message"]) < 300, answer
 
 
 def test_every_logged_model_records_its_input_and_output_signature(served, tmp_path):

@@ -246,3 +246,23 @@ def test_a_given_certificate_is_refused_in_one_line_if_its_key_is_readable_by_ot
     _, other_key = make_certificate(tmp_path / "other")
     with pytest.raises(ServerError, match="do not make a certificate and its key"):
         check_given((certificate, other_key))
+
+
+@pytest.mark.slow
+def test_only_a_manager_renames_or_deletes_a_registered_model_and_readers_create_none(team):
+    """An editor could rename the champion's model away and re-create its name (then managing it),
+    a reader could create a model's name before its first run (then managing it): the server refuses
+    both, and leaves editors what the stages need (registering new models and versions)."""
+    models = "/api/2.0/mlflow/registered-models"
+    assert ask(team, f"{models}/create", "admin", method="POST", body={"name": "steered"})[0] == 200
+    assert ask(team, f"{models}/rename", "bob", method="POST", body={"name": "steered", "new_name": "away"})[0] == 403
+    assert ask(team, f"{models}/delete", "bob", method="DELETE", body={"name": "steered"})[0] == 403
+    assert ask(team, f"{models}/delete?name=steered", "bob", method="DELETE")[0] == 403
+    assert ask(team, f"{models}/create", "rita", method="POST", body={"name": "claimed"})[0] == 403
+    status, body = ask(team, f"{models}/get?name=steered", "rita")
+    assert status == 200 and json.loads(body)["registered_model"]["name"] == "steered"  # still there
+
+    assert ask(team, f"{models}/create", "bob", method="POST", body={"name": "bobs"})[0] == 200
+    assert ask(team, f"{models}/rename", "bob", method="POST", body={"name": "bobs", "new_name": "bobs2"})[0] == 200
+    assert ask(team, f"{models}/rename", "admin", method="POST", body={"name": "steered", "new_name": "kept"})[0] == 200
+    assert ask(team, f"{models}/delete", "admin", method="DELETE", body={"name": "kept"})[0] == 200

@@ -107,8 +107,11 @@ def bad_pixels(value):
 
 @pytest.mark.parametrize("config, model_input, got", [
     (CLASSIFIER, bad_pixels(1.5), "got values from 0.5 to 1.5"),
-    (CLASSIFIER, bad_pixels(-0.25), "got values from -0.25 to 0.5"),
+    (CLASSIFIER, bad_pixels(-0.25), "got values from -0.25 to 0.5; a pixel is 0 (black) to 1 (white), never below"),
     (CLASSIFIER, np.full((1, 784), 255.0), "divide 0-255 pixels by 255"),
+    (CLASSIFIER, np.full((1, 784), -0.5), "got values from -0.5 to -0.5; a pixel is 0 (black) to 1 (white)"),
+    (CLASSIFIER, [], "got no rows"),
+    (CLASSIFIER, np.zeros((0, 784)), "got no rows"),
     (CLASSIFIER, bad_pixels(np.nan), "got NaN or infinite values"),
     (CLASSIFIER, bad_pixels(np.inf), "got NaN or infinite values"),
     (CLASSIFIER, np.full((3, 783), 0.5), "got rows of 783 values"),
@@ -132,7 +135,7 @@ def bad_pixels(value):
     (CLASSIFIER, np.full((1, 784), 0.5 + 0.5j), "got (0.5+0.5j) where a number belongs"),
     (LINEAR, np.array([[1.0, np.nan]]), "got NaN or infinite values"),
     (LINEAR, np.array([[1.0, 2.0, 3.0]]), "got rows of 3 values"),
-], ids=["above-1", "below-0", "0-255-pixels", "nan", "inf", "wrong-width", "images", "strings",
+], ids=["above-1", "below-0", "0-255-pixels", "all-negative", "empty-list", "no-rows", "nan", "inf", "wrong-width", "images", "strings",
         "a-string-in-a-list", "object-frame", "ragged", "none", "a-number-for-a-row",
         "long-text-for-a-row", "not-images", "linear-3d", "long-text", "none-in-a-row", "a-dict", "booleans",
         "a-boolean-among-numbers", "complex", "linear-nan", "linear-wrong-width"])
@@ -224,35 +227,44 @@ def test_the_loaded_pyfunc_refuses_rows_of_another_width_in_one_short_line(saved
         assert got in message and len(message.encode()) < 1024, message
 
 
-def test_a_scoring_server_refuses_a_csv_body_in_one_sentence_saying_to_send_json(classifier, tmp_path,
-                                                                                monkeypatch):
-    """`mlflow models serve` parses a CSV body against the signature before the model sees it: once the
-    model is loaded there (its module imported first), a CSV body for rows of numbers is refused
-    saying what to send instead; any other signature is left to MLflow, as is any other process."""
-    import mlflow.pyfunc.scoring_server as scoring
-    from mlflow.types import ColSpec, Schema, TensorSpec
+EXPECTED = 'expected JSON {"inputs": [[...], ...]}, one row of 784 numbers per example, sent with Content-Type: application/json: got '
 
-    monkeypatch.setattr(scoring, "parse_csv_input", scoring.parse_csv_input)  # put back after the test
+
+@pytest.mark.parametrize("body, content_type, got", [
+    (b"0.5,0.5\n", "text/csv", "a CSV body"),
+    (b'{"inputs": [[0.5]]}', "application/x-www-form-urlencoded", "Content-Type 'application/x-www-form-urlencoded'"),
+    (b'{"inputs": [[0.5]]}', None, "no Content-Type"),
+    (b"", "application/json", "an empty body"),
+    (b'{"inputs": [[0.5,', "application/json", "a body that is not JSON (Expecting value"),
+    (b"[" * 100_000 + b"]" * 100_000, "application/json", "JSON nested too deep"),
+    (b'{"dataframe_split": {"data": [[0.5]]}}', "application/json", "the keys 'dataframe_split'; put the rows under 'inputs'"),
+    (b'[[0.5]]', "application/json; charset=utf-8", "a JSON list; put the rows under 'inputs'"),
+], ids=["csv", "form", "no content type", "empty", "not json", "deep", "dataframe_split", "a bare list"])
+def test_a_scoring_server_refuses_any_body_but_json_inputs_in_one_line(classifier, tmp_path, monkeypatch,
+                                                                      body, content_type, got):
+    """`mlflow models serve` would answer these with the whole body, a 500 or advice for another kind of
+    model: once the model is loaded there (its module imported first), each is one line saying what to send."""
+    import mlflow.pyfunc.scoring_server as scoring
+
+    handed_on = []
+    monkeypatch.setattr(scoring, "invocations", lambda *args: handed_on.append(args))  # MLflow's, standing in
     path = tmp_path / "softmax_nn.pt"
     path.write_bytes(model_bytes(classifier, CLASSIFIER))
     context = types.SimpleNamespace(artifacts={"model": str(path)})
     Answer().load_context(context)
-    installed = scoring.parse_csv_input
+    installed = scoring.invocations
     Answer().load_context(context)  # a second model in the same server: one check, not two
-    assert scoring.parse_csv_input is installed
+    assert scoring.invocations is installed
 
     with pytest.raises(MlflowException) as caught:
-        scoring.parse_csv_input("0.5,0.5\n", schema=Schema([TensorSpec(np.dtype(np.float32), (-1, 784))]))
+        scoring.invocations(body, content_type, "model", "schema")
     message = caught.value.message
-    assert message.startswith('expected JSON {"inputs": [[...], ...]}, one row of 784 numbers per example')
-    assert message.endswith("sent with Content-Type: application/json: got a CSV body")
+    assert message.startswith(EXPECTED + got) and "\n" not in message and len(message) < 300, message
     assert caught.value.error_code == "INVALID_PARAMETER_VALUE"  # a 400
-    csv = io.StringIO("a,b\n1,2\n")  # read as the column schema says
-    parsed = scoring.parse_csv_input(csv, schema=Schema([ColSpec("string", "a"), ColSpec("double", "b")]))
-    assert parsed.to_dict("list") == {"a": ["1"], "b": [2.0]}
-    assert scoring.parse_csv_input(io.StringIO("a\n3\n")).to_dict("list") == {"a": [3]}
+    scoring.invocations(b'{"inputs": [[0.5]], "params": {}}', "application/json", "model", "schema")
+    assert handed_on == [({"inputs": [[0.5]], "params": {}}, "application/json", "model", "schema")]  # parsed once
 
     monkeypatch.delitem(sys.modules, "mlflow.pyfunc.scoring_server")  # a process that is not a server
-    monkeypatch.setattr(scoring, "parse_csv_input", "MLflow's own")
+    monkeypatch.setattr(scoring, "invocations", "MLflow's own")
     Answer().load_context(context)
-    assert scoring.parse_csv_input == "MLflow's own"
+    assert scoring.invocations == "MLflow's own"

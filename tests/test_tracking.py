@@ -93,10 +93,25 @@ def versions(uri: str) -> list:
 # Names and params
 
 
-def test_run_name_says_the_model_and_what_differs():
+def test_run_name_says_the_model_and_what_differs_within_40_characters_and_when():
     assert run_name("softmax_nn", {"lr": 0.1}, "glare-dhow", "7d9c8f2abc") == "softmax_nn lr=0.1 · glare-dhow"
     assert run_name("softmax_nn", {}, None, "7d9c8f2abc") == "softmax_nn @ 7d9c8f2"
     assert run_name("linear", {"lr": 0.04, "prepare.seed": 1}, None, None) == "linear lr=0.04 prepare.seed=1"
+    started = time.mktime((2026, 12, 7, 14, 3, 7, 0, 0, -1))  # local time, as the name shows it
+    first, again = (run_name("linear", {}, None, "7d9c8f2abc", at) for at in (started, started + 1))
+    assert first == "linear @ 7d9c8f2 14:03:07" and again == "linear @ 7d9c8f2 14:03:08"  # a forced re-run
+    long = run_name("mlp_wide", {"hidden": 512, "lr": 0.2, "batch_size": 128, "weight_decay": 0.0001}, "x", None)
+    assert long == "mlp_wide hidden=512 lr=0.2 batch_size=1… · x" and len(long.partition(" · ")[0]) == 40
+
+
+def test_a_variant_is_named_by_what_differs_from_its_architectures_entry():
+    """A new entry has no committed self: `mlp_wide` (architecture mlp) is named by what differs from `mlp`."""
+    mlp = {"dataset": "fashion-mnist", "seed": 0, "lr": 0.1, "batch_size": 256, "epochs": 10, "hidden": 256}
+    committed = {"train": {"mlp": mlp}}
+    current = {"train": {"mlp": mlp, "mlp_wide": mlp | {"architecture": "mlp", "hidden": 512}}}
+    assert changed_params(current, committed, "mlp_wide") == {"hidden": 512}
+    current["train"]["mlp_big"] = current["train"].pop("mlp_wide")  # also against mlp as it is now
+    assert changed_params(current, {"train": {}, "prepare": {}}, "mlp_big") == {"hidden": 512}
 
 
 def test_changed_params_are_this_models_and_other_sections_only():

@@ -402,3 +402,28 @@ def test_ui_compares_like_with_like_and_nests_each_sweeps_trials(chromium, pipel
                 key: sweep.data.params[column(key)[1]] for key in shown if column(key)[0] == "params"}
             chosen = sweep.data.metrics["val_accuracy"]
             assert float(row["metrics.`val_accuracy`"]) == pytest.approx(chosen, abs=1e-4)
+
+
+def test_make_ui_on_a_taken_port_says_so_and_offers_a_free_one_not_the_servers(tmp_path, monkeypatch, capsys):
+    """Before anything starts: the port is taken (another UI, say); the hint names a port free now,
+    never 5001, where `make server` listens."""
+    import socket
+
+    import tracking.ui
+
+    monkeypatch.setattr(tracking.ui, "local_store_uri", lambda: f"sqlite:///{tmp_path / 'mlflow.db'}")
+    with socket.socket() as taken, socket.socket() as next_one:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        try:
+            next_one.bind(("127.0.0.1", port + 1))  # the port after it is taken too, if it can be
+        except OSError:
+            pass
+        assert tracking.ui.main(["--port", str(port)]) == 1
+        message = capsys.readouterr().err.strip()
+        offered = int(message.rsplit("PORT=", 1)[1].rstrip(")"))
+    assert message.startswith(f"error: http://127.0.0.1:{port} is taken ("), message
+    assert offered > port + 1 and tracking.ui.port_in_use(offered) is None
+    assert not (tmp_path / "mlflow.db").exists()  # nothing started, nothing made
+    assert tracking.ui.free_port_after(5000) != 5001

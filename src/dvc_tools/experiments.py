@@ -22,6 +22,7 @@ from regression.headline import HEADLINE, number, short
 from regression.params import flat
 
 PARAMS_FILE = "params.yaml"
+MODEL_SECTIONS = ("train.", "sweep.")  # a model's own params: train.<model>.*, sweep.<model>.*
 
 
 def headline(metrics: dict) -> dict[str, float]:
@@ -67,6 +68,11 @@ def short_names(keys: list[str]) -> dict[str, str]:
     return names
 
 
+def model_of(metric: str) -> str:
+    """The model a metrics column is of: 'softmax_nn test_acc' and 'sweep/softmax_nn val_acc' -> 'softmax_nn'."""
+    return metric.split()[0].rsplit("/", 1)[-1]
+
+
 def metric_cell(value) -> str:
     return number(value) if isinstance(value, (int, float)) else ""
 
@@ -80,20 +86,26 @@ def table(rows: list[dict], width: int = 120) -> list[str]:
     if not rows:
         return ["no experiments yet: `dvc exp run -S train.softmax_nn.lr=0.1` makes one"]
     keys = sorted({k for row in rows for k in row["params"]})
-    varying = [k for k in keys if len({json.dumps(row["params"].get(k)) for row in rows}) > 1]
-    # The first row's models first (the newest commit's), then those of older commits (`-A`).
+    # A param varies if the rows that have it disagree (an older commit without it is no change);
+    # the models' own first.
+    varying = sorted((k for k in keys if len({json.dumps(row["params"][k]) for row in rows if k in row["params"]}) > 1),
+                     key=lambda k: (not k.startswith(MODEL_SECTIONS), k))
+    changed = {k.split(".")[1] for k in varying if k.startswith(MODEL_SECTIONS)}  # models whose params differ
+    # The changed models' metrics first, then the first row's models (the newest commit's), then older ones (-A).
     metric_names = sorted({k for row in rows for k in row["metrics"]},
-                          key=lambda m: (m not in rows[0]["metrics"], m))
+                          key=lambda m: (model_of(m) not in changed, m not in rows[0]["metrics"], m))
     names = short_names(keys)  # unique among all params: `softmax_nn.lr`, not `lr`
     first = [("experiment", [row["name"] for row in rows])]
     metrics = [(m, [metric_cell(row["metrics"].get(m)) for row in rows]) for m in metric_names]
     params = [(names[k], [param_cell(row["params"].get(k)) for row in rows]) for k in varying]
-    # The params that vary are what tell the rows apart: they get their place first, up to half
-    # the width, then the metrics in order; shown as experiment, metrics, params.
+    required = [column for column in metrics if model_of(column[0]) in changed]
+    # What tells the rows apart comes first: the changed models' metrics and the params that vary,
+    # then the other metrics in order; shown as experiment, metrics, params. Whole columns only:
+    # what does not fit is named below.
     kept, used, left_out = set(), 0, []
-    for title, values in first + params + metrics:  # whole columns only: what does not fit is named below
+    for title, values in first + required + params + [m for m in metrics if m not in required]:
         w = max(len(title), *(len(v) for v in values))
-        if kept and (used + w > width or ((title, values) in params and used + w > width // 2)):
+        if kept and used + w > width:
             left_out.append(title)
             continue
         kept.add(title)

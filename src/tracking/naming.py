@@ -13,6 +13,7 @@ and git; `runs_of` finds a model's runs by them. Its model is registered as a ne
 import hashlib
 import os
 import subprocess
+import time
 from pathlib import Path
 
 from regression.params import flat, parse_yaml
@@ -31,6 +32,7 @@ SWEEP_MODEL_TAG, TRIALS_TAG, CHOSEN_TRIAL_TAG = "sweep.model", "sweep.trials", "
 CHOSEN_TAG = "sweep.chosen"  # a sweep's run and its champion version's: the settings it chose
 MODEL_DIGEST_TAG = "model.sha256"  # a model stage's run: the model file it wrote (`run_of_outputs`)
 EXPERIMENT_PREFIX = "regression-lesson"
+NAME_WIDTH = 40  # a run name's model and changed params, in the UI's run list
 SWEEPS = "/sweeps"  # after a dataset's name: the experiment of its sweeps
 
 
@@ -125,27 +127,36 @@ def committed_params() -> dict:
 
 
 def changed_params(current: dict, committed: dict, model: str) -> dict[str, object]:
-    """Params that differ from the committed params.yaml and matter to `model`'s stage.
+    """Params that differ from what `model`'s entry is compared with, and matter to its stage.
 
-    Keys of `train.<model>` are named as is (`lr`); keys of other sections in full, after them
-    (`prepare.validation_size`). Other models' params do not matter to this run. With no
-    committed params.yaml to compare with (not a git repo), nothing counts as changed.
+    Its entry is compared with the committed `train.<model>`, or, for a new entry (a variant), with
+    the entry of its architecture (`train.mlp` for `mlp_wide`), as committed or else as it is now.
+    Its own keys are named as is (`lr`); keys of other sections in full, after them
+    (`prepare.validation_size`). With no committed params.yaml (not a git repo), nothing counts.
     """
     if not committed:
         return {}
+    entry = (current.get("train") or {}).get(model) or {}
+    architecture = entry.get("architecture", model)
+    bases = [(committed.get("train") or {}).get(key) for key in (model, architecture)]
+    base = next((b for b in bases if isinstance(b, dict)), (current.get("train") or {}).get(architecture) or {})
+    own = {key: value for key, value in entry.items() if key != "architecture" and base.get(key, object()) != value}
     now, before = flat(current), flat(committed)
-    own = f"train.{model}."
-    changed = {key: value for key, value in now.items() if before.get(key, object()) != value}
-    return ({key.removeprefix(own): value for key, value in changed.items() if key.startswith(own)}
-            | {key: value for key, value in changed.items() if not key.startswith("train.")})
+    others = {key: value for key, value in now.items()
+              if not key.startswith("train.") and before.get(key, object()) != value}
+    return own | others
 
 
-def run_name(model: str, changed: dict, experiment: str | None, commit: str | None) -> str:
-    """'softmax_nn lr=0.1 · glare-dhow' in a DVC experiment, 'softmax_nn @ 7d9c8f2' outside one."""
+def run_name(model: str, changed: dict, experiment: str | None, commit: str | None,
+             started: float | None = None) -> str:
+    """'softmax_nn lr=0.1 · glare-dhow' in a DVC experiment, 'softmax_nn @ 7d9c8f2 14:03:07' outside
+    one (the training's start: repeated runs of a commit differ); the model and its changes cut at 40."""
     name = " ".join([model] + [f"{key}={value}" for key, value in changed.items()])
+    name = name if len(name) <= NAME_WIDTH else name[:NAME_WIDTH - 1] + "…"
     if experiment:
         return f"{name} · {experiment}"
-    return f"{name} @ {commit[:7]}" if commit else name
+    when = f" {time.strftime('%H:%M:%S', time.localtime(started))}" if started else ""
+    return f"{name} @ {commit[:7]}{when}" if commit else name + when
 
 
 def where_from(tags: dict) -> str:
@@ -166,7 +177,8 @@ def description(model: str, params: dict, changed: dict, tags: dict, data: dict)
     return "\n".join(lines)
 
 
-def stage_run_tags(model: str, stage: str, data: dict, params: dict, file_params: dict) -> tuple[dict, str]:
+def stage_run_tags(model: str, stage: str, data: dict, params: dict, file_params: dict,
+                   started: float | None = None) -> tuple[dict, str]:
     """(tags, name) of a model stage's run: the model, DVC stage and experiment, git commit, data
     digest, account, numerics, the params changed from the committed params.yaml, its description."""
     from regression import numerics
@@ -179,4 +191,4 @@ def stage_run_tags(model: str, stage: str, data: dict, params: dict, file_params
     tags |= numerics.describe() | ({COMMIT_TAG: commit} if commit else {})
     tags |= {EXPERIMENT_TAG: exp_name} if exp_name else {}
     tags[NOTE_TAG] = description(model, params, changed, tags, data)
-    return tags, run_name(model, changed, exp_name, commit)
+    return tags, run_name(model, changed, exp_name, commit, started)

@@ -112,7 +112,7 @@ def start(client, experiment: str, model: str, stage: str, data: dict, trained: 
     """Create the run, with its tags (a stage's, or a child's) and start time; its id."""
     tags = dict(trained.tags)
     if parent is None:
-        stage_tags, name = stage_run_tags(model, stage, data, trained.params, file_params)
+        stage_tags, name = stage_run_tags(model, stage, data, trained.params, file_params, trained.started)
         tags |= stage_tags
         trained.tags |= {key: tags[key] for key in (EXPERIMENT_TAG, COMMIT_TAG) if key in tags}  # its version's too
         trained.name = trained.name or name

@@ -11,6 +11,7 @@ values in [0, 1] (float32 or float64), as the training data was scaled. The logg
 signature says so (`signature`), and `rows` checks it.
 """
 
+import json
 import sys
 
 import numpy as np
@@ -61,6 +62,8 @@ def rows(model_input, n_features: int, pixels: bool) -> np.ndarray:
             reject(f"got {repr(not_rows[0])[:40]} where a row of numbers belongs")
         lengths = sorted({len(row) for row in model_input})
         reject(f"got rows of different lengths ({', '.join(map(str, lengths))} values)")
+    if X.size == 0:
+        reject("got no rows")
     if X.ndim == 1 and X.shape[0] == n_features:
         X = X.reshape(1, -1)
     if X.ndim == 2 and X.shape[1] != n_features:
@@ -77,8 +80,9 @@ def rows(model_input, n_features: int, pixels: bool) -> np.ndarray:
     X = np.ascontiguousarray(X, dtype=np.float32)  # a DataFrame's values come column-major
     if not np.isfinite(X).all():
         reject("got NaN or infinite values")
-    if pixels and len(X) and (X.min() < 0 or X.max() > 1):
-        reject(f"got values from {X.min():g} to {X.max():g}; divide 0-255 pixels by 255")
+    if pixels and (X.min() < 0 or X.max() > 1):
+        advice = "divide 0-255 pixels by 255" if X.min() >= 0 else "a pixel is 0 (black) to 1 (white), never below"
+        reject(f"got values from {X.min():g} to {X.max():g}; {advice}")
     return X
 
 
@@ -125,29 +129,44 @@ def signature(model: torch.nn.Module, config: ModelConfig, example: np.ndarray) 
     return described
 
 
-def refuse_csv_bodies(n_features: int) -> None:
-    """In `mlflow models serve`, answer a CSV body with one sentence saying to send JSON.
+def check_bodies(n_features: int) -> None:
+    """In `mlflow models serve`, refuse in one line any body but JSON `{"inputs": ...}`, before MLflow parses it.
 
-    The scoring server parses a CSV body against the input signature before the model sees it,
-    and with a tensor signature (this model's) it fails with a message about pandas types. Its
-    module is loaded before the model, so the model, loading, replaces its CSV parser with one
-    that refuses CSV plainly for tensor signatures and leaves every other signature to MLflow's.
-    Nothing changes in a process that is not a scoring server.
+    MLflow's scoring server answers a body that is not JSON (or empty) with the whole body in a
+    multi-line message, one nested 100,000 deep with a 500, another payload format
+    (`dataframe_split`, `instances`) or a missing Content-Type with advice that does not apply to
+    this model. Its public `invocations` has no hook for that, so the model, loading in the server
+    (whose module is imported first), puts a check in front of it; the parsed body is handed on,
+    not parsed twice. Nothing changes in a process that is not a scoring server.
     """
     scoring = sys.modules.get("mlflow.pyfunc.scoring_server")
-    if scoring is None or getattr(scoring.parse_csv_input, "refuses_csv_for_tensors", False):
+    if scoring is None or getattr(scoring.invocations, "checks_bodies", False):
         return
-    mlflow_parser = scoring.parse_csv_input
+    mlflow_invocations = scoring.invocations
 
-    def parse_csv_input(csv_input, schema=None):
-        if schema is not None and schema.is_tensor_spec():
+    def invocations(data, content_type, model, input_schema):
+        def refuse(got: str):
             raise InputRefused(f'expected JSON {{"inputs": [[...], ...]}}, one row of {n_features} numbers per '
-                               "example, sent with Content-Type: application/json: got a CSV body",
+                               f"example, sent with Content-Type: application/json: got {got}",
                                INVALID_PARAMETER_VALUE)
-        return mlflow_parser(csv_input, schema)
 
-    parse_csv_input.refuses_csv_for_tensors = True
-    scoring.parse_csv_input = parse_csv_input
+        kind = (content_type or "").partition(";")[0].strip().lower()
+        if kind != "application/json":
+            refuse("a CSV body" if kind == "text/csv" else f"Content-Type {kind!r}" if kind else "no Content-Type")
+        try:
+            body = json.loads(data)
+        except RecursionError:
+            refuse("JSON nested too deep")
+        except ValueError as error:  # JSONDecodeError, or bytes that are not UTF-8
+            refuse("an empty body" if not data.strip() else f"a body that is not JSON ({str(error)[:60]})")
+        if not isinstance(body, dict) or "inputs" not in body:
+            keys = ", ".join(repr(key)[:30] for key in body) if isinstance(body, dict) else ""
+            refuse(f"the keys {keys}; put the rows under 'inputs'" if keys else
+                   f"a JSON {type(body).__name__}; put the rows under 'inputs'")
+        return mlflow_invocations(body, content_type, model, input_schema)
+
+    invocations.checks_bodies = True
+    scoring.invocations = invocations
 
 
 class Answer(PythonModel):
@@ -155,7 +174,7 @@ class Answer(PythonModel):
 
     def load_context(self, context):
         self.model, self.config = load_model(context.artifacts[MODEL_ARTIFACT])
-        refuse_csv_bodies(self.config.n_features)
+        check_bodies(self.config.n_features)
 
     def predict(self, context, model_input: np.ndarray, params=None) -> pd.DataFrame:
         return answer(self.model, self.config, model_input)

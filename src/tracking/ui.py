@@ -25,6 +25,7 @@ from urllib.parse import quote
 from tracking.store import VIEW_KEY, local_store_uri, opened, sqlite_path
 
 HOST, PORT = "127.0.0.1", 5000
+TEAM_SERVER_PORT = 5001  # `make server`'s default: never offered to the UI
 WORKFLOW = "machine_learning"  # "Model training"
 
 
@@ -76,8 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     store = os.environ["MLFLOW_TRACKING_URI"] = local_store_uri()
     if not args.link_only and (busy := port_in_use(args.port)):
-        print(f"error: {local_ui_url(args.port)} is taken ({busy}): stop what serves there, or pick "
-              f"another port (make ui PORT={args.port + 1})", file=sys.stderr)
+        print(f"error: {local_ui_url(args.port)} is taken ({busy}): stop what serves there, or use a "
+              f"free port (make ui PORT={free_port_after(args.port)})", file=sys.stderr)
         return 1
     # Ctrl-C too, even when started with SIGINT ignored (a shell's background job): stop the UI, then this
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -114,6 +115,11 @@ def port_in_use(port: int) -> str | None:
         except OSError as error:
             return error.strerror or str(error)
     return None
+
+
+def free_port_after(port: int) -> int:
+    """The first port after `port` where the UI could listen now, but 5001, `make server`'s port."""
+    return next(p for p in range(port + 1, 65536) if p != TEAM_SERVER_PORT and port_in_use(p) is None)
 
 
 def interrupted(signum, frame):
