@@ -11,13 +11,14 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from ruamel.yaml import YAML
 
 from projects import train_command
 from regression.models import MODELS
 from regression.data import DATASETS
 from regression.params import ParamsError, check_entry, check_unread, load_params, load_section, read_yaml
-from regression.stage import WAY_BACK
+from regression.stage import KEPT, way_back
 
 ROOT = Path(__file__).resolve().parent.parent
 PARAMS_YAML = ROOT / "params.yaml"
@@ -347,8 +348,8 @@ def test_stage_with_an_unknown_model_names_the_known_ones(project_copy):
     result = run_stage(project_copy, "stages/train.py", "no_such_model", *TRAIN_ARGS)
 
     assert_failed_before_any_work(result, project_copy)
-    # one line, and the way back when params.yaml differs from the commit (regression.stage.WAY_BACK)
-    assert len([line for line in result.stderr.strip().splitlines() if line != WAY_BACK]) == 1, result.stderr
+    # one line, and the way back when params.yaml differs from the commit (regression.stage.way_back)
+    assert len([line for line in result.stderr.strip().splitlines() if not line.startswith(KEPT)]) == 1, result.stderr
     assert "no_such_model" in result.stderr
     assert all(name in result.stderr for name in MODELS)
 
@@ -534,3 +535,30 @@ def test_a_file_that_cannot_be_read_or_is_no_table_is_one_line_saying_why(tmp_pa
         load_params(listed)
     assert str(caught.value) == (f"{listed}: invalid params:\n"
                                  "  not a mapping of sections but list: ['download', 'train']")
+
+
+def test_the_way_back_names_the_refused_keys_committed_values_and_keeps_other_edits(tmp_path, monkeypatch):
+    """`git checkout HEAD params.yaml` would also throw away a valid edit made beside the refused one."""
+    committed = {"train": {"softmax_nn": {"lr": 0.05, "schedule": "constant"}, "mlp": {"lr": 0.1}},
+                 "generate": {"true_w": [2.0, -3.4]}}
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(committed))
+    for command in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "-c", "user.name=t", "-c", "user.email=t@t",
+                                                                   "commit", "-qm", "params"]):
+        subprocess.run(command, check=True)
+    assert way_back("train@softmax_nn") is None  # nothing changed
+    edited = yaml.safe_load(yaml.safe_dump(committed))
+    edited["train"]["softmax_nn"] |= {"lr": -0.5, "schedule": "cosine"}
+    edited["train"]["mlp"]["lr"] = 0.2  # another model's edit, to keep
+    edited["train"]["mlp_wide"] = {"architecture": "mlp", "hidden": 0}
+    edited["generate"]["true_w"] = [1.0, 1.0]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(edited))
+    assert way_back("train@softmax_nn") == (
+        f"{KEPT}; `dvc exp run -S train.softmax_nn.lr=0.05 -S train.softmax_nn.schedule=constant` puts back "
+        "train.softmax_nn.lr, train.softmax_nn.schedule as committed and keeps your other edits")
+    assert way_back("stages/train.py softmax_nn").startswith(f"{KEPT}; `dvc exp run -S train.softmax_nn.lr=0.05 ")
+    assert way_back("train@mlp_wide") == (f"{KEPT}; train.mlp_wide.architecture, train.mlp_wide.hidden: not in "
+                                          "the committed params.yaml; fix or remove it there")
+    assert way_back("generate") == (f"{KEPT}; `dvc exp run -S 'generate.true_w=[2.0,-3.4]'` puts back "
+                                    "generate.true_w as committed and keeps your other edits")
+    assert way_back("samples") == f"{KEPT}; `git diff HEAD params.yaml` shows your edits"

@@ -653,3 +653,38 @@ def test_a_store_another_process_holds_is_waited_for_then_said_busy_not_broken(t
     message = str(caught.value)
     assert message.startswith(f"{database}: busy: another process has held it locked"), message
     assert f"pid {holder.pid}: " in message and "Move it aside" not in message
+
+
+def test_a_full_disk_behind_mlflows_error_is_one_line_naming_where(monkeypatch):
+    """MLflow wraps what a full disk raised (a copy of the model's code, an artifact, sqlite's own
+    words): the stage's line names the place, not MLflow's advice about code paths."""
+    import errno
+    import shutil
+
+    from mlflow.exceptions import MlflowException
+
+    from tracking.record import as_tracking_error
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////data/mlflow.db")
+
+    def wrapped(cause: BaseException) -> MlflowException:
+        try:
+            try:
+                raise cause
+            except BaseException as error:
+                raise MlflowException("Failed to copy the specified code path 'src/tracking' ...") from error
+        except MlflowException as outer:
+            return outer
+
+    copied = OSError(errno.ENOSPC, "No space left on device", "/tmp/t/model/a.py", None, "/store/mlartifacts/a.py")
+    tree = shutil.Error([("/tmp/t/a.py", "/store/mlartifacts/a.py", "[Errno 28] No space left on device: ...")])
+    for cause, where in [(copied, "/store/mlartifacts/a.py"), (tree, "/store/mlartifacts/a.py"),
+                         (OSError(errno.ENOSPC, "No space left on device"), "the temporary folder ("),
+                         (Exception("(sqlite3.OperationalError) database or disk is full"), "/data/mlflow.db")]:
+        message = str(as_tracking_error(wrapped(cause), "r1"))
+        assert message.startswith(f"MLflow run r1: no space left on the device of {where}"), message
+        assert message.endswith("free space there and run again (the outputs are still the last good run's)")
+    no_run = str(as_tracking_error(wrapped(copied), None))
+    assert no_run.startswith("MLflow in sqlite:////data/mlflow.db: no space left"), no_run
+    other = str(as_tracking_error(MlflowException("RESOURCE_DOES_NOT_EXIST: no such run"), "r1"))
+    assert other == "MLflow run r1: RESOURCE_DOES_NOT_EXIST: no such run"

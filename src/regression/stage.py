@@ -11,6 +11,7 @@ one ends by saying how to go back when params.yaml was changed.
 """
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from regression import PipelineError
-from regression.params import Params, load_section
+from regression.params import Params, flat, load_section, parse_yaml, read_yaml
 from regression.timing import phases
 
 
@@ -62,28 +63,44 @@ def run(main: Callable[[Params, argparse.Namespace], None], parser: argparse.Arg
     except Interrupted as interrupted:
         print(f"error: {interrupted}", file=sys.stderr)
         code = 128 + interrupted.signum
-    if code and params_changed():
-        print(WAY_BACK, file=sys.stderr)
-    phases.record(os.environ.get("DVC_STAGE") or " ".join(sys.argv[:2]), code)
+    stage_name = os.environ.get("DVC_STAGE") or " ".join(sys.argv[:2])
+    if code and (back := way_back(stage_name)):
+        print(back, file=sys.stderr)
+    phases.record(stage_name, code)
     sys.exit(code)
 
 
-# A failed stage's last line when params.yaml is not the committed one (e.g. after `dvc exp run -S`).
-WAY_BACK = ("the outputs are still the last good run's; `git checkout HEAD params.yaml dvc.lock` undoes "
-            "the change to params.yaml")
+KEPT = "the outputs are still the last good run's"  # how a failed stage's last line starts
 
 
-def params_changed() -> bool:
-    """Whether params.yaml differs from git's HEAD (False outside a git repo)."""
+def way_back(stage_name: str) -> str | None:
+    """A failed stage's last line when params.yaml differs from git's HEAD (e.g. after `dvc exp run -S`):
+    the keys of its section (`train@mlp`: `train.mlp.*`) to put back, each with its committed value,
+    keeping every other edit; None when params.yaml is the committed one (or outside a git repo)."""
     try:
-        # Outside a repository `git diff` compares files (exit 1 too): ask git where we are first.
-        if subprocess.run(["git", "rev-parse", "--verify", "--quiet", "HEAD"], capture_output=True,
-                          timeout=10).returncode != 0:
-            return False
-        return subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "params.yaml"],
-                              capture_output=True, timeout=10).returncode == 1
-    except (OSError, subprocess.SubprocessError):
-        return False
+        committed = subprocess.run(["git", "show", "HEAD:params.yaml"], capture_output=True, text=True, timeout=10)
+        if committed.returncode != 0:
+            return None
+        before, now = flat(parse_yaml(committed.stdout) or {}), flat(read_yaml("params.yaml") or {})
+    except (OSError, subprocess.SubprocessError, ValueError, PipelineError):
+        return None
+    if before == now:
+        return None
+    # its section: `train@mlp` (DVC's name) or `stages/train.py mlp` (run by hand) -> `train.mlp.`
+    section = stage_name.replace("@", ".").replace("stages/", "").replace(".py ", ".").removesuffix(".py") + "."
+    changed = sorted(key for key in set(before) | set(now) if key.startswith(section) and before.get(key) != now.get(key))
+    back = [key for key in changed if key in before]
+    new = [key for key in changed if key not in before]
+    lines = [KEPT]
+    if back:
+        settings = " ".join(f"-S '{key}={json.dumps(before[key], separators=(',', ':'))}'"
+                            if isinstance(before[key], list | dict) else f"-S {key}={before[key]}" for key in back)
+        lines.append(f"`dvc exp run {settings}` puts back {', '.join(back)} as committed and keeps your other edits")
+    if new:
+        lines.append(f"{', '.join(new)}: not in the committed params.yaml; fix or remove it there")
+    if len(lines) == 1:
+        lines.append("`git diff HEAD params.yaml` shows your edits")
+    return "; ".join(lines)
 
 
 def parser(description: str) -> argparse.ArgumentParser:

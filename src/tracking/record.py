@@ -7,6 +7,7 @@ KILLED, deletes its version, publishes nothing. A diverged training is a FAILED 
 """
 
 import contextlib
+import errno
 import hashlib
 import tempfile
 import time
@@ -217,9 +218,28 @@ def as_tracking_error(error: BaseException, run_id: str) -> BaseException:
     from mlflow.exceptions import MlflowException
 
     if isinstance(error, MlflowException | OSError) and not isinstance(error, TrackingError):
-        where = f" in {tracking_uri()}" if is_server(tracking_uri()) else ""
-        return TrackingError(f"MLflow run {run_id}{where}: {one_line(error)}")
+        uri = tracking_uri()
+        what = (f"MLflow run {run_id}" if run_id else "MLflow") + (f" in {uri}" if is_server(uri) or not run_id else "")
+        if full := disk_full(error, uri):
+            return TrackingError(f"{what}: no space left on the device of {full}; free space there and run "
+                                 "again (the outputs are still the last good run's)")
+        return TrackingError(f"{what}: {one_line(error)}")
     return error
+
+
+def disk_full(error: BaseException, uri: str) -> str | None:
+    """Where a full disk is behind `error` (MLflow wraps what it met), else None."""
+    while error is not None:
+        if "database or disk is full" in str(error):  # sqlite's own words
+            return uri.removeprefix("sqlite:///")
+        # shutil.copytree gathers its files' errors into one shutil.Error: [(source, destination, why), ...]
+        if isinstance(error, OSError) and (error.errno == errno.ENOSPC or "No space left on device" in str(error)):
+            copied = error.args[0] if error.args and isinstance(error.args[0], list) else []
+            path = error.filename2 or error.filename or (copied[0][1] if copied and len(copied[0]) == 3 else None)
+            return path or f"the temporary folder ({tempfile.gettempdir()}) or the store's artifacts folder"
+        error = error.__cause__ or error.__context__
+    return None
+
 
 
 def log_datasets(datasets: dict, attempts: int = 4) -> None:

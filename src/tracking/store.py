@@ -139,6 +139,7 @@ def open_experiments(keys) -> dict[str, str]:
     import mlflow
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # its INFO lines say what we print ourselves
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)  # a store error: said in one line
 
     mlflow.set_tracking_uri(uri)
     database = sqlite_path(uri)
