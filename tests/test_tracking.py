@@ -655,7 +655,7 @@ def test_a_store_another_process_holds_is_waited_for_then_said_busy_not_broken(t
     assert f"pid {holder.pid}: " in message and "Move it aside" not in message
 
 
-def test_a_full_disk_behind_mlflows_error_is_one_line_naming_where(monkeypatch):
+def test_a_full_disk_behind_mlflows_error_is_one_line_naming_where():
     """MLflow wraps what a full disk raised (a copy of the model's code, an artifact, sqlite's own
     words): the stage's line names the place, not MLflow's advice about code paths."""
     import errno
@@ -663,9 +663,10 @@ def test_a_full_disk_behind_mlflows_error_is_one_line_naming_where(monkeypatch):
 
     from mlflow.exceptions import MlflowException
 
-    from tracking.record import as_tracking_error
+    from tracking.access import as_tracking_error as said
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////data/mlflow.db")
+    def as_tracking_error(error, run_id):
+        return said(error, run_id, "sqlite:////data/mlflow.db")
 
     def wrapped(cause: BaseException) -> MlflowException:
         try:

@@ -9,10 +9,12 @@ nothing more than its health: its own answer (401, 403) then stands.
 
 import base64
 import configparser
+import errno
 import getpass
 import json
 import os
 import ssl
+import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -161,3 +163,41 @@ def check_recording(uri: str, experiment: str) -> None:
     if found is not None and credentials()[0]:
         require(uri, "EDIT", "experiment", found["experiment"]["experiment_id"], f"experiment '{experiment}'",
                 "recording runs")
+
+
+def one_line(error: BaseException) -> str:
+    """The first line of an error's message, without SQLAlchemy's background link."""
+    text = str(getattr(error, "orig", None) or error).strip().splitlines()
+    return text[0][:300] if text else type(error).__name__
+
+
+def refusal(error: BaseException) -> str:
+    """One line for a server's refusal: an account it does not know (401) says which settings to fix."""
+    return REFUSED if getattr(error, "get_http_status_code", lambda: None)() == 401 else one_line(error)
+
+
+def disk_full(error: BaseException, uri: str) -> str | None:
+    """Where a full disk is behind `error` (MLflow wraps what it met), else None."""
+    while error is not None:
+        if "database or disk is full" in str(error):  # sqlite's own words
+            return uri.removeprefix("sqlite:///")
+        # shutil.copytree gathers its files' errors into one shutil.Error: [(source, destination, why), ...]
+        if isinstance(error, OSError) and (error.errno == errno.ENOSPC or "No space left on device" in str(error)):
+            copied = error.args[0] if error.args and isinstance(error.args[0], list) else []
+            path = error.filename2 or error.filename or (copied[0][1] if copied and len(copied[0]) == 3 else None)
+            return path or f"the temporary folder ({tempfile.gettempdir()}) or the store's artifacts folder"
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def as_tracking_error(error: BaseException, run_id: str | None, uri: str) -> BaseException:
+    """MLflow's errors, and a full disk, as one line naming the run and the store."""
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(error, MlflowException | OSError) and not isinstance(error, TrackingError):
+        what = (f"MLflow run {run_id}" if run_id else "MLflow") + (f" in {uri}" if is_server(uri) or not run_id else "")
+        if full := disk_full(error, uri):
+            return TrackingError(f"{what}: no space left on the device of {full}; free space there and run "
+                                 "again (the outputs are still the last good run's)")
+        return TrackingError(f"{what}: {one_line(error)}")
+    return error

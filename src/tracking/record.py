@@ -7,7 +7,6 @@ KILLED, deletes its version, publishes nothing. A diverged training is a FAILED 
 """
 
 import contextlib
-import errno
 import hashlib
 import tempfile
 import time
@@ -18,10 +17,10 @@ from pathlib import Path
 
 from regression.files import signals_held
 from regression.headline import split_of
-from tracking.access import TrackingError, check_recording, is_server, shortfall
+from tracking.access import as_tracking_error, check_recording, one_line, shortfall
 from tracking.naming import (COMMIT_TAG, DIGEST_TAG, EXPERIMENT_TAG, MODEL_DIGEST_TAG, PARENT_TAG, RUN_NAME_TAG,
                              STATUS_REASON_TAG, SWEEP_TAG, experiment_name, registered_name, stage_run_tags)
-from tracking.store import one_line, open_experiment, tracking_uri
+from tracking.store import open_experiment, tracking_uri
 
 SERVING_CODE = Path(__file__).with_name("logged_model.py")  # the code MLflow loads a logged model with
 PACKAGES = [Path(__file__).parent, Path(__file__).parents[1] / "regression"]  # logged beside it
@@ -102,7 +101,7 @@ def record(model: str, stage: str, experiment_key: str, data: dict, trained: Tra
                 client.delete_model_version(version.name, version.version)
         if run_id is not None:
             end(client, run_id, "FAILED" if isinstance(error, Exception) else "KILLED", trained)
-        raise as_tracking_error(error, run_id) from None
+        raise as_tracking_error(error, run_id, tracking_uri()) from None
     if logged is not None and logged.crowned_by:
         crown_if_allowed(client, version, logged.crowned_by)
     return version
@@ -211,35 +210,6 @@ def end(client, run_id: str, status: str, trained: Trained) -> None:
         print(f"MLflow run {run_id} could not be ended {status}: {one_line(error)}")
         return
     print(f"MLflow run {run_id} {status}: {trained.name}")
-
-
-def as_tracking_error(error: BaseException, run_id: str) -> BaseException:
-    """MLflow's errors, and a full disk, as one line naming the run and the store."""
-    from mlflow.exceptions import MlflowException
-
-    if isinstance(error, MlflowException | OSError) and not isinstance(error, TrackingError):
-        uri = tracking_uri()
-        what = (f"MLflow run {run_id}" if run_id else "MLflow") + (f" in {uri}" if is_server(uri) or not run_id else "")
-        if full := disk_full(error, uri):
-            return TrackingError(f"{what}: no space left on the device of {full}; free space there and run "
-                                 "again (the outputs are still the last good run's)")
-        return TrackingError(f"{what}: {one_line(error)}")
-    return error
-
-
-def disk_full(error: BaseException, uri: str) -> str | None:
-    """Where a full disk is behind `error` (MLflow wraps what it met), else None."""
-    while error is not None:
-        if "database or disk is full" in str(error):  # sqlite's own words
-            return uri.removeprefix("sqlite:///")
-        # shutil.copytree gathers its files' errors into one shutil.Error: [(source, destination, why), ...]
-        if isinstance(error, OSError) and (error.errno == errno.ENOSPC or "No space left on device" in str(error)):
-            copied = error.args[0] if error.args and isinstance(error.args[0], list) else []
-            path = error.filename2 or error.filename or (copied[0][1] if copied and len(copied[0]) == 3 else None)
-            return path or f"the temporary folder ({tempfile.gettempdir()}) or the store's artifacts folder"
-        error = error.__cause__ or error.__context__
-    return None
-
 
 
 def log_datasets(datasets: dict, attempts: int = 4) -> None:

@@ -23,7 +23,7 @@ from regression.data import CLASSIFICATION, DATASETS
 from regression.headline import HEADLINE, LOSS, TRAIN, has, metric, ranked_by
 from regression.params import read_yaml
 from regression.params_schema import SEARCH_KEYS
-from tracking.access import REFUSED, TrackingError, check_server, is_server
+from tracking.access import TrackingError, check_server, is_server, one_line, refusal
 from tracking.naming import dataset_of, experiment_keys, experiment_name
 
 # MLflow reads these per request; unset, a dead server costs minutes of retries.
@@ -110,17 +110,6 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
 
 
-def one_line(error: BaseException) -> str:
-    """The first line of an error's message, without SQLAlchemy's background link."""
-    text = str(getattr(error, "orig", None) or error).strip().splitlines()
-    return text[0][:300] if text else type(error).__name__
-
-
-def refusal(error: BaseException) -> str:
-    """One line for a server's refusal: an account it does not know (401) says which settings to fix."""
-    return REFUSED if getattr(error, "get_http_status_code", lambda: None)() == 401 else one_line(error)
-
-
 def open_experiment(key: str) -> str:
     """Point MLflow at the store (set up once, checked reachable) and an experiment (a dataset's,
     or its sweeps': `naming.experiment_name`); its id."""
@@ -192,13 +181,10 @@ def holders(database: Path) -> str:
 
 
 def keep_planner_statistics(database: Path) -> None:
-    """Measure an sqlite store's tables for sqlite's query planner again once its runs have doubled.
+    """Measure an sqlite store's tables for its query planner again once its runs have doubled (ANALYZE).
 
-    Without these statistics sqlite plans MLflow's search ranked by a metric (what `make compare`
-    and the UI's run list ask) as a scan of every run's metric per run: 4.5 s at 10,000 runs,
-    against 0.07 s with them. Measuring (ANALYZE) takes 0.3 s at 10,000 runs, so it is done only
-    when the runs have doubled since the last time: a few times in a store's life. PostgreSQL
-    keeps its own statistics (autovacuum).
+    Without statistics sqlite plans MLflow's search ranked by a metric (`make compare`, the UI's run
+    list) as a scan of every run's metrics: far slower at 10,000 runs (benchmarks/store.py times it).
     """
     import contextlib
     import sqlite3
