@@ -72,7 +72,7 @@ def test_make_run_ends_with_each_models_metrics_and_run(reproduced):
     assert heading.startswith("MLflow (make ui)"), output
     assert len(links) == len(keys), output
     for link, key in zip(links, keys):
-        experiment = client.get_experiment_by_name(f"regression-lesson/{key}").experiment_id
+        experiment = client.get_experiment_by_name(key).experiment_id
         assert link.split()[0] == key and f"/#/experiments/{experiment}/runs?" in link, link
     assert all(command in more for command in ("make compare", "make exps", "dvc plots show")), more
 
@@ -91,8 +91,8 @@ def test_each_dataset_has_its_own_experiment(reproduced):
             model = r.data.tags.get("model") or r.data.tags["sweep.model"]
             found.setdefault(experiment.name, []).append(dataset_of[model])
     assert {name: set(datasets) for name, datasets in found.items()} == {
-        "regression-lesson/synthetic": {"synthetic"}, "regression-lesson/fashion-mnist": {"fashion-mnist"},
-        "regression-lesson/fashion-mnist/sweeps": {"fashion-mnist"}}  # a sweep's runs, apart
+        "synthetic": {"synthetic"}, "fashion-mnist": {"fashion-mnist"},
+        "fashion-mnist/sweeps": {"fashion-mnist"}}  # a sweep's runs, apart
 
 
 def compare_rows(output: str, model: str) -> list[dict[str, str]]:

@@ -113,9 +113,9 @@ def test_the_api_answers_401_without_or_with_a_wrong_password_403_to_a_reader_wr
     assert ask(team, SEARCH)[0] == 401
     assert ask(team, SEARCH, "alice", "not-her-password")[0] == 401
     status, body = ask(team, SEARCH, "rita")
-    assert status == 200 and "regression-lesson/synthetic" in body.decode()
+    assert status == 200 and "synthetic" in body.decode()
     experiment = json.loads(ask(team, "/api/2.0/mlflow/experiments/get-by-name?experiment_name="
-                                      "regression-lesson/synthetic", "rita")[1])["experiment"]["experiment_id"]
+                                      "synthetic", "rita")[1])["experiment"]["experiment_id"]
     assert ask(team, "/api/2.0/mlflow/runs/create", "rita", method="POST",
                body={"experiment_id": experiment})[0] == 403
     assert ask(team, "/api/2.0/mlflow/runs/create", "bob", method="POST",
@@ -171,7 +171,7 @@ def test_an_editor_records_as_themself_a_reader_is_refused_at_once_promote_needs
         if key.startswith("MLFLOW_"):
             monkeypatch.setenv(key, value)
     client = MlflowClient(team.url)
-    experiment = client.get_experiment_by_name("regression-lesson/synthetic").experiment_id
+    experiment = client.get_experiment_by_name("synthetic").experiment_id
     [recorded] = client.search_runs([experiment], "tags.model = 'linear'")
     [version] = client.search_model_versions(f"run_id = '{recorded.info.run_id}'")
     assert recorded.info.status == "FINISHED" and recorded.info.user_id == "alice", alice.stdout
@@ -192,7 +192,7 @@ def test_an_editor_records_as_themself_a_reader_is_refused_at_once_promote_needs
     kept = {p: p.read_bytes() for p in outputs}
     refusals = {
         "rita": f"error: MLflow tracking server {team.url}: account 'rita' holds READ on experiment "
-                "'regression-lesson/synthetic'; recording runs needs EDIT (ask the server's admin)",
+                "'synthetic'; recording runs needs EDIT (ask the server's admin)",
         None: f"error: MLflow tracking server {team.url}: it refused the account (401: no or a wrong "
               "MLFLOW_TRACKING_USERNAME or MLFLOW_TRACKING_PASSWORD; the server's admin makes accounts with "
               "`make user`)"}

@@ -218,7 +218,7 @@ def recorded_runs(project: Path) -> list:
     if not (project / "mlflow.db").exists():
         return []
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("regression-lesson/fashion-mnist/sweeps")
+    experiment = client.get_experiment_by_name("fashion-mnist/sweeps")
     return client.search_runs([experiment.experiment_id], run_view_type=3) if experiment else []
 
 

@@ -33,12 +33,11 @@ from projects import (
     wait_for_http,
 )
 from regression.data import CLASSIFICATION, REGRESSION
-from tracking.naming import EXPERIMENT_PREFIX
 from tracking.store import VIEW_TAG, experiment_tags, lesson_view, open_experiment
 from tracking.ui import compare_url, run_list_url
 
 OUTPUT = Path(__file__).with_name("output") / "ui"
-FASHION, SYNTHETIC = f"{EXPERIMENT_PREFIX}/fashion-mnist", f"{EXPERIMENT_PREFIX}/synthetic"  # the experiments
+FASHION, SYNTHETIC = "fashion-mnist", "synthetic"  # the experiments
 SWEEPS = f"{FASHION}/sweeps"
 PAGE_SECONDS = 60  # for a page to show its data; it takes 2-5 s
 LR, TEST_ACCURACY, RUN_NAME = "params.`lr`", "metrics.`test_accuracy`", "attributes.`Run Name`"
@@ -125,6 +124,27 @@ def test_every_store_gets_the_same_saved_views(tmp_path):
     assert views[0] == views[1]
     assert {name: json.loads(tag)["name"] for name, tag in views[0].items()} == {
         FASHION: view_name(CLASSIFICATION), SYNTHETIC: view_name(REGRESSION)}
+
+
+def test_the_ui_lists_the_datasets_experiments_by_short_names_and_no_empty_default(tmp_path, monkeypatch):
+    """The UI's list shows some 17 characters of a name, so the names are the datasets' own; a new
+    local store has no empty "Default" beside them; a store from before keeps its runs, renamed."""
+    new = f"sqlite:///{tmp_path / 'new' / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", new)
+    open_experiment("fashion-mnist/sweeps")
+    open_experiment(SYNTHETIC)
+    client = MlflowClient(new)
+    assert sorted(e.name for e in client.search_experiments()) == ["fashion-mnist/sweeps", SYNTHETIC]
+    assert max(len(e.name) for e in client.search_experiments()) <= 20
+
+    older = f"sqlite:///{tmp_path / 'older' / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", older)
+    client = MlflowClient(older)
+    kept = client.create_run(client.create_experiment(f"regression-lesson/{SYNTHETIC}")).info.run_id
+    client.create_run("0")  # a store whose Default holds a run keeps it
+    experiment = open_experiment(SYNTHETIC)
+    assert client.get_run(kept).info.experiment_id == experiment
+    assert {e.name for e in client.search_experiments()} == {SYNTHETIC, "Default"}
 
 
 def test_one_experiment_for_every_dataset_when_mlflow_experiment_name_is_set(tmp_path, monkeypatch):

@@ -31,7 +31,6 @@ PARENT_TAG, SWEEP_TAG, TRIAL_TAG = "mlflow.parentRunId", "sweep.run_id", "sweep.
 SWEEP_MODEL_TAG, TRIALS_TAG, CHOSEN_TRIAL_TAG = "sweep.model", "sweep.trials", "sweep.chosen_trial"
 CHOSEN_TAG = "sweep.chosen"  # a sweep's run and its champion version's: the settings it chose
 MODEL_DIGEST_TAG = "model.sha256"  # a model stage's run: the model file it wrote (`run_of_outputs`)
-EXPERIMENT_PREFIX = "regression-lesson"
 NAME_WIDTH = 40  # a run name's model and changed params, in the UI's run list
 SWEEPS = "/sweeps"  # after a dataset's name: the experiment of its sweeps
 
@@ -47,10 +46,10 @@ def dataset_of(key: str) -> str:
 
 
 def experiment_name(key: str) -> str:
-    """The experiment an experiment key's runs go to: `regression-lesson/<dataset>` for the
-    lesson's runs, `regression-lesson/<dataset>/sweeps` for the sweeps; or, as MLflow does,
-    MLFLOW_EXPERIMENT_NAME if set (one experiment for every run)."""
-    return os.environ.get("MLFLOW_EXPERIMENT_NAME") or f"{EXPERIMENT_PREFIX}/{key}"
+    """The experiment an experiment key's runs go to: the key itself (`fashion-mnist`, and
+    `fashion-mnist/sweeps` for its sweeps: short, as the UI's list shows some 17 characters of a
+    name); or, as MLflow does, MLFLOW_EXPERIMENT_NAME if set (one experiment for every run)."""
+    return os.environ.get("MLFLOW_EXPERIMENT_NAME") or key
 
 
 def model_datasets(params: dict) -> dict[str, str]:

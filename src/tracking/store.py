@@ -1,15 +1,10 @@
 """The tracking store: where it is, and opening it with its experiments (MLflow imported here).
 
-The store is `MLFLOW_TRACKING_URI` if set (e.g. an `mlflow server` over HTTP), else
-`mlflow.db` (sqlite) at the project root with artifacts in `mlartifacts/` beside it, both by
-absolute path: `dvc exp run --temp/--queue` runs in a copy under `<root>/.dvc/tmp/exps/`, and
-its runs land in the same store. An sqlite store is created and migrated under a file lock, so
-parallel stages (queued experiments on several workers) never race to set it up. Every HTTP
-request to a server is bounded (see `HTTP_BOUNDS`), so a dying server fails a stage in seconds.
-
-Each dataset's runs have their own experiment, and its sweeps another (`naming.experiment_name`);
-each opens in the UI's model-training view with the lesson's saved view of the run list for
-its task (`lesson_view`).
+The store is `MLFLOW_TRACKING_URI` if set (e.g. an `mlflow server`), else `mlflow.db` (sqlite) at
+the project root, artifacts in `mlartifacts/` beside it, by absolute path: runs of `dvc exp run
+--temp/--queue` (in a copy under `<root>/.dvc/tmp/exps/`) land there too. An sqlite store is set up
+under a file lock (parallel stages never race); HTTP requests are bounded (`HTTP_BOUNDS`). Each
+dataset's runs, and its sweeps', have an experiment with the lesson's saved view (`lesson_view`).
 """
 
 import json
@@ -30,9 +25,9 @@ from tracking.naming import dataset_of, experiment_keys, experiment_name
 HTTP_BOUNDS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
                "MLFLOW_HTTP_REQUEST_TIMEOUT": "8"}
 STORE_LOCK_SECONDS = 120
-# How long a stage waits for an sqlite store another process holds locked, beyond MLflow's own 20 s
-# per statement, before it says so.
-STORE_BUSY_SECONDS = 120
+DEFAULT_EXPERIMENT = "0"  # MLflow's "Default"
+OLD_PREFIX = "regression-lesson/"  # the experiments' names before they were the datasets' own
+STORE_BUSY_SECONDS = 120  # waited for an sqlite store another process holds, beyond MLflow's 20 s
 SHARED_VIEW = "mlflow.sharedViewState."  # the UI's tag prefix for saved views
 VIEW_KEY = "lesson"
 VIEW_TAG = SHARED_VIEW + VIEW_KEY  # the experiment tag holding the lesson's saved view
@@ -40,19 +35,10 @@ NEWEST_FIRST = "attributes.start_time"  # the UI's sort by "Created"
 
 
 def lesson_view(task: str, sweeps: bool = False) -> dict[str, str]:
-    """The lesson's saved view of the run list for a task's runs (or its sweeps'), as the
-    experiment tag holding it.
-
-    Which columns the run list shows, and its sort, live in the UI, not in the tracking API; a
-    saved view ships them with the store. MLflow's UI keeps one as the tag
-    `mlflow.sharedViewState.<key>`: a JSON envelope {name, createdAt, state} whose state is the
-    UI's persisted state as a JSON string, naming columns as the UI does (params.`lr`,
-    metrics.`test_accuracy`). The view is listed under "Views" above the run list;
-    `ui.run_list_url` links to it. Its params are every param a sweep searches, and the seed;
-    val_accuracy shows only with a validation split; a regressor's runs have no accuracy, and
-    rank by lowest test loss. A sweeps experiment's view lists the newest sweep first, its trials
-    nested under it: each sweep's run carries its chosen trial's settings and validation score,
-    under the names its trials (and the lesson's runs) use.
+    """The lesson's saved view of the run list for a task's runs (or its sweeps'), as the experiment
+    tag MLflow's UI keeps one in (`mlflow.sharedViewState.<key>`: {name, createdAt, state}, the state
+    the UI's own JSON): the searched params and the seed, the headline metrics, best first; a sweeps
+    experiment's newest sweep first, its trials nested under it. Listed under "Views" in the UI.
     """
     classifies = task == CLASSIFICATION
     order_by = ranked_by(classifies)
@@ -77,10 +63,8 @@ def lesson_view(task: str, sweeps: bool = False) -> dict[str, str]:
 
 
 def experiment_tags(key: str) -> dict[str, str]:
-    """The tags of an experiment (a dataset's, or its sweeps': `naming.experiment_name`): the UI's
-    model-training view, and the lesson's saved view for its task (set only where missing: see
-    experiment_id). One experiment for every dataset (MLFLOW_EXPERIMENT_NAME) gets the
-    classifiers' view, as the lesson's did."""
+    """An experiment's tags: the UI's model-training kind and the lesson's saved view for its task
+    (one experiment for every dataset, MLFLOW_EXPERIMENT_NAME, gets the classifiers')."""
     one_for_all = bool(os.environ.get("MLFLOW_EXPERIMENT_NAME"))
     task = CLASSIFICATION if one_for_all else DATASETS[dataset_of(key)]
     sweeps = key != dataset_of(key) and not one_for_all
@@ -199,6 +183,16 @@ def keep_planner_statistics(database: Path) -> None:
             connection.commit()
 
 
+def drop_empty_default() -> None:
+    """Delete a local store's "Default" experiment while it holds no run: an empty one in the UI's list."""
+    import mlflow
+
+    default = mlflow.get_experiment(DEFAULT_EXPERIMENT)
+    if default.lifecycle_stage == "active" and not mlflow.search_runs([DEFAULT_EXPERIMENT], max_results=1,
+                                                                        output_format="list"):
+        mlflow.delete_experiment(DEFAULT_EXPERIMENT)
+
+
 def opened() -> dict[str, str] | None:
     """For the commands: {experiment key: experiment id} for the experiments params.yaml's stages
     record into (each model's dataset, each swept model's dataset's sweeps), or None once the
@@ -224,7 +218,12 @@ def experiment_id(uri: str, key: str) -> str:
     database = sqlite_path(uri)
     try:
         experiment = mlflow.get_experiment_by_name(name)
+        if experiment is None and (older := mlflow.get_experiment_by_name(f"{OLD_PREFIX}{name}")):
+            mlflow.MlflowClient().rename_experiment(older.experiment_id, name)  # a store from before the short names
+            experiment = mlflow.get_experiment(older.experiment_id)
         if experiment is None:
+            if database is not None:
+                drop_empty_default()
             # An sqlite store keeps artifacts beside its file; a server decides for itself.
             location = (database.resolve().parent / "mlartifacts").as_uri() if database else None
             try:
