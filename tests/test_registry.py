@@ -11,7 +11,8 @@ from projects import PROJECT
 from tracking import access, registry
 from tracking.compare import metrics_file
 from tracking.naming import SELECTED_BY_TAG
-from tracking.registry import choose, main, rank_key
+from regression.headline import HEADLINE
+from tracking.registry import claimed, deciding_metric, main, rank_key, ranked
 from tracking.store import HTTP_BOUNDS
 
 
@@ -31,11 +32,10 @@ def test_runs_rank_by_the_first_headline_metric_they_have():
 def test_the_champion_is_the_best_by_the_first_metric_some_version_has():
     versions = [version(1, test_accuracy=0.95), version(2, val_accuracy=0.8, test_accuracy=0.7),
                 version(3, val_accuracy=0.82, test_accuracy=0.6), version(4, val_accuracy=0.82, test_accuracy=0.6)]
-    best, metric = choose(versions)
-    assert (best.version, metric) == ("3", "val_accuracy")  # a tie goes to the earlier version
-    best, metric = choose([version(1, test_loss=0.2), version(2, test_loss=0.1)])
-    assert (best.version, metric) == ("2", "test_loss")  # smaller is better for a loss
-    assert choose([version(1)]) is None
+    assert [v.version for v in ranked(versions)] == ["3", "4", "2", "1"]  # a tie goes to the earlier version
+    [best, _] = ranked([version(1, test_loss=0.2), version(2, test_loss=0.1)])
+    assert best.version == "2" and deciding_metric(claimed(best)) == "test_loss"  # smaller is better for a loss
+    assert ranked([version(1)]) == []
 
 
 def test_a_models_metrics_file_is_where_dvc_yaml_writes_it(monkeypatch):
@@ -70,12 +70,39 @@ def store(project, monkeypatch):
     return MlflowClient(uri)
 
 
-def register(client, name: str, *tag_sets: dict) -> None:
-    """Versions 1, 2, ... of `name`, each of run id `run<n>` named `run <n>` unless its tags say otherwise."""
+def register(client, name: str, *tag_sets: dict) -> list[str]:
+    """Versions 1, 2, ... of `name`, each of a run that recorded the metrics its tags claim, named
+    `run <n>` unless its tags say otherwise; the runs' ids."""
     client.create_registered_model(name)
+    experiment = client.get_experiment_by_name("registered") or client.create_experiment("registered")
+    experiment = getattr(experiment, "experiment_id", experiment)
+    runs = []
     for number, tags in enumerate(tag_sets, 1):
-        client.create_model_version(name, "file:///nowhere", f"run{number}",
-                                    tags={"run_name": f"run {number}"} | tags)
+        run = client.create_run(experiment).info.run_id
+        for key in HEADLINE:
+            if key in tags:
+                client.log_metric(run, key, float(tags[key]))
+        client.create_model_version(name, "file:///nowhere", run, tags={"run_name": f"run {number}"} | tags)
+        runs.append(run)
+    return runs
+
+
+def test_make_promote_crowns_no_version_whose_claim_its_run_does_not_bear_out(store, capsys):
+    """An editor may tag a version (`set-tag`) or register one carrying forged headline metrics: the
+    version is passed over, said in one line, and the best version its run bears out is crowned."""
+    register(store, "fashion-mnist-softmax_nn", {"val_accuracy": "0.85"}, {"val_accuracy": "0.8"},
+             {"val_accuracy": "0.7"})
+    store.set_model_version_tag("fashion-mnist-softmax_nn", "2", "val_accuracy", "0.999")  # forged after
+    assert main([]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "fashion-mnist-softmax_nn: version 2 not crowned: it claims val_accuracy 0.999, its run recorded 0.8000",
+        "fashion-mnist-softmax_nn: champion -> version 1, val_accuracy 0.85", "    from run 'run 1'"]
+    register(store, "synthetic-linear", {"test_loss": "0.1"})
+    store.set_model_version_tag("synthetic-linear", "1", "test_loss", "0.01")
+    assert main(["--model", "synthetic-linear"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "synthetic-linear: no version's claim is borne out by its run; nothing promoted")
+    assert store.get_registered_model("synthetic-linear").aliases == {}
 
 
 def test_make_promote_crowns_the_best_version_of_each_model_or_of_the_one_named(store, capsys):
@@ -95,10 +122,11 @@ def test_make_promote_crowns_the_best_version_of_each_model_or_of_the_one_named(
     register(store, "fashion-mnist-mlp", {"val_accuracy": "0.9", "run_name": "r" * 200})
     register(store, "fashion-mnist-softmax_scratch", {"note": "no metric"})
     store.create_registered_model("synthetic-linear_nn")  # a version without a run name: its run's id
-    store.create_model_version("synthetic-linear_nn", "file:///nowhere", "0123abcd",
-                               tags={"test_loss": "0.5"})
+    unnamed = store.create_run(store.get_experiment_by_name("registered").experiment_id).info.run_id
+    store.log_metric(unnamed, "test_loss", 0.5)
+    store.create_model_version("synthetic-linear_nn", "file:///nowhere", unnamed, tags={"test_loss": "0.5"})
     assert main(["--model", "synthetic-linear_nn"]) == 0
-    assert capsys.readouterr().out.splitlines()[1] == "    from run '0123abcd'"
+    assert capsys.readouterr().out.splitlines()[1] == f"    from run '{unnamed}'"
     register(store, "synthetic-exact", {"test_loss": "0.5", "run_name": "e" * 105})
     assert main(["--model", "synthetic-exact"]) == 0
     assert capsys.readouterr().out.splitlines()[1] == "    from run '" + "e" * 105 + "'"  # 120 columns: whole

@@ -266,3 +266,29 @@ def test_only_a_manager_renames_or_deletes_a_registered_model_and_readers_create
     assert ask(team, f"{models}/rename", "bob", method="POST", body={"name": "bobs", "new_name": "bobs2"})[0] == 200
     assert ask(team, f"{models}/rename", "admin", method="POST", body={"name": "steered", "new_name": "kept"})[0] == 200
     assert ask(team, f"{models}/delete", "admin", method="DELETE", body={"name": "kept"})[0] == 200
+
+
+@pytest.mark.slow
+def test_a_version_an_editor_tags_with_forged_metrics_is_not_crowned(team):
+    """An editor may tag a model version (EDIT), so its headline tags are a claim: `make promote`
+    crowns the best version whose run recorded what it claims, and names the one it passed over."""
+    api = "/api/2.0/mlflow"
+    status, body = ask(team, f"{api}/experiments/create", "admin", method="POST", body={"name": "forgery"})
+    experiment = json.loads(body)["experiment_id"]
+    assert ask(team, f"{api}/registered-models/create", "admin", method="POST", body={"name": "forged"})[0] == 200
+    for loss in (0.1, 0.9):  # versions 1 and 2
+        run_id = json.loads(ask(team, f"{api}/runs/create", "admin", method="POST",
+                                body={"experiment_id": experiment})[1])["run"]["info"]["run_id"]
+        assert ask(team, f"{api}/runs/log-metric", "admin", method="POST",
+                   body={"run_id": run_id, "key": "test_loss", "value": loss, "timestamp": 0, "step": 0})[0] == 200
+        created = ask(team, f"{api}/model-versions/create", "admin", method="POST", body={
+            "name": "forged", "source": f"runs:/{run_id}/model", "run_id": run_id,
+            "tags": [{"key": "test_loss", "value": str(loss)}]})
+        assert created[0] == 200, created
+    forged = {"name": "forged", "version": "2", "key": "test_loss", "value": "0.0001"}
+    assert ask(team, f"{api}/model-versions/set-tag", "bob", method="POST", body=forged)[0] == 200  # EDIT may
+    promote = [str(BIN / "python"), "-m", "tracking.registry", "--model", "forged"]
+    promoted = run(team.project, *promote, env=client_env(team, "admin"))
+    assert promoted.stdout.splitlines()[:2] == [
+        "forged: version 2 not crowned: it claims test_loss 0.0001, its run recorded 0.9000",
+        "forged: champion -> version 1, test_loss 0.1, chosen on the test set (no validation split)"], promoted.stdout

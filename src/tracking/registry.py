@@ -14,7 +14,7 @@ Usage: python -m tracking.registry [--model NAME]   (`make promote`)
 import argparse
 import sys
 
-from regression.headline import HEADLINE
+from regression.headline import HEADLINE, number
 from tracking.access import require
 from tracking.naming import RUN_NAME_TAG, SELECTED_BY_TAG
 from tracking.searching import PAGE_SIZE, every, versions_tagged
@@ -38,16 +38,26 @@ def deciding_metric(metrics: dict[str, float]) -> str | None:
     return next((name for name in HEADLINE if name in metrics), None)
 
 
-def choose(versions) -> tuple[object, str] | None:
-    """The best version and the metric it was chosen by; ties go to the earlier version."""
-    def metrics(version) -> dict[str, float]:
-        return {name: float(version.tags[name]) for name in HEADLINE if name in version.tags}
+def claimed(version) -> dict[str, float]:
+    """The headline metrics a version's tags claim."""
+    return {name: float(version.tags[name]) for name in HEADLINE if name in version.tags}
 
-    scored = [v for v in versions if deciding_metric(metrics(v))]
-    if not scored:
-        return None
-    best = min(scored, key=lambda v: (rank_key(metrics(v)), int(v.version)))
-    return best, deciding_metric(metrics(best))
+
+def ranked(versions) -> list:
+    """The versions with a headline metric, best first by what they claim; ties go to the earlier version."""
+    return sorted((v for v in versions if deciding_metric(claimed(v))),
+                  key=lambda v: (rank_key(claimed(v)), int(v.version)))
+
+
+def unfounded(client, name: str, version) -> str | None:
+    """What a version of `name` claims that its run did not record (an editor may tag a version, not
+    rewrite a run's history), or None: 'val_accuracy 0.999, its run recorded 0.8599'."""
+    version = client.get_model_version(name, version.version)
+    recorded = client.get_run(version.run_id).data.metrics
+    for name, value in claimed(version).items():
+        if name not in recorded or f"{recorded[name]:.6g}" != f"{value:.6g}":
+            return f"{name} {value:.6g}, its run recorded {number(recorded[name]) if name in recorded else 'none'}"
+    return None
 
 
 def crown(client, name: str, version: str, chosen_by: str) -> None:
@@ -66,17 +76,24 @@ def crowning(name: str) -> tuple[str, str, str, str, str, str]:
 def promote(client, name: str, page_size: int = PAGE_SIZE) -> str:
     """Point `champion` at the best of every version of the registered model `name` (all read:
     their metrics are tags, which the store cannot rank); a line saying what it did."""
-    chosen = choose(versions_tagged(client, name, HEADLINE, page_size))
-    if chosen is None:
+    candidates = ranked(versions_tagged(client, name, HEADLINE, page_size))
+    if not candidates:
         return f"{name}: no version has a {', '.join(HEADLINE)} tag; nothing promoted"
-    version, metric = client.get_model_version(name, chosen[0].version), chosen[1]
     require(*crowning(name))
-    crown(client, name, version.version, metric)
-    first = next(iter(HEADLINE))
-    note = "" if metric == first else ", chosen on the test set (no validation split)"
-    run, value = version.tags.get(RUN_NAME_TAG, version.run_id), float(version.tags[metric])
-    return "\n".join(line if len(line) <= WIDTH else line[:WIDTH - 1] + "…" for line in (
-        f"{name}: {ALIAS} -> version {version.version}, {metric} {value:.4g}{note}", f"    from run '{run}'"))
+    lines = []
+    for candidate in candidates:  # the best whose claim its run bears out
+        if why := unfounded(client, name, candidate):
+            lines.append(f"{name}: version {candidate.version} not crowned: it claims {why}")
+            continue
+        version, metric = client.get_model_version(name, candidate.version), deciding_metric(claimed(candidate))
+        crown(client, name, version.version, metric)
+        note = "" if metric == next(iter(HEADLINE)) else ", chosen on the test set (no validation split)"
+        run, value = version.tags.get(RUN_NAME_TAG, version.run_id), float(version.tags[metric])
+        lines += [f"{name}: {ALIAS} -> version {version.version}, {metric} {value:.4g}{note}", f"    from run '{run}'"]
+        break
+    else:
+        lines.append(f"{name}: no version's claim is borne out by its run; nothing promoted")
+    return "\n".join(line if len(line) <= WIDTH else line[:WIDTH - 1] + "…" for line in lines)
 
 
 def main(argv: list[str] | None = None) -> int:
