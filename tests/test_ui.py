@@ -392,7 +392,7 @@ def test_ui_compares_like_with_like_and_nests_each_sweeps_trials(chromium, pipel
             runs = top_level_runs(client, name)
             steps = {r.info.run_name: list(range(1, int(r.data.params["epochs"]) + 1)) for r in runs}
             metrics = set().union(*(r.data.metrics for r in runs))
-            screenshot = f"charts-{name.split('/', 1)[1].replace('/', '-')}.png"
+            screenshot = f"charts-{name.replace('/', '-')}.png"
             page = load(browser, run_list_url(url, experiment.experiment_id, charts=True),
                         f"{CHARTS_DRAWN} >= {len(metrics)}", screenshot, height=600 + 300 * len(metrics))
             charts = page.evaluate(CHART_SERIES)
