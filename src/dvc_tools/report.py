@@ -57,7 +57,8 @@ def dvc_diff(kind: str, base: str, new: str | None) -> dict:
     command = [sys.executable, "-m", "dvc", kind, "diff", base, *([new] if new else []), "--json", *(["--all"] if kind == "metrics" else [])]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
-        raise ReportError(f"`dvc {kind} diff {base} {new or ''}` failed: {result.stderr.strip().splitlines()[-1:]}")
+        said = result.stderr.strip().splitlines()
+        raise ReportError(f"`dvc {kind} diff {base} {new or ''}` failed: {said[-1] if said else result.returncode}")
     return json.loads(result.stdout or "{}")
 
 
@@ -144,10 +145,11 @@ def report(base: str, new: str | None, out: Path) -> list[str]:
     lines += ["", "## Learning curves", ""]
     for model in models:
         path = f"metrics/{model}/history.json"
-        if "@" in model or not (history(path, base) or history(path, new)):
+        old, now = (None, None) if "@" in model else (history(path, base), history(path, new))
+        if not (old or now):
             lines.append(f"- {model}: no history per epoch (a sweep's trials are in its trials.csv)")
             continue
-        write_bytes_atomic(out / f"{model}-curves.png", png_bytes(curves(model, history(path, base), history(path, new))))
+        write_bytes_atomic(out / f"{model}-curves.png", png_bytes(curves(model, old, now)))
         lines.append(f"![{model}: learning curves, base dashed, new solid]({model}-curves.png)")
     return lines
 
