@@ -7,7 +7,7 @@ for each grid (params.yaml's `sweep.softmax_nn`, and a grid of short trials, 8 x
                     (cluster start, trials, refit on all the training images, MLflow), and its
                     trials' wall time (phase "trials" in $STAGE_TIMINGS)
   dvc queue -j 2    the same grid queued as DVC experiments of train@softmax_nn (DVC's grid
-                    syntax, the same validation split through prepare.validation_size), run by
+                    syntax, the same validation split through datasets.fashion-mnist.validation_size), run by
                     `dvc exp run --run-all -j 2`
   scikit-learn      LogisticRegression(C) (L-BFGS, L2) fitted on the 60,000 training images
                     scaled to [0, 1]; its fit time and test accuracy
@@ -64,7 +64,7 @@ def queue(project: Path, grid: dict, validation_size: int, env: dict) -> float:
     key = "train.softmax_nn"
     sets = [f"{key}.{name}={','.join(map(str, values))}" for name, values in grid.items()]
     sh(["dvc", "exp", "run", "--queue", "train@softmax_nn",
-        "-S", f"prepare.validation_size={validation_size}",
+        "-S", f"datasets.fashion-mnist.validation_size={validation_size}",
         *itertools.chain.from_iterable(("-S", s) for s in sets)], project, env)
     return sh(["dvc", "exp", "run", "--run-all", "-j", "2"], project, env)
 

@@ -1,6 +1,6 @@
-"""Stage `download`: fetch, verify and decompress the Fashion-MNIST IDX files into one folder.
+"""Stage `download@<dataset>`: fetch, verify and decompress a dataset's IDX files into one folder.
 
-Usage: python stages/download.py <output folder>
+Usage: python stages/download.py <dataset> <output folder>
 """
 
 from regression import stage
@@ -8,14 +8,15 @@ from regression.download import download_all, sources_with_override
 
 
 def main(params, args):
-    p = params.download
-    failures = download_all(p.files, sources_with_override(p.sources), args.out, p.timeout_seconds)
-    for failure in failures:
+    row = params.datasets[args.dataset]
+    sources = sources_with_override(row.sources, row.source_env)
+    for failure in download_all(row.files, sources, args.out, row.timeout_seconds, row.source_env):
         print(f"skipped a source: {failure}")
-    print(f"{args.out}: {len(p.files)} files verified")
+    print(f"{args.out}: {len(row.files)} files verified")
 
 
 if __name__ == "__main__":
     parser = stage.parser(__doc__)
+    parser.add_argument("dataset", help="a row of `datasets` in params.yaml")
     parser.add_argument("out", help="folder to write the decompressed IDX files to")
-    stage.run(main, parser, owns="download")
+    stage.run(main, parser, owns=lambda args: f"datasets.{args.dataset}")

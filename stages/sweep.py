@@ -24,7 +24,7 @@ from regression.evaluation import score
 from regression.files import json_bytes, staged_outputs
 from regression.headline import HEADLINE, TEST, TRAIN, VAL, metric
 from regression.models import MODELS, model_bytes
-from regression.params import ParamsError, check_entry
+from regression.params import ParamsError, check_entry, dataset_names, dataset_problems
 from regression.search import CHOSEN_BY, choose, setting_text, settings_of, table_bytes, trials
 from regression.sweep_dask import cluster, describe, run_trials
 from regression.timing import phases
@@ -51,7 +51,10 @@ def main(params, args):
     except (OSError, ValueError) as error:
         raise ParamsError(f"{args.base}: cannot read the params sweep.{name} searches around ({error}); "
                           "`dvc repro params` writes it") from None
-    settings = [check_entry(name, trial, MODELS) for trial in trials(base, sweep)]
+    datasets = dataset_names(params.file)
+    if problems := dataset_problems(f"sweep.{name}.dataset", sweep.dataset, datasets, base["architecture"], MODELS):
+        raise ParamsError("params.yaml: invalid params:\n" + "\n".join(problems))
+    settings = [check_entry(name, trial, MODELS, datasets) for trial in trials(base, sweep)]
     trial_params = [s.model_dump() for s in settings]
     spec = MODELS[base["architecture"]]
     with phases("data load"):

@@ -17,12 +17,12 @@ pytest_plugins = ["projects", "postgres", "browser"]
 
 TRUE_W, TRUE_B, NOISE_STD = [2.0, -3.4], 4.2, 0.01
 
-# Per task, the params a test trains with unless it says otherwise: the lesson's for the linear
-# model; for the softmax models a few quick epochs on the tiny images.
+# Per kind of data an architecture takes, the params a test trains with unless it says otherwise:
+# the lesson's for the linear model; for the softmax models a few quick epochs on the tiny images.
 TRAIN_PARAMS = {
-    "regression": {"dataset": "synthetic", "seed": 0, "lr": 0.05, "batch_size": 100, "epochs": 10,
+    "features": {"dataset": "synthetic", "seed": 0, "lr": 0.05, "batch_size": 100, "epochs": 10,
                    "init_std": 0.01},
-    "classification": {"dataset": "fashion-mnist", "seed": 0, "lr": 0.1, "batch_size": 32, "epochs": 3,
+    "images": {"dataset": "fashion-mnist", "seed": 0, "lr": 0.1, "batch_size": 32, "epochs": 3,
                        "init_std": 0.01},
 }
 
@@ -103,14 +103,14 @@ class Trainable:
 def trainable(tiny_fashion, linear_data):
     """make(name, validation=0, **params) -> a fresh Trainable; `validation` rows of the training
     data are held out (seed 0) as a validation split; params override TRAIN_PARAMS."""
-    from regression.data import REGRESSION, hold_out
-    from regression.fashion_mnist import CLASSES
+    from regression.data import hold_out
+    from idx_files import CLASSES
     from regression.models import MODELS
     from regression.training import as_splits, new_model
 
     def make(name: str, validation: int = 0, **params) -> Trainable:
         spec = MODELS[name]  # an architecture of the table, trained as the model of the same name
-        if spec.task == REGRESSION:
+        if not spec.classifies:
             arrays, meta, classes = linear_data.arrays, linear_data.meta, ()
         else:
             arrays, classes = tiny_fashion, CLASSES
@@ -119,7 +119,7 @@ def trainable(tiny_fashion, linear_data):
             train_part, validation_part = hold_out(*arrays["train"], validation, seed=0)
             arrays = {"train": train_part, "val": validation_part, "test": arrays["test"]}
         splits = as_splits(arrays, spec)
-        p = spec.params(architecture=name, **(TRAIN_PARAMS[spec.task] | own_params_in_project(name) | params))
+        p = spec.params(architecture=name, **(TRAIN_PARAMS[spec.takes] | own_params_in_project(name) | params))
         model, config = new_model(name, splits["train"], classes, p)
         return Trainable(name, spec, config, model, splits, p, meta)
 

@@ -1,9 +1,10 @@
 """Temporary copies of the project in real git repos, and ways to run DVC and the stages in them.
 
-Downloads come from tiny Fashion-MNIST IDX files served over HTTP from 127.0.0.1 (the
+Downloads come from tiny Fashion-MNIST look-alike IDX files served over HTTP from 127.0.0.1 (the
 download stage's real code path); the MLflow store is the copy's own `mlflow.db`.
 """
 
+import contextlib
 import functools
 import gzip
 import http.server
@@ -40,10 +41,11 @@ VARIANT = "mlp_wide"
 VARIANT_PARAMS = {**PARAMS["train"]["mlp"], "architecture": "mlp", "hidden": 512}
 MODELS = [*PARAMS["train"], VARIANT]  # the models of the shared projects
 SWEPT_MODELS = list(PARAMS.get("sweep", {}))  # the models with a sweep stage
-STAGES = ({name for name, stage in DVC_YAML["stages"].items() if "foreach" not in stage}
-          | {f"train@{m}" for m in MODELS} | {f"sweep@{m}" for m in SWEPT_MODELS})
+KEYS = {"${datasets}": list(PARAMS["datasets"]), "${train}": MODELS, "${sweep}": SWEPT_MODELS}  # of each foreach
+STAGES = {name if "foreach" not in stage else f"{name}@{key}"
+          for name, stage in DVC_YAML["stages"].items() for key in KEYS.get(stage.get("foreach"), [None])}
 # A sweep the tiny data can hold: 4 trials of 2 epochs, 100 of the 500 training images held out.
-TINY_SWEEP = {"validation_size": 100, "seed": 0, "sample": 0,
+TINY_SWEEP = {"dataset": "fashion-mnist", "validation_size": 100, "seed": 0, "sample": 0,
               "grid": {"lr": [0.1, 0.5], "epochs": [2], "batch_size": [50], "weight_decay": [0, 0.001],
                        "schedule": ["cosine"]}}
 
@@ -127,8 +129,8 @@ def make_project(dest: Path, source_url: str, files: dict) -> Path:
             shutil.copy2(src, dst)
 
     def tiny_data(params):
-        params["download"]["sources"] = [source_url, "file:///nonexistent/fashion-mnist/"]
-        params["download"]["files"] = files
+        params["datasets"]["fashion-mnist"]["sources"] = [source_url, "file:///nonexistent/fashion-mnist/"]
+        params["datasets"]["fashion-mnist"]["files"] = files
         params["sweep"] = {model: TINY_SWEEP for model in SWEPT_MODELS}
         params["train"][VARIANT] = VARIANT_PARAMS
     edit_params(dest, tiny_data)
@@ -145,16 +147,25 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+@contextlib.contextmanager
+def served(folder: Path):
+    """The files of `folder` over HTTP on 127.0.0.1: yields the URL."""
+    handler = functools.partial(QuietHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/"
+    finally:
+        server.shutdown()
+
+
 @pytest.fixture(scope="session")
 def data_server(tmp_path_factory):
     """Tiny Fashion-MNIST .gz files over HTTP on 127.0.0.1; yields (url, expected files)."""
     folder = tmp_path_factory.mktemp("mirror")
     write_tiny_fashion_mnist(folder, n_train=500, n_test=100)
-    handler = functools.partial(QuietHandler, directory=str(folder))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/", expected_files(folder)
-    server.shutdown()
+    with served(folder) as url:
+        yield url, expected_files(folder)
 
 
 def snapshot(project: Path) -> dict:
@@ -274,7 +285,7 @@ def queue_experiments(project: Path, uri: str | None = None) -> str:
     the store `uri` (None: no MLFLOW_TRACKING_URI, the project's own); the output."""
     env = environment(PYTHONPATH="src", **({"MLFLOW_TRACKING_URI": uri} if uri else {}))
     queued = run(project, "dvc", "exp", "run", "--queue", "train@softmax_nn",
-                 "-S", "prepare.validation_size=100", "-S", "train.softmax_nn.epochs=2",
+                 "-S", "datasets.fashion-mnist.validation_size=100", "-S", "train.softmax_nn.epochs=2",
                  "-S", f"train.softmax_nn.lr={','.join(SWEEP_LEARNING_RATES)}", env=env)
     queued_linear = run(project, "dvc", "exp", "run", "--queue", "train@linear",
                         "-S", f"train.linear.lr={','.join(LINEAR_LEARNING_RATES)}", env=env)

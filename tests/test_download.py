@@ -29,7 +29,6 @@ from idx_files import write_tiny_fashion_mnist
 from regression import PipelineError
 from regression.download import (
     CHUNK,
-    SOURCE_ENV,
     DownloadError,
     decompress_and_verify,
     download_all,
@@ -43,6 +42,7 @@ from regression.params import read_yaml
 from regression.params_schema import ExpectedFile
 
 PROJECT = Path(__file__).resolve().parents[1]
+SOURCE_ENV = read_yaml(PROJECT / "params.yaml")["datasets"]["fashion-mnist"]["source_env"]
 TIMEOUT = 5
 SHORT_TIMEOUT = 1.0  # for the tests that wait for a deadline
 # A deadline that works ends a download in about SHORT_TIMEOUT; one that does not leaves it
@@ -167,7 +167,7 @@ def test_all_files_download_decompress_and_verify(tmp_path, mirror, serve, trans
     source = folder_url(folder) if transport == "file" else serve(folder)
     out_dir = tmp_path / "data" / "fashion-mnist"
 
-    failures = download_all(files, [source], out_dir, TIMEOUT)
+    failures = download_all(files, [source], out_dir, TIMEOUT, SOURCE_ENV)
 
     assert failures == []
     assert_downloaded(out_dir, folder, files)
@@ -181,7 +181,7 @@ def test_corrupt_source_falls_through_to_the_next(tmp_path, mirror, bad_mirror, 
     good = serve(folder) if bad_transport == "file" else folder_url(folder)
     out_dir = tmp_path / "data" / "fashion-mnist"
 
-    failures = download_all(files, [bad, good], out_dir, TIMEOUT)
+    failures = download_all(files, [bad, good], out_dir, TIMEOUT, SOURCE_ENV)
 
     assert_downloaded(out_dir, folder, files)
     # One failure per broken file, each naming the bad URL; the good file needed no fallback.
@@ -215,7 +215,7 @@ def test_connection_lost_mid_transfer_falls_through(tmp_path, mirror, serve):
     cut_short = serve(folder, CutShortChunkedHandler)
     out_dir = tmp_path / "out"
 
-    failures = download_all(files, [cut_short, folder_url(folder)], out_dir, TIMEOUT)
+    failures = download_all(files, [cut_short, folder_url(folder)], out_dir, TIMEOUT, SOURCE_ENV)
 
     assert_downloaded(out_dir, folder, files)
     assert len(failures) == len(files)
@@ -229,7 +229,7 @@ def test_every_source_failing_raises_and_leaves_nothing(tmp_path, mirror, bad_mi
     out_dir = tmp_path / "data" / "fashion-mnist"
 
     with pytest.raises(DownloadError) as caught:
-        download_all(files, sources, out_dir, TIMEOUT)
+        download_all(files, sources, out_dir, TIMEOUT, SOURCE_ENV)
 
     message = str(caught.value)
     assert isinstance(caught.value, PipelineError)  # so a stage reports it in one message
@@ -258,7 +258,7 @@ def test_recompressed_copy_passes_the_checksum(tmp_path, mirror, serve):
         (recompressed / f"{name}.gz").write_bytes(again)
     out_dir = tmp_path / "out"
 
-    assert download_all(files, [serve(recompressed)], out_dir, TIMEOUT) == []
+    assert download_all(files, [serve(recompressed)], out_dir, TIMEOUT, SOURCE_ENV) == []
     assert_downloaded(out_dir, folder, files)
 
 
@@ -269,12 +269,12 @@ def test_existing_output_is_replaced_only_on_success(tmp_path, mirror, bad_mirro
     (out_dir / "old-file").write_text("from an earlier run")
 
     with pytest.raises(DownloadError):
-        download_all(files, [folder_url(bad_mirror)], out_dir, TIMEOUT)
+        download_all(files, [folder_url(bad_mirror)], out_dir, TIMEOUT, SOURCE_ENV)
     assert [p.name for p in out_dir.iterdir()] == ["old-file"]
     assert (out_dir / "old-file").read_text() == "from an earlier run"
     assert leftovers(tmp_path, out_dir) == []
 
-    download_all(files, [folder_url(folder)], out_dir, TIMEOUT)
+    download_all(files, [folder_url(folder)], out_dir, TIMEOUT, SOURCE_ENV)
     assert_downloaded(out_dir, folder, files)  # the old file is gone
     assert leftovers(tmp_path, out_dir) == []
 
@@ -299,7 +299,7 @@ def test_dripping_source_fails_at_the_deadline_and_is_not_tried_again(tmp_path, 
     out_dir = tmp_path / "out"
 
     started = time.monotonic()
-    failures = download_all(files, [dripping, folder_url(folder)], out_dir, SHORT_TIMEOUT)
+    failures = download_all(files, [dripping, folder_url(folder)], out_dir, SHORT_TIMEOUT, SOURCE_ENV)
     elapsed = time.monotonic() - started
 
     assert_downloaded(out_dir, folder, files)
@@ -316,7 +316,7 @@ def test_hanging_source_costs_one_deadline_not_one_per_file(tmp_path, mirror, ha
     out_dir = tmp_path / "out"
 
     started = time.monotonic()
-    failures = download_all(files, [hanging_source.url, folder_url(folder)], out_dir, SHORT_TIMEOUT)
+    failures = download_all(files, [hanging_source.url, folder_url(folder)], out_dir, SHORT_TIMEOUT, SOURCE_ENV)
     elapsed = time.monotonic() - started
 
     assert_downloaded(out_dir, folder, files)
@@ -335,7 +335,7 @@ def test_unreachable_source_is_named_when_a_later_file_fails(tmp_path, mirror):
     refused = refused_source()
 
     with pytest.raises(DownloadError) as caught:
-        download_all(files, [refused, folder_url(partial)], tmp_path / "out", TIMEOUT)
+        download_all(files, [refused, folder_url(partial)], tmp_path / "out", TIMEOUT, SOURCE_ENV)
 
     lines = str(caught.value).splitlines()
     assert lines[0].startswith(f"{last}: ")
@@ -355,7 +355,7 @@ def test_gzip_bomb_is_cut_off_at_the_expected_size(tmp_path, mirror):
         decompress_and_verify(bomb / f"{name}.gz", written, files[name])
     assert written.stat().st_size <= size
 
-    failures = download_all(files, [folder_url(bomb), folder_url(folder)], tmp_path / "out", TIMEOUT)
+    failures = download_all(files, [folder_url(bomb), folder_url(folder)], tmp_path / "out", TIMEOUT, SOURCE_ENV)
     assert_downloaded(tmp_path / "out", folder, files)
     assert len(failures) == 1
     assert failures[0].startswith(f"{file_url(folder_url(bomb), f'{name}.gz')}: decompresses to more "
@@ -368,7 +368,7 @@ def test_short_file_is_rejected(tmp_path, mirror):
     size = files[name].bytes
     short = mirror_with(tmp_path, folder, name, gzip.decompress((folder / f"{name}.gz").read_bytes())[:-1])
 
-    failures = download_all(files, [folder_url(short), folder_url(folder)], tmp_path / "out", TIMEOUT)
+    failures = download_all(files, [folder_url(short), folder_url(folder)], tmp_path / "out", TIMEOUT, SOURCE_ENV)
 
     assert_downloaded(tmp_path / "out", folder, files)
     assert failures == [f"{file_url(folder_url(short), f'{name}.gz')}: "
@@ -418,7 +418,7 @@ def test_endless_download_is_cut_off_at_the_size_a_gzip_can_take(tmp_path, mirro
     folder, files = mirror
     endless = serve(folder, EndlessHandler)
 
-    failures = download_all(files, [endless, folder_url(folder)], tmp_path / "out", TIMEOUT)
+    failures = download_all(files, [endless, folder_url(folder)], tmp_path / "out", TIMEOUT, SOURCE_ENV)
 
     assert_downloaded(tmp_path / "out", folder, files)
     assert len(failures) == len(files)  # a bad file, not a source found down
@@ -463,14 +463,14 @@ def test_sigterm_during_the_stage_cleans_up_and_keeps_the_old_output(tmp_path, h
     for folder in ("src", "stages"):
         shutil.copytree(PROJECT / folder, project / folder, ignore=shutil.ignore_patterns("__pycache__"))
     params = read_yaml(PROJECT / "params.yaml")
-    params["download"].update(sources=[hanging_source.url], timeout_seconds=60)
+    params["datasets"]["fashion-mnist"].update(sources=[hanging_source.url], timeout_seconds=60)
     (project / "params.yaml").write_text(json.dumps(params, indent=2))  # JSON is YAML 1.2
     old_output = project / "data" / "fashion-mnist"
     old_output.mkdir(parents=True)
     (old_output / "old-file").write_text("from an earlier run")
     env = {key: value for key, value in os.environ.items() if key != SOURCE_ENV} | {"PYTHONPATH": "src"}
 
-    stage = subprocess.Popen([sys.executable, "stages/download.py", "data/fashion-mnist"], cwd=project,
+    stage = subprocess.Popen([sys.executable, "stages/download.py", "fashion-mnist", "data/fashion-mnist"], cwd=project,
                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert hanging_source.connected.wait(10), "the stage never reached the source"
@@ -500,10 +500,10 @@ def test_download_stage_does_not_load_torch():
 def test_sources_unchanged_without_override(monkeypatch):
     monkeypatch.delenv(SOURCE_ENV, raising=False)
     sources = ["http://a.example/", "file:///srv/b/"]
-    result = sources_with_override(sources)
+    result = sources_with_override(sources, SOURCE_ENV)
     assert result == sources and result is not sources
     monkeypatch.setenv(SOURCE_ENV, "   ")
-    assert sources_with_override(sources) == sources
+    assert sources_with_override(sources, SOURCE_ENV) == sources
 
 
 @pytest.mark.parametrize("override, listed", [("http://mirror.example/fm/", "http://mirror.example/fm/"),
@@ -513,7 +513,7 @@ def test_override_url_goes_first_and_is_not_repeated(monkeypatch, override, list
     """The same source with or without a final slash is one source."""
     monkeypatch.setenv(SOURCE_ENV, override)
     sources = ["http://a.example/", listed, "file:///srv/b/"]
-    assert sources_with_override(sources) == [override, "http://a.example/", "file:///srv/b/"]
+    assert sources_with_override(sources, SOURCE_ENV) == [override, "http://a.example/", "file:///srv/b/"]
 
 
 def test_override_folder_becomes_a_file_uri(tmp_path, monkeypatch):
@@ -521,14 +521,14 @@ def test_override_folder_becomes_a_file_uri(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv(SOURCE_ENV, "shared/fashion-mnist")  # relative to the working directory
     sources = ["http://a.example/", shared.as_uri()]
-    assert sources_with_override(sources) == [shared.resolve().as_uri(), "http://a.example/"]
+    assert sources_with_override(sources, SOURCE_ENV) == [shared.resolve().as_uri(), "http://a.example/"]
 
 
 def test_override_folder_is_used_for_the_download(tmp_path, mirror, monkeypatch):
     folder, files = mirror
     monkeypatch.setenv(SOURCE_ENV, str(folder))
-    sources = sources_with_override([folder_url(tmp_path / "no-such-folder")])
-    assert download_all(files, sources, tmp_path / "out", TIMEOUT) == []
+    sources = sources_with_override([folder_url(tmp_path / "no-such-folder")], SOURCE_ENV)
+    assert download_all(files, sources, tmp_path / "out", TIMEOUT, SOURCE_ENV) == []
     assert_downloaded(tmp_path / "out", folder, files)
 
 
@@ -549,7 +549,7 @@ def test_a_body_shorter_than_announced_is_reported_as_such(tmp_path, mirror, ser
     folder, files = mirror
     short = serve(folder, ShortHandler)
 
-    failures = download_all(files, [short, folder_url(folder)], tmp_path / "out", TIMEOUT)
+    failures = download_all(files, [short, folder_url(folder)], tmp_path / "out", TIMEOUT, SOURCE_ENV)
 
     assert_downloaded(tmp_path / "out", folder, files)
     sizes = {name: (folder / f"{name}.gz").stat().st_size for name in files}
@@ -560,7 +560,7 @@ def test_a_body_shorter_than_announced_is_reported_as_such(tmp_path, mirror, ser
 def test_each_download_shows_a_progress_bar_in_bytes_that_it_clears(tmp_path, mirror, serve, capsys):
     folder, files = mirror
 
-    assert download_all(files, [serve(folder)], tmp_path / "out", TIMEOUT) == []
+    assert download_all(files, [serve(folder)], tmp_path / "out", TIMEOUT, SOURCE_ENV) == []
 
     err = capsys.readouterr().err
     for name in files:
@@ -603,7 +603,7 @@ def test_a_body_that_stalls_late_fails_at_the_deadline_not_a_whole_deadline_late
     stalling = serve(folder, StallingHandler)
 
     started = time.monotonic()
-    failures = download_all(files, [stalling, folder_url(folder)], tmp_path / "out", STALL_TIMEOUT)
+    failures = download_all(files, [stalling, folder_url(folder)], tmp_path / "out", STALL_TIMEOUT, SOURCE_ENV)
     elapsed = time.monotonic() - started
 
     assert_downloaded(tmp_path / "out", folder, files)
@@ -628,7 +628,7 @@ def test_a_folder_missing_one_file_is_still_tried_for_the_others(tmp_path, mirro
     shutil.copy(folder / f"{first}.gz", only_first)
 
     sources = [folder_url(lacks_first), folder_url(only_first)]
-    failures = download_all(files, sources, tmp_path / "out", TIMEOUT)
+    failures = download_all(files, sources, tmp_path / "out", TIMEOUT, SOURCE_ENV)
 
     assert_downloaded(tmp_path / "out", folder, files)
     [failure] = failures

@@ -78,7 +78,8 @@ def stage_script(stage: dict) -> str:
 
 def test_dvc_yaml_has_the_expected_stages():
     """The expansion above works (otherwise the checks below would check nothing)."""
-    assert {"download", "prepare", "generate", "samples"} <= set(STAGES)
+    per_dataset = {f"{stage}@{dataset}" for stage in ("download", "prepare", "samples") for dataset in PARAMS["datasets"]}
+    assert per_dataset | {"params", "generate"} <= set(STAGES)
     assert {name for name in STAGES if name.startswith("train@")} == {f"train@{m}" for m in PARAMS["train"]}
 
 
@@ -264,6 +265,8 @@ def another(value):
         return value + 1
     if isinstance(value, float):
         return value + 1.5
+    if re.fullmatch(r"[0-9a-f]{64}", value):
+        return value[::-1]  # another sha256, as long
     return f"{value}x"
 
 

@@ -8,8 +8,7 @@ from dvc_tools.experiments import rows_of, short_names, table
 def show_json(experiments: dict[str, dict]) -> list[dict]:
     """`dvc exp show --json` as DVC 3 prints it: the workspace, then the commit with its experiments."""
     def data(train: dict, accuracy: float) -> dict:
-        params = {"prepare": {"seed": 0, "validation_size": 0},
-                  "download": {"files": {"a": {"sha256": "f" * 64}}}, "train": train}
+        params = {"datasets": {"fashion-mnist": {"seed": 0, "files": {"a": {"sha256": "f" * 64}}}}, "train": train}
         metrics = {"metrics/softmax_nn.json": {"data": {"test_accuracy": accuracy, "test_loss": 0.5}},
                    "metrics/linear.json": {"data": {"test_loss": 1.0259e-4, "w_0": 2.0}}}
         return {"params": {"params.yaml": {"data": params}}, "metrics": metrics, "deps": {"x": {"hash": "0" * 32}}}
@@ -49,7 +48,7 @@ def test_what_changed_is_shown_first_and_what_only_some_commits_have_is_no_chang
     does not have (the data files' sizes, say) is no column."""
     show = show_json({"scratch-256": ({}, 0.8331)})
     older = show_json({})[1] | {"rev": "c" * 40, "name": "older"}
-    del older["data"]["params"]["params.yaml"]["data"]["download"]
+    del older["data"]["params"]["params.yaml"]["data"]["datasets"]
     experiment = show[1]["experiments"][0]["revs"][0]["data"]
     for data, batch_size in ((show[1]["data"], 100), (experiment, 256), (older["data"], 100)):
         data["params"]["params.yaml"]["data"]["train"]["softmax_scratch"] = {"batch_size": batch_size}

@@ -19,7 +19,7 @@ def test_dvc_repro_then_dvc_exp_run_train_record_and_register(tmp_path, data_ser
     project = make_project(tmp_path / "project", url, files)
 
     repro = run(project, "dvc", "repro", *LESSON)
-    assert stages_run(repro.stdout) == {"params", "download", "prepare", "generate", *LESSON}, repro.stdout
+    assert stages_run(repro.stdout) == {"params", "download@fashion-mnist", "prepare@fashion-mnist", "generate", *LESSON}, repro.stdout
     assert read_json(project / "metrics/softmax_nn.json")["test_accuracy"] > 0.9  # tiny images: easy
     client = MlflowClient(store_uri(project))
     [run_nn] = runs_by_model(client)["softmax_nn"]

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from regression.fashion_mnist import CLASSES
+from idx_files import CLASSES
 from regression.models import (
     MLP,
     MODELS,

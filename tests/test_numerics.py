@@ -60,7 +60,7 @@ def dataset_folders(tmp_path_factory):
 
     from idx_files import learnable_split
     from regression.data import save_dataset
-    from regression.fashion_mnist import CLASSES
+    from idx_files import CLASSES
 
     import numpy as np
 

@@ -16,7 +16,7 @@ from ruamel.yaml import YAML
 
 from projects import train_command
 from regression.models import MODELS
-from regression.data import DATASETS
+from regression.data import GENERATED, kind
 from regression.params import ParamsError, check_entry, check_unread, load_params, load_section, read_yaml
 from regression.stage import KEPT, way_back
 
@@ -52,11 +52,11 @@ def test_project_params_are_valid(project_params):
     params = load_params(PARAMS_YAML, models=MODELS)
     assert set(params.train) == set(MODELS)
     for name, p in params.train.items():
-        assert p.dataset == MODELS[name].dataset
+        assert kind(p.dataset) == MODELS[name].takes
         assert p.lr == project_params["train"][name]["lr"]
-    assert {name: f.model_dump() for name, f in params.download.files.items()} == \
-        project_params["download"]["files"]
-    assert params.prepare.validation_size == project_params["prepare"]["validation_size"]
+    row = params.datasets[FM]
+    assert {name: f.model_dump() for name, f in row.files.items()} == project_params["datasets"][FM]["files"]
+    assert row.validation_size == project_params["datasets"][FM]["validation_size"]
 
 
 @pytest.mark.parametrize("written", ["1e-3", "1.0e-3", "1E-3"])
@@ -114,6 +114,8 @@ def add_section(name, copy_of):
 
 
 LABELS = "t10k-labels-idx1-ubyte"
+FM = "fashion-mnist"  # the project's row of `datasets`
+ROW = ("datasets", FM)
 
 # (mutation, dotted key the message must name, text of the bad value it must show)
 BAD_PARAMS = {
@@ -128,46 +130,56 @@ BAD_PARAMS = {
     "lr as a bool": (set_value("train", "softmax_nn", "lr", True), "train.softmax_nn.lr", "True"),
     "negative seed": (set_value("train", "linear", "seed", -1), "train.linear.seed", "-1"),
     "seed of 2**64": (set_value("train", "linear", "seed", 2 ** 64), "train.linear.seed", str(2 ** 64)),
-    "prepare seed of 2**64": (set_value("prepare", "seed", 2 ** 64), "prepare.seed", str(2 ** 64)),
-    "negative validation_size": (set_value("prepare", "validation_size", -1),
-                                 "prepare.validation_size", "-1"),
+    "validation seed of 2**64": (set_value(*ROW, "seed", 2 ** 64), f"datasets.{FM}.seed", str(2 ** 64)),
+    "negative validation_size": (set_value(*ROW, "validation_size", -1),
+                                 f"datasets.{FM}.validation_size", "-1"),
     "unknown model": (add_model("resnet"), "train.resnet", "'resnet'"),
     "missing key": (delete("train", "softmax_nn", "epochs"), "train.softmax_nn.epochs", "missing"),
     "missing section": (delete("samples"), "samples", "missing"),
-    "missing prepare section": (delete("prepare"), "prepare", "missing"),
     "unknown extra key": (set_value("train", "softmax_nn", "momentum", 0.9),
                           "train.softmax_nn.momentum", "0.9"),
     "unknown section": (set_value("evaluate", {"batch_size": 10}), "evaluate", "{'batch_size': 10}"),
     "misspelled section beside the right one": (add_section("trian", "train"), "trian",
                                                 "did you mean 'train'?"),
-    "misspelled key": (set_value("prepare", "validaton_size", 5), "prepare.validaton_size",
+    "misspelled key": (set_value(*ROW, "validaton_size", 5), f"datasets.{FM}.validaton_size",
                        "did you mean 'validation_size'?"),
-    "wrong dataset for the model": (set_value("train", "linear", "dataset", "fashion-mnist"),
-                                    "train.linear.dataset", "'fashion-mnist'"),
+    "wrong kind of dataset for the model": (set_value("train", "linear", "dataset", FM),
+                                            "train.linear.dataset", f"'{FM}': architecture linear takes features"),
     "unknown dataset": (set_value("train", "softmax_nn", "dataset", "mnist"),
-                        "train.softmax_nn.dataset", "'mnist'"),
-    "bad sha256": (set_value("download", "files", LABELS, "sha256", "abc123"),
-                   f"download.files.{LABELS}.sha256", "'abc123'"),
-    "upper-case sha256": (set_value("download", "files", "train-images-idx3-ubyte", "sha256", "AB" * 32),
-                          "download.files.train-images-idx3-ubyte.sha256", "AB" * 32),
-    "sha256 alone, as before sizes": (set_value("download", "files", LABELS, "0" * 64),
-                                      f"download.files.{LABELS}", "0" * 64),
-    "zero bytes": (set_value("download", "files", LABELS, "bytes", 0), f"download.files.{LABELS}.bytes", "0"),
-    "bytes as a string": (set_value("download", "files", LABELS, "bytes", "10008"),
-                          f"download.files.{LABELS}.bytes", "'10008'"),
-    "missing file": (delete("download", "files", LABELS), "download.files", f"missing {LABELS}"),
-    "unknown file": (set_value("download", "files", "t10k-labels", {"sha256": "0" * 64, "bytes": 1}),
-                     "download.files.t10k-labels", "'t10k-labels'"),
-    "malformed source URL": (set_value("download", "sources", 0, "http://[::1/"),
-                             "download.sources.0", "'http://[::1/'"),
-    "source URL with a bad port": (set_value("download", "sources", 0, "http://example.org:99999/"),
-                                   "download.sources.0", "'http://example.org:99999/'"),
-    "ftp source": (set_value("download", "sources", 1, "ftp://example.org/fashion/"),
-                   "download.sources.1", "'ftp://example.org/fashion/'"),
-    "source as a bare path": (set_value("download", "sources", 0, "/srv/fashion-mnist"),
-                              "download.sources.0", "'/srv/fashion-mnist'"),
-    "empty sources": (set_value("download", "sources", []), "download.sources", "[]"),
-    "zero timeout": (set_value("download", "timeout_seconds", 0), "download.timeout_seconds", "0"),
+                        "train.softmax_nn.dataset", "'mnist': no such dataset"),
+    "a sweep's unknown dataset": (set_value("sweep", "mlp", "dataset", "mnist"), "sweep.mlp.dataset", "'mnist'"),
+    "a sweep's wrong kind of dataset": (set_value("sweep", "mlp", "dataset", GENERATED), "sweep.mlp.dataset",
+                                        "takes images"),
+    "split naming no file": (set_value(*ROW, "splits", "test", 1, "t10k-labels"), f"datasets.{FM}",
+                             "splits name t10k-labels, not in its files"),
+    "a split of one file": (set_value(*ROW, "splits", "test", [LABELS]), f"datasets.{FM}.splits.test",
+                            "at least 2 items"),
+    "one class": (set_value(*ROW, "classes", ["Coat"]), f"datasets.{FM}.classes", "['Coat']"),
+    "a class twice": (set_value(*ROW, "classes", ["Coat", "Coat"]), f"datasets.{FM}.classes", "values repeat"),
+    "a bad variable name": (set_value(*ROW, "source_env", "FASHION-MNIST"), f"datasets.{FM}.source_env",
+                            "'FASHION-MNIST'"),
+    "bad sha256": (set_value(*ROW, "files", LABELS, "sha256", "abc123"),
+                   f"datasets.{FM}.files.{LABELS}.sha256", "'abc123'"),
+    "upper-case sha256": (set_value(*ROW, "files", "train-images-idx3-ubyte", "sha256", "AB" * 32),
+                          f"datasets.{FM}.files.train-images-idx3-ubyte.sha256", "AB" * 32),
+    "sha256 alone, as before sizes": (set_value(*ROW, "files", LABELS, "0" * 64),
+                                      f"datasets.{FM}.files.{LABELS}", "0" * 64),
+    "zero bytes": (set_value(*ROW, "files", LABELS, "bytes", 0), f"datasets.{FM}.files.{LABELS}.bytes", "0"),
+    "bytes as a string": (set_value(*ROW, "files", LABELS, "bytes", "10008"),
+                          f"datasets.{FM}.files.{LABELS}.bytes", "'10008'"),
+    "missing file": (delete(*ROW, "files", LABELS), f"datasets.{FM}", f"splits name {LABELS}, not in its files"),
+    "a file of no split": (set_value(*ROW, "files", "t10k-labels", {"sha256": "0" * 64, "bytes": 1}),
+                           f"datasets.{FM}", "files hold t10k-labels, in none of its splits"),
+    "malformed source URL": (set_value(*ROW, "sources", 0, "http://[::1/"),
+                             f"datasets.{FM}.sources.0", "'http://[::1/'"),
+    "source URL with a bad port": (set_value(*ROW, "sources", 0, "http://example.org:99999/"),
+                                   f"datasets.{FM}.sources.0", "'http://example.org:99999/'"),
+    "ftp source": (set_value(*ROW, "sources", 1, "ftp://example.org/fashion/"),
+                   f"datasets.{FM}.sources.1", "'ftp://example.org/fashion/'"),
+    "source as a bare path": (set_value(*ROW, "sources", 0, "/srv/fashion-mnist"),
+                              f"datasets.{FM}.sources.0", "'/srv/fashion-mnist'"),
+    "empty sources": (set_value(*ROW, "sources", []), f"datasets.{FM}.sources", "[]"),
+    "zero timeout": (set_value(*ROW, "timeout_seconds", 0), f"datasets.{FM}.timeout_seconds", "0"),
     "negative noise": (set_value("generate", "noise_std", -0.01), "generate.noise_std", "-0.01"),
     "no models": (set_value("train", {}), "train", "{}"),
     "an architecture's param under another": (set_value("train", "linear", "hidden", 256),
@@ -216,18 +228,18 @@ def test_misspelled_key_of_a_model_gets_a_hint(tmp_path, project_params):
     assert any("train.linear.epoch = 10" in line and "did you mean 'epochs'?" in line for line in problems)
 
 
-def test_missing_file_line_is_keyed_download_files_and_short(tmp_path, project_params):
+def test_missing_file_line_is_keyed_by_its_dataset_and_short(tmp_path, project_params):
     params = copy.deepcopy(project_params)
-    del params["download"]["files"][LABELS]
+    del params["datasets"][FM]["files"][LABELS]
 
     [problem] = problems_of(write_params(tmp_path, params))
 
-    assert problem.startswith("  download.files")
+    assert problem.startswith(f"  datasets.{FM}")
     assert "sources" not in problem and len(problem) < 200, problem
 
 
 @pytest.mark.parametrize("mutate", [
-    add_model("resnet"), set_value("train", "linear", "dataset", "fashion-mnist"),
+    add_model("resnet"), set_value("train", "linear", "dataset", FM),
 ], ids=["unknown model", "wrong dataset for the model"])
 def test_model_names_are_checked_only_against_a_given_table(tmp_path, project_params, mutate):
     """The stages that do not train load params without the model table (and without torch)."""
@@ -255,12 +267,12 @@ def test_every_bad_value_is_reported_at_once(tmp_path, project_params):
     params = copy.deepcopy(project_params)
     params["train"]["linear"]["lr"] = -1.0
     params["samples"]["count"] = "ten"
-    params["prepare"]["seed"] = 2 ** 64
+    params["datasets"][FM]["seed"] = 2 ** 64
     problems = problems_of(write_params(tmp_path, params))
     assert len(problems) == 3, problems
     assert any(line.startswith("  train.linear.lr = -1.0:") for line in problems)
     assert any(line.startswith("  samples.count = 'ten':") for line in problems)
-    assert any(line.startswith(f"  prepare.seed = {2 ** 64}:") for line in problems)
+    assert any(line.startswith(f"  datasets.{FM}.seed = {2 ** 64}:") for line in problems)
 
 
 def test_unknown_model_message_lists_the_known_ones(tmp_path, project_params):
@@ -270,8 +282,9 @@ def test_unknown_model_message_lists_the_known_ones(tmp_path, project_params):
     assert all(name in problem for name in MODELS)
 
 
-def test_every_model_learns_from_a_known_dataset():
-    assert {spec.dataset for spec in MODELS.values()} <= set(DATASETS)
+def test_every_architecture_takes_a_kind_of_data_a_dataset_holds(project_params):
+    kinds = {kind(name) for name in [*project_params["datasets"], GENERATED]}
+    assert {spec.takes for spec in MODELS.values()} == kinds
 
 
 @pytest.mark.parametrize("text", ["train: [\n", "", "- just\n- a list\n", "a: 1\na: 2\n"],
@@ -365,10 +378,10 @@ def problems_of_section(path: Path, key: str) -> list[str]:
 
 @pytest.mark.parametrize("mutate, owner, key", [
     (set_value("train", "softmax_nn", "lr", -0.05), "train.softmax_nn", "train.softmax_nn.lr"),
-    (set_value("train", "linear", "dataset", "fashion-mnist"), "train.linear", "train.linear.dataset"),
-    (set_value("prepare", "validaton_size", 5), "prepare", "prepare.validaton_size"),
+    (set_value("train", "linear", "dataset", FM), "train.linear", "train.linear.dataset"),
+    (set_value(*ROW, "validaton_size", 5), f"datasets.{FM}", f"datasets.{FM}.validaton_size"),
     (delete("samples"), "samples", "samples"),
-    (set_value("download", "timeout_seconds", 0), "download", "download.timeout_seconds"),
+    (set_value(*ROW, "timeout_seconds", 0), f"datasets.{FM}", f"datasets.{FM}.timeout_seconds"),
 ], ids=["a model's lr", "a model's dataset", "misspelled key", "missing section", "download"])
 def test_a_bad_key_is_reported_by_its_stage_alone(tmp_path, project_params, mutate, owner, key):
     params = copy.deepcopy(project_params)
@@ -378,7 +391,7 @@ def test_a_bad_key_is_reported_by_its_stage_alone(tmp_path, project_params, muta
     [problem] = problems_of_section(path, owner)
 
     assert problem.startswith(f"  {key}")
-    others = ["download", "prepare", "generate", "samples", *(f"train.{m}" for m in params.get("train", {}))]
+    others = [f"datasets.{FM}", "generate", "samples", *(f"train.{m}" for m in params.get("train", {}))]
     for other in others:
         if other != owner:
             load_section(path, other, models=MODELS)  # every other stage goes on
@@ -389,14 +402,14 @@ def test_a_stage_gets_its_own_section_only(tmp_path):
     assert list(params.train) == ["linear"] and params.train["linear"].dataset == "synthetic"
     assert load_section(PARAMS_YAML, "samples").samples.count > 0
     with pytest.raises(AttributeError):
-        params.download  # noqa: B018 - not the train stage's
+        params.datasets  # noqa: B018 - not the train stage's
 
 
 def test_a_stage_checks_the_files_syntax(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text(PARAMS_YAML.read_text() + "trian: [\n")
     with pytest.raises(ParamsError, match="cannot read params"):
-        load_section(path, "download")
+        load_section(path, f"datasets.{FM}")
 
 
 def test_a_model_missing_from_params_is_named_with_the_ones_there():
@@ -409,7 +422,7 @@ def test_a_section_no_stage_reads_is_refused_with_a_hint(tmp_path, project_param
     params = copy.deepcopy(project_params)
     add_section("trian", "train")(params)
     path = write_params(tmp_path, params)
-    for stage in ("download", "train.linear"):
+    for stage in (f"datasets.{FM}", "train.linear"):
         load_section(path, stage, models=MODELS)  # no stage reads it, so none would say a word
 
     with pytest.raises(ParamsError) as caught:
@@ -434,25 +447,26 @@ def test_a_sweeps_trial_is_checked_as_its_models_entry(project_params):
     """What the sweep stage does with each trial: its params, typed, or a ParamsError naming the
     file and each bad key."""
     entry = project_params["train"]["softmax_nn"]
-    checked = check_entry("softmax_nn", entry | {"lr": 0.25}, MODELS)
+    datasets = [FM, GENERATED]
+    checked = check_entry("softmax_nn", entry | {"lr": 0.25}, MODELS, datasets)
     assert (checked.architecture, checked.lr, checked.epochs) == ("softmax_nn", 0.25, entry["epochs"])
     with pytest.raises(ParamsError) as caught:
-        check_entry("softmax_nn", entry | {"lr": -1, "epochs": "many"}, MODELS, "sweep/params.yaml")
+        check_entry("softmax_nn", entry | {"lr": -1, "epochs": "many"}, MODELS, datasets, "sweep/params.yaml")
     lines = str(caught.value).splitlines()
     assert lines[0] == "sweep/params.yaml: invalid params:"
     assert [line.split(":")[0] for line in lines[1:]] == ["  train.softmax_nn.lr = -1",
                                                            "  train.softmax_nn.epochs = 'many'"]
     with pytest.raises(ParamsError, match="^params.yaml: invalid params:\n  train.softmax_nn.lr = 0: "):
-        check_entry("softmax_nn", entry | {"lr": 0}, MODELS)
+        check_entry("softmax_nn", entry | {"lr": 0}, MODELS, datasets)
     with pytest.raises(ParamsError, match="train.softmax_nn.hidden = 32: unknown key"):  # the MLP's, not its
-        check_entry("softmax_nn", entry | {"hidden": 32}, MODELS)
+        check_entry("softmax_nn", entry | {"hidden": 32}, MODELS, datasets)
 
 
 def test_a_stage_whose_section_is_missing_is_told_so_naming_the_file(tmp_path, project_params):
-    path = write_params(tmp_path, {key: value for key, value in project_params.items() if key != "download"})
+    path = write_params(tmp_path, {key: value for key, value in project_params.items() if key != "samples"})
     with pytest.raises(ParamsError) as caught:
-        load_section(path, "download")
-    assert str(caught.value) == f"{path}: invalid params:\n  download: missing key"
+        load_section(path, "samples")
+    assert str(caught.value) == f"{path}: invalid params:\n  samples: missing key"
 
 
 def test_a_sweep_stage_gets_its_models_sweep_checked(tmp_path, project_params):
@@ -483,10 +497,16 @@ KNOWN = "known architectures: linear, softmax_scratch, softmax_nn, mlp"
 
 
 @pytest.mark.parametrize("key, edit, problem", [
-    ("download", lambda p: p["download"].update(timeout_second=p["download"].pop("timeout_seconds")),
-     "  download.timeout_second = 30: unknown key (did you mean 'timeout_seconds'?)"),
-    ("download", lambda p: p["download"].update(timeout_seconds="30"),  # quoted: text, not a number
-     "  download.timeout_seconds = '30': Input should be a valid number"),
+    (f"datasets.{FM}", lambda p: p["datasets"][FM].update(timeout_second=p["datasets"][FM].pop("timeout_seconds")),
+     f"  datasets.{FM}.timeout_second = 30: unknown key (did you mean 'timeout_seconds'?)"),
+    (f"datasets.{FM}", lambda p: p["datasets"][FM].update(timeout_seconds="30"),  # quoted: text, not a number
+     f"  datasets.{FM}.timeout_seconds = '30': Input should be a valid number"),
+    ("train.softmax_nn", lambda p: p["train"]["softmax_nn"].update(dataset="mnist"),
+     f"  train.softmax_nn.dataset = 'mnist': no such dataset (datasets: {FM}, {GENERATED}); name one, or add "
+     "its row to `datasets`"),
+    ("train.softmax_nn", lambda p: p["train"]["softmax_nn"].update(dataset=GENERATED),
+     f"  train.softmax_nn.dataset = '{GENERATED}': architecture softmax_nn takes images, {GENERATED} holds "
+     f"features (datasets of images: {FM})"),
     ("train.softmax_nn", lambda p: p["train"]["softmax_nn"].update(lr="0.1"),
      "  train.softmax_nn.lr = '0.1': Input should be a valid number"),
     ("train.softmax_nn", lambda p: p["train"]["softmax_nn"].update(architecture="resnet"),
@@ -497,7 +517,7 @@ KNOWN = "known architectures: linear, softmax_scratch, softmax_nn, mlp"
      f"  train.resnet: unknown architecture 'resnet' (name one with `architecture:`; {KNOWN})"),
     (None, lambda p: p["sweep"].update(lenet=p["sweep"]["softmax_nn"]),
      "  sweep.lenet: no train.lenet to search around (models in train: {models})"),  # in the file's order
-], ids=["misspelt-key", "quoted-number", "quoted-lr", "unknown-architecture", "architecture-list",
+], ids=["misspelt-key", "quoted-number", "unknown-dataset", "wrong-kind-of-dataset", "quoted-lr", "unknown-architecture", "architecture-list",
          "unknown-model-name",
         "sweep-of-no-model"])
 def test_each_problem_is_one_line_saying_what_to_do(tmp_path, project_params, key, edit, problem):
@@ -516,13 +536,13 @@ def test_the_params_keep_the_file_as_read():
     """For the check that every section is read by some stage (`check_unread`)."""
     as_read = read_yaml(PARAMS_YAML)
     assert load_params(PARAMS_YAML, models=MODELS).file == as_read
-    assert load_section(PARAMS_YAML, "download").file == as_read
+    assert load_section(PARAMS_YAML, f"datasets.{FM}").file == as_read
 
 
 def test_a_file_that_cannot_be_read_or_is_no_table_is_one_line_saying_why(tmp_path):
     missing, broken, listed = tmp_path / "missing.yaml", tmp_path / "broken.yaml", tmp_path / "listed.yaml"
     broken.write_text("train: [\n  a: 1\n")
-    listed.write_text("- download\n- train\n")
+    listed.write_text("- datasets\n- train\n")
     with pytest.raises(ParamsError) as caught:
         load_params(missing)
     assert str(caught.value).startswith(f"{missing}: cannot read params: [Errno 2] No such file or directory")
@@ -534,7 +554,7 @@ def test_a_file_that_cannot_be_read_or_is_no_table_is_one_line_saying_why(tmp_pa
     with pytest.raises(ParamsError) as caught:
         load_params(listed)
     assert str(caught.value) == (f"{listed}: invalid params:\n"
-                                 "  not a mapping of sections but list: ['download', 'train']")
+                                 "  not a mapping of sections but list: ['datasets', 'train']")
 
 
 def test_the_way_back_names_the_refused_keys_committed_values_and_keeps_other_edits(tmp_path, monkeypatch):
@@ -546,19 +566,19 @@ def test_the_way_back_names_the_refused_keys_committed_values_and_keeps_other_ed
     for command in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "-c", "user.name=t", "-c", "user.email=t@t",
                                                                    "commit", "-qm", "params"]):
         subprocess.run(command, check=True)
-    assert way_back("train@softmax_nn") is None  # nothing changed
+    assert way_back("train.softmax_nn") is None  # nothing changed
     edited = yaml.safe_load(yaml.safe_dump(committed))
     edited["train"]["softmax_nn"] |= {"lr": -0.5, "schedule": "cosine"}
     edited["train"]["mlp"]["lr"] = 0.2  # another model's edit, to keep
     edited["train"]["mlp_wide"] = {"architecture": "mlp", "hidden": 0}
     edited["generate"]["true_w"] = [1.0, 1.0]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(edited))
-    assert way_back("train@softmax_nn") == (
+    assert way_back("train.softmax_nn") == (
         f"{KEPT}; `dvc exp run -S train.softmax_nn.lr=0.05 -S train.softmax_nn.schedule=constant` puts back "
         "train.softmax_nn.lr, train.softmax_nn.schedule as committed and keeps your other edits")
-    assert way_back("stages/train.py softmax_nn").startswith(f"{KEPT}; `dvc exp run -S train.softmax_nn.lr=0.05 ")
-    assert way_back("train@mlp_wide") == (f"{KEPT}; train.mlp_wide.architecture, train.mlp_wide.hidden: not in "
+    assert way_back("train.softmax_nn").startswith(f"{KEPT}; `dvc exp run -S train.softmax_nn.lr=0.05 ")
+    assert way_back("train.mlp_wide") == (f"{KEPT}; train.mlp_wide.architecture, train.mlp_wide.hidden: not in "
                                           "the committed params.yaml; fix or remove it there")
     assert way_back("generate") == (f"{KEPT}; `dvc exp run -S 'generate.true_w=[2.0,-3.4]'` puts back "
                                     "generate.true_w as committed and keeps your other edits")
-    assert way_back("samples") == f"{KEPT}; `git diff HEAD params.yaml` shows your edits"
+    assert way_back(None) == way_back("samples") == f"{KEPT}; `git diff HEAD params.yaml` shows your edits"

@@ -331,7 +331,7 @@ def test_a_new_architecture_is_one_class_and_one_row_and_its_params_entry(projec
     # It, and (as dvc.yaml lists the lesson package: as a whole, or file by file) perhaps the data
     # stages it follows: never another model's.
     ran = stages_run(result.stdout)
-    assert "train@tanh_net" in ran and ran <= {"params", "download", "prepare", "train@tanh_net"}, ran
+    assert "train@tanh_net" in ran and ran <= {"params", "download@fashion-mnist", "prepare@fashion-mnist", "train@tanh_net"}, ran
     assert read_json(project_copy / "metrics/tanh_net.json")["test_accuracy"] > 0.5
     load = ("from regression.models import load_model; m, c = load_model('models/tanh_net.pt'); "
             "print(type(m).__name__, c.architecture, c.params, m.first.out_features)")

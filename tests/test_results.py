@@ -293,8 +293,9 @@ def test_make_run_downloads_from_the_shared_data_folder_beside_the_project(repro
         with urllib.request.urlopen(f"{url}{name}.gz") as response:
             (shared / f"{name}.gz").write_bytes(response.read())
     project = copy_of(reproduced[0], tmp_path / "project")
-    edit_params(project, lambda params: params["download"].update(sources=["file:///nonexistent/fashion-mnist/"]))
+    edit_params(project, lambda params: params["datasets"]["fashion-mnist"].update(
+        sources=["file:///nonexistent/fashion-mnist/"]))
     assert not any(key.startswith("FASHION_MNIST") for key in environment())
     output = make(project, "run", env=environment())
-    assert stages_run(output) == {"params", "download"}, output  # the same files: nothing after it re-runs
+    assert stages_run(output) == {"params", "download@fashion-mnist"}, output  # the same files: nothing after it re-runs
     assert "skipped a source" not in output, output

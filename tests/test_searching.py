@@ -185,7 +185,7 @@ def test_summary_estimates_a_sweep_not_run_from_its_models_train_run(tmp_path, m
     rows = np.zeros((100, 1), dtype=np.uint8), np.zeros(100, dtype=np.int64)
     save_dataset("data/tiny", {"train": rows}, {"name": "tiny"})
     params = {"train": {"mlp": {"dataset": "tiny", "epochs": 10, "lr": 0.1}},
-              "sweep": {"mlp": {"validation_size": 20, "seed": 0, "sample": 0,
+              "sweep": {"mlp": {"dataset": "tiny", "validation_size": 20, "seed": 0, "sample": 0,
                                 "grid": {"lr": [0.2, 0.4], "epochs": [60], "batch_size": [128],
                                          "weight_decay": [0.0001], "schedule": ["cosine"]}}}}
     ten_epochs_in_a_minute = SimpleNamespace(info=SimpleNamespace(start_time=0, end_time=60_000))

@@ -12,7 +12,7 @@ import pytest
 import torch
 from mlflow.exceptions import MlflowException
 
-from regression.fashion_mnist import CLASSES
+from idx_files import CLASSES
 from regression.models import ModelConfig, build_model, model_bytes
 from tracking.served import Answer, answer, signature
 

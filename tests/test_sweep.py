@@ -26,7 +26,7 @@ PARAMS = TrainParams(architecture="softmax_nn", **ENTRY)
 
 def sweep_params(**grid) -> SweepParams:
     space = {"lr": [0.1], "epochs": [1], "batch_size": [10], "weight_decay": [0], "schedule": ["constant"]}
-    return SweepParams(validation_size=10, seed=0, sample=0, grid=space | grid)
+    return SweepParams(dataset="fashion-mnist", validation_size=10, seed=0, sample=0, grid=space | grid)
 
 
 def test_a_trials_settings_read_as_one_line_in_their_order():
@@ -44,17 +44,21 @@ def test_trials_are_every_combination_in_grid_order_over_the_models_params():
         (0, 0.01, 1, 10, "softmax_nn")}
 
 
-def test_a_sweep_takes_from_its_model_all_but_what_it_searches():
+def test_a_sweep_takes_from_its_model_all_but_what_it_searches_and_its_data():
     """What the sweep stage depends on (its base, written by the params stage) is what its trials take
-    from train.<model>: a searched key changes nothing, an architecture's own param does."""
+    from train.<model>: a searched key or the dataset (the sweep names its own) changes nothing, an
+    architecture's own param does."""
     entry = ENTRY | {"hidden": 256}
     base = search_base("mlp", entry)
-    assert base == {"architecture": "mlp", "dataset": "fashion-mnist", "seed": 0, "init_std": 0.01, "hidden": 256}
-    assert search_base("mlp", entry | {"lr": 0.3, "epochs": 2, "schedule": "step"}) == base
+    assert base == {"architecture": "mlp", "seed": 0, "init_std": 0.01, "hidden": 256}
+    assert search_base("mlp", entry | {"lr": 0.3, "epochs": 2, "schedule": "step", "dataset": "digits"}) == base
     assert search_base("mlp", entry | {"hidden": 512}) != base
     assert search_base("mlp_wide", entry | {"architecture": "mlp"})["architecture"] == "mlp"
     [trial] = trials(base, sweep_params())
     assert {key: trial[key] for key in entry if key in base} == {key: entry[key] for key in entry if key in base}
+    assert trial["dataset"] == "fashion-mnist"  # the sweep's own
+    [trial] = trials(base, sweep_params().model_copy(update={"dataset": "digits"}))
+    assert trial["dataset"] == "digits"
 
 
 def test_a_sample_is_seeded_in_grid_order_and_never_larger_than_the_grid():
@@ -118,7 +122,7 @@ def test_learning_rate_schedules():
 
 
 def test_weight_decay_shrinks_the_weights_alike_in_both_softmax_models(tiny_fashion):
-    from regression.fashion_mnist import CLASSES
+    from idx_files import CLASSES
     from regression.models import MODELS
     from regression.training import as_splits, new_model, train
 
@@ -173,7 +177,7 @@ def sweep_project(dest: Path, grid: dict, n_train: int = 500) -> Path:
 
     from idx_files import learnable_split
     from regression.data import save_dataset
-    from regression.fashion_mnist import CLASSES
+    from idx_files import CLASSES
 
     for name in ("src", "stages"):
         shutil.copytree(PROJECT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
@@ -300,7 +304,7 @@ def test_the_refit_is_the_chosen_settings_trained_on_every_training_image(local_
     rows = list(csv.DictReader(outputs[OUTPUTS[2]].decode().splitlines()))
     [chosen_trial] = [int(row["trial"]) for row in rows if row["chosen"] == "yes"]
     chosen = check_entry("softmax_nn", trials(base, load_section(params, "sweep.softmax_nn").sweep["softmax_nn"])[
-        chosen_trial - 1], MODELS)
+        chosen_trial - 1], MODELS, ["fashion-mnist", "synthetic"])
     meta, arrays = load_dataset(project / "data/fashion-mnist")
     splits = as_splits({"train": arrays["train"]}, MODELS["softmax_nn"])
     assert len(splits["train"].y) == 500

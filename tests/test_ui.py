@@ -32,7 +32,6 @@ from projects import (
     store_uri,
     wait_for_http,
 )
-from regression.data import CLASSIFICATION, REGRESSION
 from tracking.store import VIEW_TAG, experiment_tags, lesson_view, open_experiment
 from tracking.ui import compare_url, run_list_url
 
@@ -93,8 +92,8 @@ CHART_RUNS = """Object.fromEntries(
 # The saved view and the links
 
 
-def view_name(task: str = CLASSIFICATION) -> str:
-    return json.loads(lesson_view(task)[VIEW_TAG])["name"]
+def view_name(classifies: bool = True) -> str:
+    return json.loads(lesson_view(classifies)[VIEW_TAG])["name"]
 
 
 def view_state(tag: str) -> dict:
@@ -123,7 +122,7 @@ def test_every_store_gets_the_same_saved_views(tmp_path):
                       if VIEW_TAG in e.tags})
     assert views[0] == views[1]
     assert {name: json.loads(tag)["name"] for name, tag in views[0].items()} == {
-        FASHION: view_name(CLASSIFICATION), SYNTHETIC: view_name(REGRESSION)}
+        FASHION: view_name(classifies=True), SYNTHETIC: view_name(classifies=False)}
 
 
 def test_the_ui_lists_the_datasets_experiments_by_short_names_and_no_empty_default(tmp_path, monkeypatch):

@@ -26,7 +26,7 @@ def main(fashion_folder: str, synthetic_folder: str) -> None:
         folder = fashion_folder if spec.classifies else synthetic_folder
         meta, arrays = load_dataset(folder)
         splits = as_splits(arrays, spec)
-        p = spec.params(architecture=name, dataset=spec.dataset, **PARAMS | own_params_in_project(name))
+        p = spec.params(architecture=name, dataset=meta["name"], **PARAMS | own_params_in_project(name))
         model, config = new_model(name, splits["train"], tuple(meta.get("classes", ())), p)
         history, _ = train(name, spec, model, splits, p)
         results[name] = {"sha256": hashlib.sha256(model_bytes(model, config)).hexdigest(), "history": history}

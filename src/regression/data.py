@@ -1,12 +1,12 @@
 """Dataset folders: one `.npy` array per split and role, and a `meta.json` describing them.
 
-`prepare` (Fashion-MNIST) and `generate` (synthetic) write a folder; the model stages and
+`prepare` (each row of params.yaml's `datasets`) and `generate` (synthetic) write a folder; the model stages and
 `samples` read it. A folder holds `train_X.npy`, `train_y.npy`, `test_X.npy`, `test_y.npy`,
 optionally `val_X.npy`, `val_y.npy` (a validation split), and `meta.json`: the dataset's name, its
 class names or the true w and b it was made with, and a digest of the arrays. numpy only:
 reading a folder costs a few milliseconds and no torch import.
 
-Fashion-MNIST images are kept as uint8 (47 MB for the training set, not 188 MB of float32);
+Images are kept as uint8 (47 MB for the training set, not 188 MB of float32);
 training scales each mini-batch to [0, 1] as it takes it.
 """
 
@@ -19,18 +19,24 @@ import numpy as np
 
 from regression import PipelineError
 from regression.files import json_bytes, write_folder_atomic
+from regression.headline import TEST, TRAIN, VAL
 
-REGRESSION, CLASSIFICATION = "regression", "classification"
-# The dataset folders under data/ that a model can learn from, and the task each poses: which
-# metrics its models report, and so the MLflow experiment and saved view their runs get.
-DATASETS = {"synthetic": REGRESSION, "fashion-mnist": CLASSIFICATION}
+# The kinds of data an architecture takes (`models.ModelSpec.takes`): images with class labels
+# (a row of params.yaml's `datasets`: its models classify), or features with a value (the
+# dataset `generate` makes: its models regress).
+IMAGES, FEATURES = "images", "features"
+GENERATED = "synthetic"  # the name of the one dataset of features (data/synthetic)
+SPLITS = (TRAIN, VAL, TEST)  # val: held out from train, to choose settings on
+
+
+def kind(dataset: str) -> str:
+    """IMAGES or FEATURES: what a dataset (a folder under data/) holds."""
+    return FEATURES if dataset == GENERATED else IMAGES
 
 
 def classifies(dataset: str) -> bool:
-    """Whether the models of a dataset classify (class labels, accuracy, class names) or regress:
-    what `models.ModelSpec.classifies` answers for an architecture, and a table for a model's metrics."""
-    return DATASETS[dataset] == CLASSIFICATION
-SPLITS = ("train", "val", "test")  # val: held out from train, to choose settings on
+    """Whether the models of a dataset classify (class labels, accuracy, class names) or regress."""
+    return kind(dataset) == IMAGES
 META = "meta.json"
 
 

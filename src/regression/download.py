@@ -1,4 +1,4 @@
-"""Fetch the Fashion-MNIST IDX files from an ordered list of sources, within a deadline and size caps.
+"""Fetch a dataset's IDX files from an ordered list of sources, within a deadline and size caps.
 
 Each file is tried at each source in turn, as `<source>/<name>.gz`. What arrives is
 decompressed and checked against the size and sha256 of the *decompressed* bytes, so a mirror
@@ -32,7 +32,6 @@ from regression import PipelineError
 from regression.files import folder_replaced
 from regression.params_schema import ExpectedFile
 
-SOURCE_ENV = "FASHION_MNIST_SOURCE"
 CHUNK = 1 << 16
 FETCH_ERRORS = (OSError, ValueError, EOFError, zlib.error, http.client.HTTPException)
 
@@ -41,9 +40,9 @@ class DownloadError(PipelineError):
     """No source gave a file whose size and checksum matched."""
 
 
-def sources_with_override(sources: list[str]) -> list[str]:
-    """The params' sources, with the one named in $FASHION_MNIST_SOURCE (if set) first."""
-    override = os.environ.get(SOURCE_ENV, "").strip()
+def sources_with_override(sources: list[str], variable: str) -> list[str]:
+    """The params' sources, with the one the environment variable `variable` names (if set) first."""
+    override = os.environ.get(variable, "").strip()
     if not override:
         return list(sources)
     if "://" not in override:
@@ -142,7 +141,7 @@ def source_is_down(url: str, error: Exception) -> bool:
 
 
 def download_file(name: str, expected: ExpectedFile, sources: list[str], down: dict[str, str],
-                  workdir: Path, timeout: float) -> list[str]:
+                  workdir: Path, timeout: float, source_env: str) -> list[str]:
     """Put the verified, decompressed file `name` in `workdir`; return the failures seen.
 
     Sources found down are skipped and added to `down`, with why, for the files still to come.
@@ -170,16 +169,16 @@ def download_file(name: str, expected: ExpectedFile, sources: list[str], down: d
             fetched.unlink(missing_ok=True)
     raise DownloadError(f"{name}: no source gave a file of {expected.bytes} bytes with sha256 "
                         f"{expected.sha256}. Tried:\n" + "\n".join(f"  {line}" for line in tried)
-                        + f"\nSet {SOURCE_ENV} to a folder or URL that holds {name}.gz to try it first.")
+                        + f"\nSet {source_env} to a folder or URL that holds {name}.gz to try it first.")
 
 
 def download_all(files: Mapping[str, ExpectedFile], sources: list[str], out_dir: str | Path,
-                 timeout: float) -> list[str]:
+                 timeout: float, source_env: str) -> list[str]:
     """Download every file into `out_dir`, all or nothing (`files.folder_replaced`). Returns the
     failures met on the way."""
     down: dict[str, str] = {}
     failures = []
     with folder_replaced(out_dir) as workdir:
         for name, expected in files.items():
-            failures += download_file(name, expected, sources, down, workdir, timeout)
+            failures += download_file(name, expected, sources, down, workdir, timeout, source_env)
     return failures

@@ -1,4 +1,4 @@
-"""Fashion-MNIST's IDX files read by torchvision's reader (imported only here: only `prepare` loads it)."""
+"""A dataset's IDX files read by torchvision's reader (imported only here: only `prepare` loads it)."""
 
 from pathlib import Path
 
@@ -6,7 +6,6 @@ import numpy as np
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
 from regression.data import DataError
-from regression.fashion_mnist import CLASSES, FASHION_MNIST_FILES
 
 
 def read_idx(path: Path, reader) -> np.ndarray:
@@ -19,18 +18,14 @@ def read_idx(path: Path, reader) -> np.ndarray:
         raise DataError(f"{path}: not a valid IDX file ({type(error).__name__}: {error})") from None
 
 
-def read_split(folder: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """The uint8 images (n, 28, 28) and uint8 labels (n,) of "train" or "test"."""
-    images_name, labels_name = FASHION_MNIST_FILES[split]
+def read_split(folder: str | Path, images_name: str, labels_name: str, classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """The uint8 images (n, rows, columns) and uint8 labels (n,) of one split, each label below `classes`."""
     images_path, labels_path = Path(folder) / images_name, Path(folder) / labels_name
     images, labels = read_idx(images_path, read_image_file), read_idx(labels_path, read_label_file)
     labels = labels.astype(np.uint8)  # torchvision gives int64; the file holds bytes
-    if images.shape[1:] != (28, 28):
-        raise DataError(f"{images_path}: images are {tuple(images.shape[1:])}, expected 28x28")
-    if labels.ndim != 1:
-        raise DataError(f"{labels_path}: not a labels file (shape {labels.shape})")
     if len(images) != len(labels):
         raise DataError(f"{images_path}: {len(images)} images but {labels_path}: {len(labels)} labels")
-    if len(labels) and labels.max() >= len(CLASSES):
-        raise DataError(f"{labels_path}: label {labels.max()} is not a Fashion-MNIST class (0-9)")
+    if len(labels) and labels.max() >= classes:
+        raise DataError(f"{labels_path}: label {labels.max()} is not one of the dataset's {classes} "
+                        f"classes (0-{classes - 1}); list every class in its `classes`")
     return images, labels

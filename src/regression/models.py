@@ -1,8 +1,7 @@
 """The architecture table, its models, and the softmax and cross-entropy written by hand.
 
-`MODELS` is the one place that says, for each architecture, the data it learns from (and so its
-task, which `data.DATASETS` gives: whether it classifies), how it is built, its loss and how it
-steps; training, evaluation, the report, the params check and the served model read these
+`MODELS` is the one place that says, for each architecture, the kind of data it takes (images,
+so it classifies, or features, so it regresses), how it is built, its loss and how it steps; training, evaluation, the report, the params check and the served model read these
 fields. An architecture's own params (the MLP's `hidden`) are the keyword parameters of its
 class after the config, typed: `ModelSpec.params` makes them keys of its entries in params.yaml.
 A model's shape is its `ModelConfig` (its architecture, the params that shape it), saved with
@@ -22,7 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from regression import PipelineError
-from regression.data import DATASETS, classifies
+from regression.data import FEATURES, IMAGES
 from regression.params_schema import PositiveInt, TrainParams, params_of_architecture
 
 
@@ -82,7 +81,7 @@ class LinearRegression(_Concise):
 
 
 class SoftmaxRegression(_Concise):
-    """Softmax regression the concise way: flatten, then nn.Linear(784, 10) giving logits."""
+    """Softmax regression the concise way: flatten, then nn.Linear(pixels, classes) giving logits."""
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
         return self.linear(X.reshape(-1, self.linear.in_features))
@@ -116,8 +115,8 @@ class SoftmaxRegressionScratch(nn.Module):
 
 
 class MLP(nn.Module):
-    """The multilayer perceptron of the lesson's next chapter: flatten, nn.Linear(784, hidden), ReLU,
-    nn.Linear(hidden, 10) giving logits."""
+    """The multilayer perceptron of the lesson's next chapter: flatten, nn.Linear(pixels, hidden), ReLU,
+    nn.Linear(hidden, classes) giving logits."""
 
     def __init__(self, config: ModelConfig, hidden: PositiveInt):
         super().__init__()
@@ -137,20 +136,15 @@ class MLP(nn.Module):
 
 @dataclass(frozen=True)
 class ModelSpec:
-    dataset: str       # the folder under data/ it learns from (params' `dataset` must agree)
+    takes: str         # the kind of data it learns from: IMAGES or FEATURES (a params entry's dataset)
     build: Callable[..., nn.Module]  # the class: (config, **its own params) -> the model
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # per-example loss
     sgd_by_hand: bool  # summed loss and a hand-written SGD step, or mean loss and optim.SGD
 
     @property
-    def task(self) -> str:
-        """REGRESSION or CLASSIFICATION, as its dataset poses: which metrics and answers it gives."""
-        return DATASETS[self.dataset]
-
-    @property
     def classifies(self) -> bool:
-        """A classifier (class labels, accuracy, class names), or a regressor: asked of the table."""
-        return classifies(self.dataset)
+        """A classifier (images in, class labels, accuracy, class names), or a regressor (features in)."""
+        return self.takes == IMAGES
 
     @property
     def loss_name(self) -> str:
@@ -164,13 +158,11 @@ class ModelSpec:
 
 
 MODELS = {
-    "linear": ModelSpec("synthetic", LinearRegression,
-                        partial(F.mse_loss, reduction="none"), sgd_by_hand=False),
-    "softmax_scratch": ModelSpec("fashion-mnist", SoftmaxRegressionScratch,
-                                 cross_entropy, sgd_by_hand=True),
-    "softmax_nn": ModelSpec("fashion-mnist", SoftmaxRegression,
-                            partial(F.cross_entropy, reduction="none"), sgd_by_hand=False),
-    "mlp": ModelSpec("fashion-mnist", MLP, partial(F.cross_entropy, reduction="none"), sgd_by_hand=False),
+    "linear": ModelSpec(FEATURES, LinearRegression, partial(F.mse_loss, reduction="none"), sgd_by_hand=False),
+    "softmax_scratch": ModelSpec(IMAGES, SoftmaxRegressionScratch, cross_entropy, sgd_by_hand=True),
+    "softmax_nn": ModelSpec(IMAGES, SoftmaxRegression, partial(F.cross_entropy, reduction="none"),
+                            sgd_by_hand=False),
+    "mlp": ModelSpec(IMAGES, MLP, partial(F.cross_entropy, reduction="none"), sgd_by_hand=False),
 }
 
 

@@ -19,6 +19,7 @@ from typing import Any, get_args
 from pydantic import TypeAdapter, ValidationError
 
 from regression import PipelineError
+from regression.data import GENERATED, kind
 from regression.params_messages import describe, unknown
 from regression.params_schema import Params, TrainParams, AnyArchitecture, ParamsFile
 
@@ -61,14 +62,16 @@ def load_params(path: str | Path, models: Mapping[str, Any] | None = None) -> Pa
         checked = ParamsFile.model_validate(raw)
     except ValidationError as error:
         problems, checked = describe(error, ParamsFile).splitlines(), None
-    entries = raw.get("train")
+    entries, datasets = raw.get("train"), dataset_names(raw)
     for name, entry in (entries.items() if isinstance(entries, dict) else ()):
         if isinstance(entry, dict):
-            train[name], entry_problems = _check_entry(name, entry, models)
+            train[name], entry_problems = _check_entry(name, entry, models, datasets)
             problems += entry_problems
     _raise_if(path, problems)
     _raise_if(path, [f"  sweep.{name}: no train.{name} to search around (models in train: "
                      f"{', '.join(train)})" for name in checked.sweep if name not in train])
+    _raise_if(path, [line for name, sweep in checked.sweep.items() for line in dataset_problems(
+        f"sweep.{name}.dataset", sweep.dataset, datasets, train[name].architecture, models)])
     params = Params.model_construct(**dict(checked) | {"train": train})
     params._file = raw
     return params
@@ -95,7 +98,7 @@ def load_section(path: str | Path, key: str | None = None,
                               f"{', '.join(value) if isinstance(value, dict) else 'none'})")
         value, where = value[model], (section, model)
     if section == "train" and model and isinstance(value, dict):
-        checked, problems = _check_entry(model, value, models)
+        checked, problems = _check_entry(model, value, models, dataset_names(raw))
         _raise_if(path, problems)
     else:
         annotation = ParamsFile.model_fields[section].annotation
@@ -109,15 +112,37 @@ def load_section(path: str | Path, key: str | None = None,
     return params
 
 
-def check_entry(name: str, entry: dict, models: Mapping[str, Any], path: str | Path = "params.yaml"
-                ) -> TrainParams:
+def check_entry(name: str, entry: dict, models: Mapping[str, Any], datasets: list[str],
+                path: str | Path = "params.yaml") -> TrainParams:
     """`entry` checked as the params of model `name` (a ParamsError naming each bad key)."""
-    checked, problems = _check_entry(name, entry, models)
+    checked, problems = _check_entry(name, entry, models, datasets)
     _raise_if(Path(path), problems)
     return checked
 
 
-def _check_entry(name: str, entry: dict, models: Mapping[str, Any] | None) -> tuple[TrainParams | None, list]:
+def dataset_names(raw: dict) -> list[str]:
+    """The datasets a params file (as read) offers: its rows of `datasets`, then the generated one."""
+    rows = raw.get("datasets")
+    return [*(rows if isinstance(rows, dict) else ()), GENERATED]
+
+
+def dataset_problems(where: str, dataset: str, datasets: list[str], architecture: str,
+                     models: Mapping[str, Any] | None) -> list[str]:
+    """A line if `dataset` is none of `datasets`, or (with the model table) not of the kind the
+    architecture takes; else none."""
+    if dataset not in datasets:
+        return [f"  {where} = {dataset!r}: no such dataset (datasets: {', '.join(datasets)}); "
+                "name one, or add its row to `datasets`"]
+    if models is not None and architecture in models and kind(dataset) != models[architecture].takes:
+        takes = models[architecture].takes
+        fits = [name for name in datasets if kind(name) == takes]
+        return [f"  {where} = {dataset!r}: architecture {architecture} takes {takes}, {dataset} holds "
+                f"{kind(dataset)} (datasets of {takes}: {', '.join(fits) or 'none'})"]
+    return []
+
+
+def _check_entry(name: str, entry: dict, models: Mapping[str, Any] | None,
+                 datasets: list[str]) -> tuple[TrainParams | None, list]:
     """A train entry checked against its architecture's params: (the params, problem lines)."""
     architecture = entry.get("architecture", name)
     if not isinstance(architecture, str):
@@ -137,10 +162,8 @@ def _check_entry(name: str, entry: dict, models: Mapping[str, Any] | None) -> tu
         checked = schema.model_validate({"architecture": architecture} | entry)
     except ValidationError as error:
         return None, describe(error, schema, ("train", name)).splitlines()
-    if models is not None and checked.dataset != models[architecture].dataset:
-        return None, [f"  train.{name}.dataset = {checked.dataset!r}: architecture {architecture} learns "
-                      f"from {models[architecture].dataset!r}"]
-    return checked, []
+    problems = dataset_problems(f"train.{name}.dataset", checked.dataset, datasets, architecture, models)
+    return (None, problems) if problems else (checked, [])
 
 
 def check_unread(raw: dict, path: str | Path = "params.yaml") -> None:

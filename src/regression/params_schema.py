@@ -7,15 +7,12 @@ entry holds `TrainParams` and its architecture's own params (`params_of_architec
 import inspect
 import urllib.parse
 from collections.abc import Callable
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, create_model, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, create_model, model_validator
 
-from regression.data import DATASETS
-from regression.fashion_mnist import FASHION_MNIST_FILES
+from regression.headline import TEST, TRAIN
 
-# `download.files` must name Fashion-MNIST's four files.
-FashionMnistFile = Literal[tuple(name for pair in FASHION_MNIST_FILES.values() for name in pair)]
 URL_SCHEMES = ("http", "https", "file")
 SCHEDULES = ("constant", "cosine", "step")  # learning-rate schedules (training.learning_rate)
 
@@ -23,6 +20,8 @@ PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 Seed = Annotated[int, Field(ge=0, lt=2 ** 64)]  # what torch.Generator.manual_seed accepts
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+FileName = Annotated[str, Field(pattern=r"^[^/\\]+$")]
+EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 
 
 def _source_url(value: str) -> str:
@@ -45,23 +44,36 @@ class ExpectedFile(_Section):
     bytes: PositiveInt  # decompressed size: nothing larger is written
 
 
-class DownloadParams(_Section):
+def _distinct(values: list) -> list:
+    if len(set(values)) != len(values):
+        raise ValueError("values repeat")
+    return values
+
+
+# Each split's IDX files: its images, then its labels.
+SplitFiles = create_model("SplitFiles", __base__=_Section, **{
+    split: (Annotated[list[FileName], Field(min_length=2, max_length=2)], ...) for split in (TRAIN, TEST)})
+
+
+class DatasetParams(_Section):
+    """A row of the `datasets` table: a dataset of images with class labels, as IDX files."""
+    classes: Annotated[list[str], Field(min_length=2), AfterValidator(_distinct)]  # in label order
+    source_env: EnvName  # a variable that may name a source (a URL or a folder) to try first
     sources: Annotated[list[Annotated[str, AfterValidator(_source_url)]], Field(min_length=1)]
     timeout_seconds: PositiveFloat  # deadline for one file from one source
-    files: dict[FashionMnistFile, ExpectedFile]
-
-    @field_validator("files")
-    @classmethod
-    def _all_files(cls, files):
-        missing = set(get_args(FashionMnistFile)) - set(files)
-        if missing:
-            raise ValueError(f"missing {', '.join(sorted(missing))}")
-        return files
-
-
-class PrepareParams(_Section):
-    validation_size: Annotated[int, Field(ge=0)]  # training images held out for validation
+    files: Annotated[dict[FileName, ExpectedFile], Field(min_length=1)]
+    splits: SplitFiles
+    validation_size: Annotated[int, Field(ge=0)]  # training images held out (seeded) for validation
     seed: Seed
+
+    @model_validator(mode="after")
+    def _splits_name_the_files(self):
+        named = [name for pair in dict(self.splits).values() for name in pair]
+        if unknown := [name for name in named if name not in self.files]:
+            raise ValueError(f"splits name {', '.join(unknown)}, not in its files")
+        if unused := [name for name in self.files if name not in named]:
+            raise ValueError(f"files hold {', '.join(unused)}, in none of its splits")
+        return self
 
 
 class GenerateParams(_Section):
@@ -81,7 +93,7 @@ class TrainParams(_Section):
     """The params of every model's entry; an architecture's own params are added to them
     (`params_of_architecture`)."""
     architecture: str  # a key of the model table; the loader puts in the entry's key if absent
-    dataset: Literal[tuple(DATASETS)]
+    dataset: str  # a row of `datasets` or the generated one, of the kind its architecture takes
     seed: Seed
     lr: PositiveFloat
     batch_size: PositiveInt
@@ -112,12 +124,6 @@ def own_params(params: TrainParams) -> dict:
     return {key: getattr(params, key) for key in type(params).model_fields if key not in TrainParams.model_fields}
 
 
-def _distinct(values: list) -> list:
-    if len(set(values)) != len(values):
-        raise ValueError("values repeat")
-    return values
-
-
 def _values(kind) -> type:
     """A search list: one value or more, none twice."""
     return Annotated[list[kind], Field(min_length=1), AfterValidator(_distinct)]
@@ -136,6 +142,7 @@ SEARCH_KEYS = tuple(SearchSpace.model_fields)  # the TrainParams keys a sweep se
 
 
 class SweepParams(_Section):
+    dataset: str                  # what it learns from (as a train entry's `dataset`)
     validation_size: PositiveInt  # training images held out (seeded) to choose on
     seed: Seed                    # of the validation split and of the sample
     sample: Annotated[int, Field(ge=0)]  # 0: every combination; n: a seeded random n of them
@@ -143,8 +150,7 @@ class SweepParams(_Section):
 
 
 class Params(_Section):
-    download: DownloadParams
-    prepare: PrepareParams
+    datasets: dict[str, DatasetParams]  # one row per dataset of images
     generate: GenerateParams
     samples: SamplesParams
     train: Annotated[dict[str, TrainParams], Field(min_length=1)]  # each entry checked by `check_entry`

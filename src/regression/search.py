@@ -27,16 +27,19 @@ FINISHED, DIVERGED = "finished", "diverged"
 
 def search_base(name: str, entry: dict) -> dict:
     """What a sweep of model `name` takes from its entry `train.<name>` (as read): every key but
-    those it searches, its architecture named. The `params` stage writes it for the sweep stage,
-    which depends on it: a change to `train.<name>.lr` leaves the sweep alone, one to its `hidden` does not."""
-    return {"architecture": name} | {key: value for key, value in entry.items() if key not in SEARCH_KEYS}
+    those it searches and the dataset (its own), its architecture named. The `params` stage writes it
+    for the sweep stage, which depends on it: a change to `train.<name>.lr` leaves the sweep alone,
+    one to its `hidden` does not."""
+    return {"architecture": name} | {key: value for key, value in entry.items()
+                                     if key not in (*SEARCH_KEYS, "dataset")}
 
 
 def trials(base: dict, sweep: SweepParams) -> list[dict]:
     """The trials of `sweep` over the model's `search_base`, each its full params (unchecked), in
     grid order (sampled if asked)."""
     grid = [getattr(sweep.grid, key) for key in SEARCH_KEYS]
-    settings = [base | dict(zip(SEARCH_KEYS, values)) for values in itertools.product(*grid)]
+    settings = [base | {"dataset": sweep.dataset} | dict(zip(SEARCH_KEYS, values))
+                for values in itertools.product(*grid)]
     if sweep.sample and sweep.sample < len(settings):
         picked = np.random.default_rng(sweep.seed).choice(len(settings), sweep.sample, replace=False)
         settings = [settings[i] for i in sorted(picked.tolist())]

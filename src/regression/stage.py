@@ -51,10 +51,11 @@ def run(main: Callable[[Params, argparse.Namespace], None], parser: argparse.Arg
     """
     for s in (signal.SIGTERM, signal.SIGINT):
         signal.signal(s, _raise_interrupted)
-    code = 0
+    code, key = 0, None
     try:
         args = parser.parse_args()
-        params = load_section("params.yaml", owns(args) if callable(owns) else owns, models=models)
+        key = owns(args) if callable(owns) else owns
+        params = load_section("params.yaml", key, models=models)
         phases.started = time.time()
         main(params, args)
     except PipelineError as error:
@@ -63,20 +64,20 @@ def run(main: Callable[[Params, argparse.Namespace], None], parser: argparse.Arg
     except Interrupted as interrupted:
         print(f"error: {interrupted}", file=sys.stderr)
         code = 128 + interrupted.signum
-    stage_name = os.environ.get("DVC_STAGE") or " ".join(sys.argv[:2])
-    if code and (back := way_back(stage_name)):
+    if code and (back := way_back(key)):
         print(back, file=sys.stderr)
-    phases.record(stage_name, code)
+    phases.record(os.environ.get("DVC_STAGE") or " ".join(sys.argv[:2]), code)
     sys.exit(code)
 
 
 KEPT = "the outputs are still the last good run's"  # how a failed stage's last line starts
 
 
-def way_back(stage_name: str) -> str | None:
+def way_back(section: str | None) -> str | None:
     """A failed stage's last line when params.yaml differs from git's HEAD (e.g. after `dvc exp run -S`):
-    the keys of its section (`train@mlp`: `train.mlp.*`) to put back, each with its committed value,
-    keeping every other edit; None when params.yaml is the committed one (or outside a git repo)."""
+    the keys of the section it owns (`train.mlp`) to put back, each with its committed value,
+    keeping every other edit (a stage owning none: how to see them); None when params.yaml is the committed
+    one (or outside a git repo)."""
     try:
         committed = subprocess.run(["git", "show", "HEAD:params.yaml"], capture_output=True, text=True, timeout=10)
         if committed.returncode != 0:
@@ -86,9 +87,8 @@ def way_back(stage_name: str) -> str | None:
         return None
     if before == now:
         return None
-    # its section: `train@mlp` (DVC's name) or `stages/train.py mlp` (run by hand) -> `train.mlp.`
-    section = stage_name.replace("@", ".").replace("stages/", "").replace(".py ", ".").removesuffix(".py") + "."
-    changed = sorted(key for key in set(before) | set(now) if key.startswith(section) and before.get(key) != now.get(key))
+    changed = sorted(key for key in set(before) | set(now)
+                     if section and key.startswith(section + ".") and before.get(key) != now.get(key))
     back = [key for key in changed if key in before]
     new = [key for key in changed if key not in before]
     lines = [KEPT]

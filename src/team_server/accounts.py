@@ -149,7 +149,7 @@ def make_experiments(settings: Path, url: str, certificate: Path | None) -> None
     """Make the project's experiments (each dataset's, and its sweeps') as the admin, so that whoever
     records into one first does not manage it (MLflow lets any account create an experiment, and its
     creator manages it)."""
-    from regression.data import DATASETS
+    from regression.params import dataset_names, read_yaml
     from tracking.naming import sweeps_of
     from tracking.store import open_experiments
 
@@ -159,6 +159,7 @@ def make_experiments(settings: Path, url: str, certificate: Path | None) -> None
     if certificate:
         os.environ[CERT_VARIABLE] = str(certificate)
     try:
-        open_experiments([*DATASETS, *map(sweeps_of, DATASETS)])
+        datasets = dataset_names(read_yaml(Path(__file__).resolve().parents[2] / "params.yaml"))
+        open_experiments([*datasets, *map(sweeps_of, datasets)])
     except TrackingError as error:
         raise ServerError(f"the server is up, but the project's experiments could not be made: {error}") from None

@@ -100,12 +100,13 @@ def sweep_estimate(params: dict, model: str, train_run) -> str:
     if train_run is None or train_run.info.end_time is None:
         return ""
     entry, sweep = params["train"][model], SweepParams(**params["sweep"][model])
-    rows = read_meta(Path("data") / entry["dataset"])["rows"]["train"]
+    rows = read_meta(Path("data") / sweep.dataset)["rows"]["train"]
+    trained_rows = read_meta(Path("data") / entry["dataset"])["rows"]["train"]
     settings = trials(search_base(model, entry), sweep)
     work = sum(trial["epochs"] * (rows - sweep.validation_size) for trial in settings)
     work = work / min(len(settings), os.cpu_count() or 1)  # a one-thread trial per core at once
     work += max(sweep.grid.epochs) * rows  # the refit of the chosen trial, at most
-    seconds = (train_run.info.end_time - train_run.info.start_time) / 1000 * work / (entry["epochs"] * rows)
+    seconds = (train_run.info.end_time - train_run.info.start_time) / 1000 * work / (entry["epochs"] * trained_rows)
     return f" (about {max(1, round(seconds / 60))} min here, at train@{model}'s pace)"
 
 

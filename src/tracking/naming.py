@@ -52,17 +52,12 @@ def experiment_name(key: str) -> str:
     return os.environ.get("MLFLOW_EXPERIMENT_NAME") or key
 
 
-def model_datasets(params: dict) -> dict[str, str]:
-    """{model: the dataset it learns from}, for each model of params.yaml's `train` section."""
-    return {model: section["dataset"] for model, section in params.get("train", {}).items()}
-
-
 def experiment_keys(params: dict) -> list[str]:
-    """The experiments params.yaml's stages record into: each model's dataset, then the sweeps
-    experiment of each swept model's dataset."""
-    datasets = model_datasets(params)
-    swept = [sweeps_of(datasets[model]) for model in params.get("sweep", {}) if model in datasets]
-    return list(dict.fromkeys([*datasets.values(), *swept]))
+    """The experiments params.yaml's stages record into: each train entry's dataset, then the sweeps
+    experiment of each sweep entry's dataset."""
+    trained = [entry["dataset"] for entry in params.get("train", {}).values()]
+    swept = [sweeps_of(entry["dataset"]) for entry in params.get("sweep", {}).values()]
+    return list(dict.fromkeys([*trained, *swept]))
 
 
 def registered_name(dataset: str, model: str) -> str:
@@ -131,7 +126,7 @@ def changed_params(current: dict, committed: dict, model: str) -> dict[str, obje
     Its entry is compared with the committed `train.<model>`, or, for a new entry (a variant), with
     the entry of its architecture (`train.mlp` for `mlp_wide`), as committed or else as it is now.
     Its own keys are named as is (`lr`); keys of other sections in full, after them
-    (`prepare.validation_size`). With no committed params.yaml (not a git repo), nothing counts.
+    (`datasets.fashion-mnist.validation_size`). With no committed params.yaml (not a git repo), nothing counts.
     """
     if not committed:
         return {}

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from regression.data import CLASSIFICATION, DATASETS
+from regression.data import classifies
 from regression.headline import HEADLINE, LOSS, TRAIN, has, metric, ranked_by
 from regression.params import read_yaml
 from regression.params_schema import SEARCH_KEYS
@@ -34,13 +34,12 @@ VIEW_TAG = SHARED_VIEW + VIEW_KEY  # the experiment tag holding the lesson's sav
 NEWEST_FIRST = "attributes.start_time"  # the UI's sort by "Created"
 
 
-def lesson_view(task: str, sweeps: bool = False) -> dict[str, str]:
-    """The lesson's saved view of the run list for a task's runs (or its sweeps'), as the experiment
+def lesson_view(classifies: bool, sweeps: bool = False) -> dict[str, str]:
+    """The lesson's saved view of the run list for classifiers' runs or regressors' (or sweeps'), as the experiment
     tag MLflow's UI keeps one in (`mlflow.sharedViewState.<key>`: {name, createdAt, state}, the state
     the UI's own JSON): the searched params and the seed, the headline metrics, best first; a sweeps
     experiment's newest sweep first, its trials nested under it. Listed under "Views" in the UI.
     """
-    classifies = task == CLASSIFICATION
     order_by = ranked_by(classifies)
     params = [f"params.`{key}`" for key in (*SEARCH_KEYS, "seed")]
     metrics = [f"metrics.`{key}`" for key in (*HEADLINE, metric(TRAIN, LOSS)) if has(key, classifies)]
@@ -66,9 +65,9 @@ def experiment_tags(key: str) -> dict[str, str]:
     """An experiment's tags: the UI's model-training kind and the lesson's saved view for its task
     (one experiment for every dataset, MLFLOW_EXPERIMENT_NAME, gets the classifiers')."""
     one_for_all = bool(os.environ.get("MLFLOW_EXPERIMENT_NAME"))
-    task = CLASSIFICATION if one_for_all else DATASETS[dataset_of(key)]
     sweeps = key != dataset_of(key) and not one_for_all
-    return {"mlflow.experimentKind": "custom_model_development"} | lesson_view(task, sweeps)
+    return {"mlflow.experimentKind": "custom_model_development"} | lesson_view(
+        one_for_all or classifies(dataset_of(key)), sweeps)
 
 
 def project_root(cwd: Path | None = None) -> Path:
