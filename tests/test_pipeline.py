@@ -315,7 +315,7 @@ class TanhNet(nn.Module):
             layer.bias.zero_()
 
 
-MODELS["tanh_net"] = ModelSpec("fashion-mnist", TanhNet, partial(F.cross_entropy, reduction="none"),
+MODELS["tanh_net"] = ModelSpec(IMAGES, TanhNet, partial(F.cross_entropy, reduction="none"),
                                sgd_by_hand=False)
 """
 

@@ -200,11 +200,10 @@ def test_make_compare_shows_every_model_of_the_pipeline(reproduced):
 
 
 def test_dvc_plots_show_renders_every_plot_of_dvc_yaml_with_its_data(reproduced, tmp_path):
-    """Every plot of dvc.yaml is rendered, those of the `plots:` block and each model's from its train
-    stage (a model added to params.yaml, the variant here, gets its own): charts with one point per
-    record of their file, images as the files are; `dvc plots show` also writes its page."""
+    """Every plot of dvc.yaml is rendered: each dataset's samples from its samples stage, and each
+    model's from its train stage (a model added to params.yaml, the variant here, gets its own): charts
+    with one point per record of their file, images as the files are; `dvc plots show` also writes its page."""
     path, _, _ = reproduced
-    plots = yaml.safe_load((path / "dvc.yaml").read_text())["plots"]
     shown = json.loads(run(path, "dvc", "plots", "show", "--json", "-o", str(tmp_path / "json")).stdout)
     assert not shown.get("errors"), shown["errors"]
     rendered = shown["data"]
@@ -212,7 +211,7 @@ def test_dvc_plots_show_renders_every_plot_of_dvc_yaml_with_its_data(reproduced,
     html = (tmp_path / "html" / "index.html").read_text()
     assert "index.html" in page.stdout
 
-    images = [name for name in plots if isinstance(name, str)]
+    images = [f"metrics/{dataset}-samples.png" for dataset in yaml.safe_load((path / "params.yaml").read_text())["datasets"]]
     for model in MODELS:
         images += [f"metrics/{model}/figures/{p.name}" for p in sorted((path / f"metrics/{model}/figures").iterdir())]
         assert f"metrics/{model}/figures/learning_curves.png" in images

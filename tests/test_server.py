@@ -61,6 +61,7 @@ def test_a_client_connected_over_https_does_not_hold_the_stop_up(postgres_binari
 
     project = postgres_tmp_path / "project"
     shutil.copytree(PROJECT / "src", project / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(PROJECT / "params.yaml", project / "params.yaml")  # the datasets the server makes experiments for
     cert, key = make_certificate(postgres_tmp_path / "tls")
     port = free_port()
     try:
@@ -154,6 +155,7 @@ def test_server_starts_once_says_where_and_stops_leaving_nothing_running(postgre
                                                                         postgres_tmp_path):
     project = postgres_tmp_path / "project"
     shutil.copytree(PROJECT / "src", project / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(PROJECT / "params.yaml", project / "params.yaml")  # the datasets the server makes experiments for
     port, postgres_port = free_port(), free_port()
     url = f"http://127.0.0.1:{port}"
     try:
@@ -208,6 +210,7 @@ def test_server_starts_once_says_where_and_stops_leaving_nothing_running(postgre
 
 def test_server_without_postgresql_fails_in_one_line_naming_the_install_command(tmp_path):
     shutil.copytree(PROJECT / "src", tmp_path / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(PROJECT / "params.yaml", tmp_path / "params.yaml")  # the datasets the server makes experiments for
     (tmp_path / "empty").mkdir()
     result = server(tmp_path, "start", "--postgres-bin", str(tmp_path / "empty"))
     assert result.returncode == 1
@@ -225,6 +228,7 @@ def test_server_as_root_in_a_folder_postgres_cannot_enter_refuses_at_once_saying
     closed.chmod(0o700)
     project = closed / "project"
     shutil.copytree(PROJECT / "src", project / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(PROJECT / "params.yaml", project / "params.yaml")  # the datasets the server makes experiments for
     result = server(project, "start")
     assert result.returncode == 1
     assert result.stderr.splitlines() == [

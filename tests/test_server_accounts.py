@@ -44,6 +44,7 @@ def team(postgres_binaries):  # noqa: F811 - the fixture imported above
     folder = folder_postgres_can_reach()
     project = folder / "project"
     shutil.copytree(PROJECT / "src", project / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(PROJECT / "params.yaml", project / "params.yaml")  # the datasets the server makes experiments for
     shutil.copy2(PROJECT / "params.yaml", project / "params.yaml")  # which experiments make promote opens
     port, postgres_port = free_port(), free_port()
     try:

@@ -32,7 +32,7 @@ import pytest
 from mlflow import MlflowClient
 
 from projects import PROJECT, edit_params, environment, free_port, start_mlflow_server, stop, train_command
-from tracking.naming import changed_params, committed_params, run_name
+from tracking.naming import baseline_params, changed_params, run_name
 from tracking.store import TrackingError, open_experiment
 
 FAKE_STAGE = Path(__file__).with_name("fake_stage.py")
@@ -126,13 +126,19 @@ def test_changed_params_are_this_models_and_other_sections_only():
 
 def test_committed_params_come_from_the_experiments_baseline(tmp_path, monkeypatch):
     env = environment()
-    for command in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "1"]):
-        if command[1] == "add":
-            (tmp_path / "params.yaml").write_text("train:\n  lr: 1e-3\n")
-        subprocess.run(command, cwd=tmp_path, env=env, check=True)
-    (tmp_path / "params.yaml").write_text("train:\n  lr: 0.5\n")
     monkeypatch.chdir(tmp_path)
-    assert committed_params() == {"train": {"lr": 0.001}}  # YAML 1.2, as DVC reads it
+    monkeypatch.delenv("DVC_EXP_BASELINE_REV", raising=False)
+    assert baseline_params() == {}  # not a git repository
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, env=env, check=True)
+    for lr in ("1e-3", "0.2"):  # two commits
+        (tmp_path / "params.yaml").write_text(f"train:\n  lr: {lr}\n")
+        for command in (["git", "add", "-A"], ["git", "commit", "-qm", lr]):
+            subprocess.run(command, cwd=tmp_path, env=env, check=True)
+    (tmp_path / "params.yaml").write_text("train:\n  lr: 0.5\n")
+    assert baseline_params() == {"train": {"lr": 0.2}}  # HEAD's
+    first = subprocess.run(["git", "rev-parse", "HEAD~1"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    monkeypatch.setenv("DVC_EXP_BASELINE_REV", first.stdout.strip())
+    assert baseline_params() == {"train": {"lr": 0.001}}  # the baseline's; YAML 1.2, as DVC reads it
 
 
 # The store

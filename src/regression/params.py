@@ -53,6 +53,19 @@ def read_yaml(path: str | Path) -> Any:
         raise ParamsError(f"{path}: cannot read params: {' '.join(str(error).split())}") from None
 
 
+def committed_params(revision: str = "HEAD") -> dict | None:
+    """params.yaml as committed at `revision` (git), None outside a git repository or if unreadable."""
+    import subprocess
+
+    from ruamel.yaml.error import YAMLError
+
+    try:
+        shown = subprocess.run(["git", "show", f"{revision}:params.yaml"], capture_output=True, text=True, timeout=10)
+        return parse_yaml(shown.stdout) or {} if shown.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError, YAMLError):
+        return None
+
+
 def load_params(path: str | Path, models: Mapping[str, Any] | None = None) -> Params:
     """params.yaml, all checked; with `models` (the model table), each train entry's architecture too."""
     path = Path(path)

@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from regression import PipelineError
-from regression.params import Params, flat, load_section, parse_yaml, read_yaml
+from regression.params import Params, committed_params, flat, load_section, read_yaml
 from regression.timing import phases
 
 
@@ -78,13 +77,14 @@ def way_back(section: str | None) -> str | None:
     the keys of the section it owns (`train.mlp`) to put back, each with its committed value,
     keeping every other edit (a stage owning none: how to see them); None when params.yaml is the committed
     one (or outside a git repo)."""
+    committed = committed_params()
     try:
-        committed = subprocess.run(["git", "show", "HEAD:params.yaml"], capture_output=True, text=True, timeout=10)
-        if committed.returncode != 0:
-            return None
-        before, now = flat(parse_yaml(committed.stdout) or {}), flat(read_yaml("params.yaml") or {})
-    except (OSError, subprocess.SubprocessError, ValueError, PipelineError):
+        now = flat(read_yaml("params.yaml") or {})
+    except PipelineError:
         return None
+    if committed is None:
+        return None
+    before = flat(committed)
     if before == now:
         return None
     changed = sorted(key for key in set(before) | set(now)

@@ -16,7 +16,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from regression.params import flat, parse_yaml
+from regression.params import committed_params, flat
 from tracking.searching import PAGE_SIZE, every
 
 MODEL_TAG, STAGE_TAG, EXPERIMENT_TAG, DIGEST_TAG = "model", "dvc.stage", "dvc.experiment", "data.digest"
@@ -108,16 +108,10 @@ def git(*args: str) -> str | None:
         return None
 
 
-def committed_params() -> dict:
-    """params.yaml as committed at the experiment's baseline (or HEAD), {} if unknown."""
-    revision = os.environ.get("DVC_EXP_BASELINE_REV") or "HEAD"
-    text = git("show", f"{revision}:params.yaml")
-    if text is None:
-        return {}
-    try:
-        return parse_yaml(text) or {}
-    except Exception:  # an unreadable committed file only costs the run name its detail
-        return {}
+def baseline_params() -> dict:
+    """params.yaml as committed at the experiment's baseline (or HEAD), {} if unknown: an unreadable
+    committed file only costs the run name its detail."""
+    return committed_params(os.environ.get("DVC_EXP_BASELINE_REV") or "HEAD") or {}
 
 
 def changed_params(current: dict, committed: dict, model: str) -> dict[str, object]:
@@ -179,7 +173,7 @@ def stage_run_tags(model: str, stage: str, data: dict, params: dict, file_params
     from tracking.access import account
 
     commit, exp_name = git("rev-parse", "HEAD"), os.environ.get("DVC_EXP_NAME")
-    changed = changed_params(file_params, committed_params(), model) if file_params else {}
+    changed = changed_params(file_params, baseline_params(), model) if file_params else {}
     tags = {MODEL_TAG: model, STAGE_TAG: os.environ.get("DVC_STAGE", stage), DIGEST_TAG: data["digest"],
             "mlflow.user": account(), CHANGED_TAG: " ".join(f"{k}={v}" for k, v in changed.items())}
     tags |= numerics.describe() | ({COMMIT_TAG: commit} if commit else {})
