@@ -1,14 +1,18 @@
 """A dataset is a row: a second IDX image dataset, added to a project copy by its row of `datasets` and a
-train entry alone, is downloaded from 127.0.0.1, prepared, trained on and recorded by `dvc repro`."""
+train entry alone, is downloaded from 127.0.0.1, prepared, trained on and recorded by `dvc repro`.
+End to end, so in `make test-all`."""
 
 import json
 
+import pytest
 from mlflow import MlflowClient
 
 from idx_files import write_tiny_fashion_mnist_files
 from projects import edit_params, make_project, read_json, run, runs_by_model, served, stages_run, store_uri
 
 CLASSES = ["circle", "square", "triangle"]
+pytestmark = pytest.mark.slow
+
 NAMES = {"train": ["shapes-train-images.idx", "shapes-train-labels.idx"],
          "test": ["shapes-test-images.idx", "shapes-test-labels.idx"]}
 
