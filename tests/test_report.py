@@ -1,4 +1,5 @@
-"""`make report` on a real git repo with two commits on tiny data: the lesson, then one `lr` changed."""
+"""`make report` on a real git repo with two commits on tiny data: the lesson, then one `lr` changed.
+End to end, so in `make test-all`."""
 
 import re
 import sys
@@ -11,6 +12,7 @@ from projects import edit_params, make_project, run
 VENV = Path(sys.executable).parent.parent  # the environment `make` uses
 
 MODEL = "softmax_nn"
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
