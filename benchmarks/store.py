@@ -91,6 +91,7 @@ class Builder:
 
     def add(self, n: int) -> float:
         from mlflow.entities import Metric, Param, RunStatus, RunTag
+        from regression.headline import HEADLINE
         from mlflow.entities.model_registry import ModelVersionTag
 
         start = time.perf_counter()
@@ -113,8 +114,10 @@ class Builder:
             self.store.log_batch(run_id, metrics=metrics, params=[Param(k, v) for k, v in self.params.items()],
                                  tags=[RunTag(k, v) for k, v in tags.items() if k != "model"])
             self.store.update_run_info(run_id, RunStatus.FINISHED, now + 1, None)
-            version_tags = self.version_tags | {"run_name": tags["mlflow.runName"], "val_accuracy": f"{val:.6g}",
-                                                "test_accuracy": f"{test:.6g}"}
+            # The version claims what its run recorded last (make promote checks each claim).
+            recorded = {m.key: m.value for m in sorted(metrics, key=lambda m: m.step)}
+            version_tags = self.version_tags | {"run_name": tags["mlflow.runName"]} | {
+                key: f"{recorded[key]:.6g}" for key in HEADLINE if key in recorded}
             version = self.registry.create_model_version(
                 REGISTERED, self.source, run_id, [ModelVersionTag(k, v) for k, v in version_tags.items()])
             if best:
