@@ -17,7 +17,8 @@ from ruamel.yaml import YAML
 from projects import train_command
 from regression.models import MODELS
 from regression.data import GENERATED, kind
-from regression.params import ParamsError, check_entry, check_unread, load_params, load_section, read_yaml
+from regression.params import (ParamsError, check_entry, check_unread, committed_params, dataset_problems, load_params,
+                               load_section, read_yaml)
 from regression.stage import KEPT, way_back
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -582,3 +583,16 @@ def test_the_way_back_names_the_refused_keys_committed_values_and_keeps_other_ed
     assert way_back("generate") == (f"{KEPT}; `dvc exp run -S 'generate.true_w=[2.0,-3.4]'` puts back "
                                     "generate.true_w as committed and keeps your other edits")
     assert way_back(None) == way_back("samples") == f"{KEPT}; `git diff HEAD params.yaml` shows your edits"
+
+
+def test_the_committed_params_are_none_outside_a_git_repository(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text("train: {}\n")
+    assert committed_params() is None  # so a failed stage adds no way-back line (regression.stage.way_back)
+    assert way_back("train.linear") is None
+
+
+def test_a_dataset_of_the_wrong_kind_names_every_dataset_of_the_right_one():
+    problems = dataset_problems("train.x.dataset", GENERATED, ["shapes", FM, GENERATED], "softmax_nn", MODELS)
+    assert problems == [f"  train.x.dataset = '{GENERATED}': architecture softmax_nn takes images, {GENERATED} "
+                        f"holds features (datasets of images: shapes, {FM})"]
