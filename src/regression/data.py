@@ -37,6 +37,8 @@ def kind(dataset: str) -> str:
 def classifies(dataset: str) -> bool:
     """Whether the models of a dataset classify (class labels, accuracy, class names) or regress."""
     return kind(dataset) == IMAGES
+
+
 META = "meta.json"
 
 

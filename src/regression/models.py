@@ -1,9 +1,10 @@
 """The architecture table, its models, and the softmax and cross-entropy written by hand.
 
 `MODELS` is the one place that says, for each architecture, the kind of data it takes (images,
-so it classifies, or features, so it regresses), how it is built, its loss and how it steps; training, evaluation, the report, the params check and the served model read these
-fields. An architecture's own params (the MLP's `hidden`) are the keyword parameters of its
-class after the config, typed: `ModelSpec.params` makes them keys of its entries in params.yaml.
+so it classifies, or features, so it regresses), how it is built, its loss and how it steps;
+training, evaluation, the report, the params check and the served model read these fields. An
+architecture's own params (the MLP's `hidden`) are the keyword parameters of its class after the
+config, typed: `ModelSpec.params` makes them keys of its entries in params.yaml.
 A model's shape is its `ModelConfig` (its architecture, the params that shape it), saved with
 its weights (`model_bytes`), so that anything can rebuild it from the file alone (`load_model`).
 How it starts (`init_std`, the seed) is training's business: `initialise_`.
