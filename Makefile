@@ -22,7 +22,10 @@ PLOTS_PAGE := $(VENV)/share/dvc-plots/index.html
 # sweeps are `make sweep`), then a line per model. The params stage runs first and refuses a section
 # of params.yaml no stage reads before any work.
 SUMMARY := PYTHONPATH=src python -m tracking.compare --summary
+# DVC reads all of dvc.yaml first: an entry without its `dataset` is said here, not as DVC's error.
+TEMPLATE_PARAMS := PYTHONPATH=src python -m dvc_tools.template_params
 run: $(VENV)/.installed $(PLOTS_PAGE)
+	$(TEMPLATE_PARAMS)
 	dvc repro train samples
 	$(SUMMARY)
 
@@ -75,6 +78,7 @@ ui: $(VENV)/.installed
 # the training data). On the local machine, or on a running Dask cluster:
 # DASK_SCHEDULER_ADDRESS=tcp://host:8786 make sweep
 sweep: $(VENV)/.installed $(PLOTS_PAGE)
+	$(TEMPLATE_PARAMS)
 	dvc repro $(if $(MODEL),sweep@$(MODEL),sweep)
 	$(SUMMARY)
 
