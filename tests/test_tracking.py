@@ -141,6 +141,27 @@ def test_committed_params_come_from_the_experiments_baseline(tmp_path, monkeypat
     assert baseline_params() == {"train": {"lr": 0.001}}  # the baseline's; YAML 1.2, as DVC reads it
 
 
+def test_consecutive_runs_and_a_sweeps_children_get_distinct_chart_colours(folder, monkeypatch):
+    """MLflow's UI draws a run in a colour hashed from its id unless the run names one: runs next
+    to each other in a chart must not share it."""
+    from tracking.naming import RUN_COLOUR_TAG
+    from tracking.record import RUN_COLOURS, Trained, record
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store(folder))
+    monkeypatch.chdir(folder)
+    data = {"name": "synthetic", "digest": "0" * 32}
+
+    def trained(at: float) -> Trained:
+        return Trained({"lr": 0.05}, [{"epoch": 1, "train_loss": 0.5}], at, at)
+
+    for n in range(len(RUN_COLOURS)):
+        record("linear", "train@linear", "synthetic", data, trained(1000.0 + n))
+    record("linear", "sweep@linear", "synthetic", data, trained(2000.0), children=[trained(2001.0), trained(2002.0)])
+    found = sorted(runs(store(folder)), key=lambda run: run.info.start_time)
+    colours = [run.data.tags[RUN_COLOUR_TAG] for run in found]
+    assert colours == [*RUN_COLOURS, *RUN_COLOURS[:3]]  # on round the palette, the sweep's children too
+
+
 # The store
 
 

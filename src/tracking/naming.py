@@ -30,6 +30,7 @@ SELECTED_BY_TAG = "champion.selected_by"  # a champion version's: the metric tha
 PARENT_TAG, SWEEP_TAG, TRIAL_TAG = "mlflow.parentRunId", "sweep.run_id", "sweep.trial"
 SWEEP_MODEL_TAG, TRIALS_TAG, CHOSEN_TRIAL_TAG = "sweep.model", "sweep.trials", "sweep.chosen_trial"
 CHOSEN_TAG = "sweep.chosen"  # a sweep's run and its champion version's: the settings it chose
+RUN_COLOUR_TAG = "mlflow.runColor"  # MLflow's own: the colour the UI draws a run in (else a hash of its id)
 MODEL_DIGEST_TAG = "model.sha256"  # a model stage's run: the model file it wrote (`run_of_outputs`)
 NAME_WIDTH = 40  # a run name's model and changed params, in the UI's run list
 SWEEPS = "/sweeps"  # after a dataset's name: the experiment of its sweeps

@@ -8,6 +8,7 @@ KILLED, deletes its version, publishes nothing. A diverged training is a FAILED 
 
 import contextlib
 import hashlib
+import itertools
 import tempfile
 import time
 import warnings
@@ -18,14 +19,19 @@ from pathlib import Path
 from regression.files import signals_held
 from regression.headline import split_of
 from tracking.access import as_tracking_error, check_recording, one_line, shortfall
-from tracking.naming import (COMMIT_TAG, DIGEST_TAG, EXPERIMENT_TAG, MODEL_DIGEST_TAG, PARENT_TAG, RUN_NAME_TAG,
-                             STATUS_REASON_TAG, SWEEP_TAG, experiment_name, registered_name, stage_run_tags)
+from tracking.naming import (COMMIT_TAG, DIGEST_TAG, EXPERIMENT_TAG, MODEL_DIGEST_TAG, PARENT_TAG, RUN_COLOUR_TAG,
+                             RUN_NAME_TAG, STATUS_REASON_TAG, SWEEP_TAG, experiment_name, registered_name,
+                             stage_run_tags)
 from tracking.store import open_experiment, tracking_uri
 
 SERVING_CODE = Path(__file__).with_name("logged_model.py")  # the code MLflow loads a logged model with
 PACKAGES = [Path(__file__).parent, Path(__file__).parents[1] / "regression"]  # logged beside it
 MODEL_PACKAGES = ("torch", "numpy", "pandas")  # what the logged model imports, besides mlflow
 BATCH = 1000  # MLflow takes at most 1000 metrics per log_batch
+# A run's colour in the UI's charts: each run takes the one after its experiment's newest run's,
+# so the last ten runs of an experiment differ (Tableau 10: apart for most colour vision).
+RUN_COLOURS = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
+               "#9c755f", "#bab0ac")
 
 
 def check(experiment_key: str) -> None:
@@ -72,9 +78,10 @@ def record(model: str, stage: str, experiment_key: str, data: dict, trained: Tra
     run_id = version = None
     published = False  # once the outputs are in place there is nothing to undo
     try:
-        run_id = start(client, experiment, model, stage, data, trained, file_params or {})
+        colours = colours_after(client, experiment)
+        run_id = start(client, experiment, model, stage, data, trained, file_params or {}, next(colours))
         for child in children:
-            child_id = start(client, experiment, model, stage, data, child, {}, parent=run_id)
+            child_id = start(client, experiment, model, stage, data, child, {}, next(colours), parent=run_id)
             log_history(client, child_id, child.history)
             client.set_terminated(child_id, child.status, end_time=int(child.ended * 1000))
         datasets = split_datasets(data, folder, trained.history) if folder else {}
@@ -107,10 +114,18 @@ def record(model: str, stage: str, experiment_key: str, data: dict, trained: Tra
     return version
 
 
+def colours_after(client, experiment: str):
+    """The colours of the next runs of `experiment`, on round RUN_COLOURS from its newest run's."""
+    newest = client.search_runs([experiment], max_results=1, order_by=["attributes.start_time DESC"])
+    last = newest[0].data.tags.get(RUN_COLOUR_TAG) if newest else None
+    return itertools.islice(itertools.cycle(RUN_COLOURS), RUN_COLOURS.index(last) + 1 if last in RUN_COLOURS else 0,
+                            None)
+
+
 def start(client, experiment: str, model: str, stage: str, data: dict, trained: Trained, file_params: dict,
-          parent: str | None = None) -> str:
-    """Create the run, with its tags (a stage's, or a child's) and start time; its id."""
-    tags = dict(trained.tags)
+          colour: str, parent: str | None = None) -> str:
+    """Create the run, with its tags (a stage's, or a child's), colour and start time; its id."""
+    tags = dict(trained.tags) | {RUN_COLOUR_TAG: colour}
     if parent is None:
         stage_tags, name = stage_run_tags(model, stage, data, trained.params, file_params, trained.started)
         tags |= stage_tags
