@@ -100,7 +100,9 @@ class Builder:
             best = self.made == BEST_AT
             name = "bench-best" if best else f"bench-{self.made}"
             val = 0.995 if best else self.random.uniform(0.80, 0.86)
-            test = 0.99 if best else self.random.uniform(0.80, 0.845)
+            # make promote scores the best again: it claims what its model (the real one) scores
+            real_test = float(self.version_tags["test_accuracy"])
+            test = real_test if best else self.random.uniform(0.80, real_test)
             tags = self.tags | {"dvc.experiment": name, "dvc.changed_params": f"lr={self.made}",
                                 "model.sha256": f"{self.made:064x}", "mlflow.runName": f"{MODEL} · {name}"}
             now = int(time.time() * 1000)

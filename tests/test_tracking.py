@@ -480,6 +480,31 @@ def test_train_stage_records_the_training_s_run_once_trained(synthetic_folder):
     assert run.data.tags["model.sha256"] == hashlib.sha256(model_file.read_bytes()).hexdigest()
 
 
+def test_make_promote_scores_the_candidate_itself_and_refuses_a_claim_its_model_does_not_bear_out(
+        synthetic_folder, monkeypatch):
+    """An editor's run may record any figure it likes, and register the champion's own model with
+    it: its claim and its run agree, so only scoring the model on the test set again tells."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store(synthetic_folder))  # where the registry finds the model
+    stage = train_stage(synthetic_folder, epochs=3)
+    out, err = stage.communicate(timeout=WAIT_SECONDS)
+    assert stage.returncode == 0, out + err
+    client = MlflowClient(store(synthetic_folder))
+    [trained] = versions(store(synthetic_folder))
+    scored = float(trained.tags["test_loss"])
+    forger = client.create_run(client.get_run(trained.run_id).info.experiment_id).info.run_id
+    client.log_metric(forger, "test_loss", 1e-06)
+    client.create_model_version("synthetic-linear", trained.source, forger, tags=trained.tags | {"test_loss": "1e-06"})
+    promote = subprocess.run([sys.executable, "-m", "tracking.registry"], cwd=synthetic_folder, capture_output=True,
+                             text=True, env=environment(PYTHONPATH=str(PROJECT / "src"),
+                                                        MLFLOW_TRACKING_URI=store(synthetic_folder)))
+    assert promote.returncode == 0, promote.stderr
+    assert promote.stdout.splitlines()[:2] == [
+        f"synthetic-linear: version 2 not crowned: it claims test_loss 1e-06, its model scores {scored:.6g} on "
+        "synthetic's test set",
+        f"synthetic-linear: champion -> version 1, test_loss {scored:.4g}, chosen on the test set (no validation split)"]
+    assert client.get_registered_model("synthetic-linear").aliases == {"champion": 1}
+
+
 @pytest.mark.slow
 def test_an_unusable_store_fails_the_train_stage_in_one_line_and_writes_nothing(synthetic_folder):
     database = synthetic_folder / "mlflow.db"

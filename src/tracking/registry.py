@@ -5,20 +5,24 @@ Every model stage registers its model as a new version of `<dataset>-<model>` (e
 git commit and headline metrics. Runs and versions rank by the first headline metric they have
 (`rank_key`: validation accuracy, then test accuracy, then the lowest test loss; see
 `regression.headline`); `make compare` and `make sweep` list runs in that order, and `promote`
-points `champion` at the best version. Choosing on the test set is a fallback, and `promote`
-says so when it does.
+points `champion` at the best version whose claims hold: its run recorded them, and its own model,
+scored again on the project's test set of the data it was trained on, scores what it claims there.
+Choosing on the test set is a fallback, and `promote` says so when it does.
 
 Usage: python -m tracking.registry [--model NAME]   (`make promote`)
 """
 
 import argparse
+import json
 import sys
+import tempfile
+from pathlib import Path
 
-from regression.headline import HEADLINE, number
-from tracking.access import require
-from tracking.naming import RUN_NAME_TAG, SELECTED_BY_TAG
+from regression.headline import HEADLINE, TEST, number, split_of
+from tracking.access import one_line, require
+from tracking.naming import DIGEST_TAG, RUN_NAME_TAG, SELECTED_BY_TAG
 from tracking.searching import PAGE_SIZE, every, versions_tagged
-from tracking.store import TrackingError, opened, tracking_uri
+from tracking.store import TrackingError, opened, project_root, tracking_uri
 
 ALIAS = "champion"
 WIDTH = 120  # columns of a line printed
@@ -49,14 +53,51 @@ def ranked(versions) -> list:
                   key=lambda v: (rank_key(claimed(v)), int(v.version)))
 
 
-def unfounded(client, name: str, version) -> str | None:
-    """What a version of `name` claims that its run did not record (an editor may tag a version, not
-    rewrite a run's history), or None: 'val_accuracy 0.999, its run recorded 0.8599'."""
-    version = client.get_model_version(name, version.version)
+def unfounded(client, version) -> str | None:
+    """What a version claims that its run did not record (an editor may tag a version, not rewrite a
+    run's history), or None: 'it claims val_accuracy 0.999, its run recorded 0.8599'."""
     recorded = client.get_run(version.run_id).data.metrics
     for name, value in claimed(version).items():
         if name not in recorded or f"{recorded[name]:.6g}" != f"{value:.6g}":
-            return f"{name} {value:.6g}, its run recorded {number(recorded[name]) if name in recorded else 'none'}"
+            return (f"it claims {name} {value:.6g}, its run recorded "
+                    f"{number(recorded[name]) if name in recorded else 'none'}")
+    return None
+
+
+def unreproduced(name: str, version) -> str | None:
+    """What a version claims on the test set that its own model does not score there, or None:
+    'it claims test_accuracy 0.99, its model scores 0.8331 on fashion-mnist's test set'. The model is
+    the version's (downloaded), the test set that of the dataset in data/ with the version's digest."""
+    claims = claimed(version)
+    figure = next((key for key in HEADLINE if split_of(key) == TEST and key in claims), None)
+    digest = version.tags.get(DIGEST_TAG)
+    folder = next((meta.parent for meta in sorted((project_root() / "data").glob("*/meta.json"))
+                   if digest and json.loads(meta.read_text()).get("digest") == digest), None)
+    if figure is None or not digest:
+        return "it claims no test-set figure to check" if figure is None else "it names no data digest"
+    if folder is None:
+        return f"no dataset in data/ has its data digest {digest} (`dvc repro` makes this project's)"
+    import mlflow
+
+    from regression.data import load_split
+    from regression.evaluation import score
+    from regression.models import MODELS, load_model
+    from regression.training import as_splits, outputs_of
+
+    with tempfile.TemporaryDirectory() as scratch:
+        try:
+            mlflow.artifacts.download_artifacts(f"models:/{name}/{version.version}", dst_path=scratch)
+            files = list(Path(scratch).glob("artifacts/*.pt"))
+            if len(files) != 1:
+                raise FileNotFoundError(f"models:/{name}/{version.version} holds no model file")
+            model, config = load_model(files[0])
+            spec = MODELS[config.architecture]
+            test = as_splits({TEST: load_split(folder, TEST)}, spec)[TEST]
+            got = score(spec, outputs_of(model, test.X), test.y)[figure.partition("_")[2]]
+        except Exception as error:  # noqa: BLE001 - whatever stops the check refuses the version
+            return f"its model cannot be scored ({one_line(error)})"
+    if f"{got:.6g}" != f"{claims[figure]:.6g}":
+        return f"it claims {figure} {claims[figure]:.6g}, its model scores {got:.6g} on {folder.name}'s test set"
     return None
 
 
@@ -81,18 +122,19 @@ def promote(client, name: str, page_size: int = PAGE_SIZE) -> str:
         return f"{name}: no version has a {', '.join(HEADLINE)} tag; nothing promoted"
     require(*crowning(name))
     lines = []
-    for candidate in candidates:  # the best whose claim its run bears out
-        if why := unfounded(client, name, candidate):
-            lines.append(f"{name}: version {candidate.version} not crowned: it claims {why}")
+    for candidate in candidates:  # the best whose claims its run and its model bear out
+        version = client.get_model_version(name, candidate.version)
+        if why := unfounded(client, version) or unreproduced(name, version):
+            lines.append(f"{name}: version {version.version} not crowned: {why}")
             continue
-        version, metric = client.get_model_version(name, candidate.version), deciding_metric(claimed(candidate))
+        metric = deciding_metric(claimed(version))
         crown(client, name, version.version, metric)
         note = "" if metric == next(iter(HEADLINE)) else ", chosen on the test set (no validation split)"
         run, value = version.tags.get(RUN_NAME_TAG, version.run_id), float(version.tags[metric])
         lines += [f"{name}: {ALIAS} -> version {version.version}, {metric} {value:.4g}{note}", f"    from run '{run}'"]
         break
     else:
-        lines.append(f"{name}: no version's claim is borne out by its run; nothing promoted")
+        lines.append(f"{name}: no version's claims are borne out by its run and its model; nothing promoted")
     return "\n".join(line if len(line) <= WIDTH else line[:WIDTH - 1] + "…" for line in lines)
 
 
