@@ -481,10 +481,11 @@ def test_train_stage_records_the_training_s_run_once_trained(synthetic_folder):
 
 
 def test_make_promote_scores_the_candidate_itself_and_refuses_a_claim_its_model_does_not_bear_out(
-        synthetic_folder, monkeypatch):
+        synthetic_folder):
     """An editor's run may record any figure it likes, and register the champion's own model with
     it: its claim and its run agree, so only scoring the model on the test set again tells."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", store(synthetic_folder))  # where the registry finds the model
+    import mlflow
+
     stage = train_stage(synthetic_folder, epochs=3)
     out, err = stage.communicate(timeout=WAIT_SECONDS)
     assert stage.returncode == 0, out + err
@@ -493,7 +494,13 @@ def test_make_promote_scores_the_candidate_itself_and_refuses_a_claim_its_model_
     scored = float(trained.tags["test_loss"])
     forger = client.create_run(client.get_run(trained.run_id).info.experiment_id).info.run_id
     client.log_metric(forger, "test_loss", 1e-06)
-    client.create_model_version("synthetic-linear", trained.source, forger, tags=trained.tags | {"test_loss": "1e-06"})
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(store(synthetic_folder))  # where the registry finds the logged model
+    try:
+        client.create_model_version("synthetic-linear", trained.source, forger,
+                                    tags=trained.tags | {"test_loss": "1e-06"})
+    finally:
+        mlflow.set_tracking_uri(previous)
     promote = subprocess.run([sys.executable, "-m", "tracking.registry"], cwd=synthetic_folder, capture_output=True,
                              text=True, env=environment(PYTHONPATH=str(PROJECT / "src"),
                                                         MLFLOW_TRACKING_URI=store(synthetic_folder)))
