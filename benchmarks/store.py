@@ -80,6 +80,7 @@ class Builder:
         self.experiment, self.params, self.tags = real.info.experiment_id, real.data.params, real.data.tags
         self.history = {key: client.get_metric_history(real.info.run_id, key) for key in real.data.metrics}
         self.version_tags, self.source = version.tags, version.source
+        self.real_test = float(version.tags["test_accuracy"])  # what make promote scores the real model at
         self.store = SqlAlchemyStore(db_uri, str(Path(tempfile.gettempdir()) / "unused-artifacts"))
         self.registry = Registry(db_uri)
         pragma = "PRAGMA synchronous=OFF" if db_uri.startswith("sqlite") else "SET synchronous_commit TO OFF"
@@ -101,8 +102,7 @@ class Builder:
             name = "bench-best" if best else f"bench-{self.made}"
             val = 0.995 if best else self.random.uniform(0.80, 0.86)
             # make promote scores the best again: it claims what its model (the real one) scores
-            real_test = float(self.version_tags["test_accuracy"])
-            test = real_test if best else self.random.uniform(0.80, real_test)
+            test = self.real_test if best else self.random.uniform(0.80, self.real_test)
             tags = self.tags | {"dvc.experiment": name, "dvc.changed_params": f"lr={self.made}",
                                 "model.sha256": f"{self.made:064x}", "mlflow.runName": f"{MODEL} · {name}"}
             now = int(time.time() * 1000)

@@ -70,7 +70,7 @@ def store(project, monkeypatch):
     uri = f"sqlite:///{project / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     # These versions have no model to score again: test_tracking's real stage checks that part.
-    monkeypatch.setattr(registry, "unreproduced", lambda name, version: None)
+    monkeypatch.setattr(registry, "unreproduced", lambda version: None)
     return MlflowClient(uri)
 
 

@@ -20,11 +20,11 @@ def problems(raw) -> list[str]:
     datasets = ", ".join(dataset_names(raw))
     lines = []
     for section in ("datasets", "train", "sweep"):
-        entries = raw.get(section, {} if section == "sweep" else None)
+        entries = raw.get(section, {} if section == "sweep" else None)  # a project may have no sweeps
         if not isinstance(entries, dict):
             lines.append(f"  {section} = {entries!r}: not a table; dvc.yaml makes a stage per entry of it")
             continue
-        for name, entry in entries.items() if section != "datasets" else ():
+        for name, entry in entries.items() if section != "datasets" else ():  # a row names no dataset
             if not isinstance(entry, dict):
                 lines.append(f"  {section}.{name} = {entry!r:.60}: not a table of params; give it its keys")
             elif "dataset" not in entry:

@@ -13,7 +13,7 @@ Usage: python -m tracking.registry [--model NAME]   (`make promote`)
 """
 
 import argparse
-import json
+import contextlib
 import sys
 import tempfile
 from pathlib import Path
@@ -64,18 +64,16 @@ def unfounded(client, version) -> str | None:
     return None
 
 
-def unreproduced(name: str, version) -> str | None:
+def unreproduced(version) -> str | None:
     """What a version claims on the test set that its own model does not score there, or None:
     'it claims test_accuracy 0.99, its model scores 0.8331 on fashion-mnist's test set'. The model is
     the version's (downloaded), the test set that of the dataset in data/ with the version's digest."""
     claims = claimed(version)
     figure = next((key for key in HEADLINE if split_of(key) == TEST and key in claims), None)
     digest = version.tags.get(DIGEST_TAG)
-    folder = next((meta.parent for meta in sorted((project_root() / "data").glob("*/meta.json"))
-                   if digest and json.loads(meta.read_text()).get("digest") == digest), None)
     if figure is None or not digest:
         return "it claims no test-set figure to check" if figure is None else "it names no data digest"
-    if folder is None:
+    if (folder := dataset_with_digest(digest)) is None:
         return f"no dataset in data/ has its data digest {digest} (`dvc repro` makes this project's)"
     import mlflow
 
@@ -86,10 +84,11 @@ def unreproduced(name: str, version) -> str | None:
 
     with tempfile.TemporaryDirectory() as scratch:
         try:
-            mlflow.artifacts.download_artifacts(f"models:/{name}/{version.version}", dst_path=scratch)
+            uri = f"models:/{version.name}/{version.version}"
+            mlflow.artifacts.download_artifacts(uri, dst_path=scratch)
             files = list(Path(scratch).glob("artifacts/*.pt"))
             if len(files) != 1:
-                raise FileNotFoundError(f"models:/{name}/{version.version} holds no model file")
+                raise FileNotFoundError(f"{uri} holds no model file")
             model, config = load_model(files[0])
             spec = MODELS[config.architecture]
             test = as_splits({TEST: load_split(folder, TEST)}, spec)[TEST]
@@ -98,6 +97,17 @@ def unreproduced(name: str, version) -> str | None:
             return f"its model cannot be scored ({one_line(error)})"
     if f"{got:.6g}" != f"{claims[figure]:.6g}":
         return f"it claims {figure} {claims[figure]:.6g}, its model scores {got:.6g} on {folder.name}'s test set"
+    return None
+
+
+def dataset_with_digest(digest: str) -> Path | None:
+    """The folder of data/ whose dataset's meta has `digest`, None if none has."""
+    from regression.data import META, DataError, read_meta
+
+    for meta in sorted((project_root() / "data").glob(f"*/{META}")):
+        with contextlib.suppress(DataError):  # not a dataset's: not the one
+            if read_meta(meta.parent).get("digest") == digest:
+                return meta.parent
     return None
 
 
@@ -124,7 +134,7 @@ def promote(client, name: str, page_size: int = PAGE_SIZE) -> str:
     lines = []
     for candidate in candidates:  # the best whose claims its run and its model bear out
         version = client.get_model_version(name, candidate.version)
-        if why := unfounded(client, version) or unreproduced(name, version):
+        if why := unfounded(client, version) or unreproduced(version):
             lines.append(f"{name}: version {version.version} not crowned: {why}")
             continue
         metric = deciding_metric(claimed(version))
