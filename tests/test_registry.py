@@ -167,6 +167,27 @@ def test_make_promote_fails_in_one_line_for_an_account_that_may_not_move_the_ali
     assert store.get_registered_model("fashion-mnist-softmax_nn").aliases == {}
 
 
+def test_ctrl_c_during_make_promote_is_one_line_and_moves_nothing_more(store, capsys, monkeypatch):
+    """Scoring each candidate again takes seconds a model: Ctrl-C then is likely, and says what moved."""
+    from tracking import registry
+
+    register(store, "fashion-mnist-mlp", {"val_accuracy": "0.9"})
+    register(store, "fashion-mnist-softmax_nn", {"val_accuracy": "0.8"})
+    promote = registry.promote
+
+    def interrupted_at_the_second(client, name):
+        if name == "fashion-mnist-softmax_nn":
+            raise KeyboardInterrupt
+        return promote(client, name)
+
+    monkeypatch.setattr(registry, "promote", interrupted_at_the_second)
+    assert main([]) == 130
+    captured = capsys.readouterr()
+    assert captured.out.startswith("fashion-mnist-mlp: champion -> version 1")
+    assert captured.err == "interrupted: only the champions said above have moved\n"
+    assert store.get_registered_model("fashion-mnist-softmax_nn").aliases == {}
+
+
 def test_make_promote_fails_where_the_store_cannot_be_opened(project, monkeypatch, capsys):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens there
     assert main([]) == 1

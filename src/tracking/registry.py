@@ -152,20 +152,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="one registered model (default: every one)")
     args = parser.parse_args(argv)
-    if opened() is None:
-        return 1
-    from mlflow import MlflowClient
-
-    client = MlflowClient()
-    names = [args.model] if args.model else sorted(m.name for m in every(client.search_registered_models))
-    if not names:
-        print("no registered models yet: run the pipeline first (`make run`)")
     try:
+        if opened() is None:
+            return 1
+        from mlflow import MlflowClient
+
+        client = MlflowClient()
+        names = [args.model] if args.model else sorted(m.name for m in every(client.search_registered_models))
+        if not names:
+            print("no registered models yet: run the pipeline first (`make run`)")
         for name in names:
-            print(promote(client, name))
+            print(promote(client, name), flush=True)
     except TrackingError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C while it scores a model: the aliases said above moved, no other
+        print("interrupted: only the champions said above have moved", file=sys.stderr)
+        return 130
     return 0
 
 
