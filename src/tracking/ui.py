@@ -25,7 +25,8 @@ from urllib.parse import quote
 from tracking.store import VIEW_KEY, local_store_uri, opened, sqlite_path
 
 HOST, PORT = "127.0.0.1", 5000
-TEAM_SERVER_PORT = 5001  # `make server`'s default: never offered to the UI
+# Never offered to the UI: `make server`'s default, and the README's `mlflow models serve`.
+OTHER_PORTS = {5001: "make server", 5002: "mlflow models serve"}
 WORKFLOW = "machine_learning"  # "Model training"
 
 
@@ -118,8 +119,8 @@ def port_in_use(port: int) -> str | None:
 
 
 def free_port_after(port: int) -> int:
-    """The first port after `port` where the UI could listen now, but 5001, `make server`'s port."""
-    return next(p for p in range(port + 1, 65536) if p != TEAM_SERVER_PORT and port_in_use(p) is None)
+    """The first port after `port` where the UI could listen now, but the project's OTHER_PORTS."""
+    return next(p for p in range(port + 1, 65536) if p not in OTHER_PORTS and port_in_use(p) is None)
 
 
 def interrupted(signum, frame):
